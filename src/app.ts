@@ -1,0 +1,80 @@
+import { Hono } from "hono";
+import { methodNotAllowed } from "hono/method-not-allowed";
+import type { AppEnv } from "./env";
+import { ApiError, errorBody } from "./errors";
+import { buildOpenApi } from "./http/openapi";
+import { newId } from "./lib/ids";
+import { accountRoutes } from "./routes/accounts";
+import { apiKeyRoutes } from "./routes/api-keys";
+import { conversationRoutes } from "./routes/conversations";
+import { docsPage } from "./routes/docs";
+import { orgRoutes } from "./routes/orgs";
+import { roomRoutes } from "./routes/rooms";
+import { tokenRoutes } from "./routes/tokens";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The `/v1` API, chained so its types flow to `hono/client`. */
+const api = new Hono<AppEnv>()
+  .route("/orgs", orgRoutes)
+  .route("/api-keys", apiKeyRoutes)
+  .route("/tokens", tokenRoutes)
+  .route("/accounts", accountRoutes)
+  .route("/rooms", roomRoutes)
+  .route("/conversations", conversationRoutes);
+
+/** The type of the `/v1` API, for typed clients. */
+export type ApiType = typeof api;
+
+/** Builds the Worker's Hono app: request ids, the error shape, 404/405, the API, and its OpenAPI document. */
+export function createApp() {
+  const app = new Hono<AppEnv>();
+
+  app.use(async function requestId(c, next) {
+    const incoming = c.req.header("x-request-id");
+    const id = incoming && REQUEST_ID.test(incoming) ? incoming : newId("req");
+    c.set("requestId", id);
+    await next();
+    if (c.res.status !== 101) c.res.headers.set("x-request-id", id);
+  });
+
+  app.use(
+    methodNotAllowed({
+      app,
+      onMethodNotAllowed: (c, methods) =>
+        c.json(errorBody({ code: "METHOD_NOT_ALLOWED", message: `use ${methods.join(", ")}` }, c.get("requestId")), 405, {
+          Allow: methods.join(", "),
+        }),
+    }),
+  );
+
+  app.route("/v1", api);
+
+  let openapi: ReturnType<typeof buildOpenApi> | undefined;
+  app.get("/v1/openapi.json", (c) => {
+    openapi ??= buildOpenApi(app, {
+      title: "Parley API",
+      version: "1.0.0",
+      description: "Real-time conversations for people and AI agents. See API.md for the full contract.",
+    });
+    return c.json(openapi);
+  });
+  app.get("/docs", (c) => c.html(docsPage("/v1/openapi.json")));
+  app.get("/", (c) => c.json({ name: "parley", docs: "/docs", openapi: "/v1/openapi.json" }));
+
+  app.notFound((c) =>
+    c.json(errorBody({ code: "NOT_FOUND", message: `no route for ${c.req.method} ${c.req.path}` }, c.get("requestId")), 404),
+  );
+
+  app.onError((error, c) => {
+    const requestId = c.get("requestId") ?? newId("req");
+    if (error instanceof ApiError) {
+      if (error.status >= 500) console.error("request failed", { requestId, code: error.code, message: error.message });
+      return c.json(errorBody(error.toInfo(), requestId), error.status, { "x-request-id": requestId, ...error.headers });
+    }
+    console.error("unhandled error", { requestId, error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    return c.json(errorBody({ code: "INTERNAL", message: "internal error" }, requestId), 500, { "x-request-id": requestId });
+  });
+
+  return app;
+}

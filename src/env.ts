@@ -1,0 +1,34 @@
+import type { Principal } from "./auth/principal";
+import type { Hub } from "./hub/hub";
+import type { Room } from "./room/room";
+import type { QueueBody } from "./events/queue";
+
+/** The bindings and configuration of the main worker (wrangler.toml and `.dev.vars`). */
+export interface Bindings {
+  DB: D1Database;
+  ATTACHMENTS: R2Bucket;
+  ROOMS: DurableObjectNamespace<Room>;
+  HUBS: DurableObjectNamespace<Hub>;
+  EVENTS: Queue<QueueBody>;
+  NOTIFICATIONS: Queue<unknown>;
+  FLOWS: Workflow;
+  ADMIN_TOKEN?: string;
+  JWT_SECRET?: string;
+  JWT_ISSUER?: string;
+  URL_SIGNING_SECRET?: string;
+  MAX_ATTACHMENT_BYTES?: string;
+  OPENAI_BASE_URL?: string;
+  OPENAI_API_KEY?: string;
+}
+
+/** Hono variables set by the global middleware. */
+export interface Variables {
+  requestId: string;
+  principal: Principal;
+}
+
+/** The Hono environment of every route. */
+export interface AppEnv {
+  Bindings: Bindings;
+  Variables: Variables;
+}

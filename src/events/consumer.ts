@@ -1,0 +1,65 @@
+import type { Bindings } from "../env";
+import {
+  archiveMessageStatement,
+  mirrorConversationStatement,
+  mirrorRoomStatements,
+  purgeConversationStatement,
+} from "../db/mirror";
+import type { Message } from "../protocol/messages";
+import { QueueBodySchema, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
+
+/** Retry delay of a failed batch: 1 s doubling to 5 min. */
+export function retryDelaySeconds(attempts: number): number {
+  return Math.min(300, 2 ** Math.max(0, attempts - 1));
+}
+
+/**
+ * The events consumer: writes the D1 archive and mirrors of a batch in one D1 transaction. Every statement is
+ * idempotent (message ids, mirror versions), so redelivered or duplicated batches change nothing. If D1 fails the
+ * whole batch is retried with backoff: the archive is delayed, nothing is lost.
+ */
+export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
+  const valid: QueueBody[] = [];
+  for (const message of batch.messages) {
+    const parsed = QueueBodySchema.safeParse(message.body);
+    if (parsed.success) {
+      valid.push(message.body as QueueBody);
+    } else {
+      console.error("dropping malformed events queue message", message.id, parsed.error.message);
+    }
+  }
+  try {
+    const statements = archiveStatements(env.DB, valid);
+    if (statements.length > 0) await env.DB.batch(statements);
+    batch.ackAll();
+  } catch (error) {
+    const attempts = Math.max(...batch.messages.map((m) => m.attempts));
+    console.error("events archive failed; batch will be retried", { attempts, error: String(error) });
+    batch.retryAll({ delaySeconds: retryDelaySeconds(attempts) });
+  }
+}
+
+/** The D1 statements for a batch: newest mirror per room and conversation, every message, purges of deletions. */
+export function archiveStatements(db: D1Database, bodies: QueueBody[]): D1PreparedStatement[] {
+  const rooms = new Map<string, RoomRecord>();
+  const conversations = new Map<string, ConversationRecord>();
+  const messages: Message[] = [];
+  const purges = new Set<string>();
+  for (const body of bodies) {
+    if (body.room && (rooms.get(body.room.room.id)?.version ?? -1) < body.room.version) {
+      rooms.set(body.room.room.id, body.room);
+    }
+    const conversation = body.conversation;
+    if (conversation && (conversations.get(conversation.conversation.id)?.version ?? -1) < conversation.version) {
+      conversations.set(conversation.conversation.id, conversation);
+    }
+    if (body.event.type === "conversation.message_posted") messages.push(body.event.data as Message);
+    if (body.event.type === "conversation.deleted") purges.add(body.event.resourceId);
+  }
+  return [
+    ...[...rooms.values()].flatMap((record) => mirrorRoomStatements(db, record)),
+    ...[...conversations.values()].map((record) => mirrorConversationStatement(db, record)),
+    ...messages.map((message) => archiveMessageStatement(db, message)),
+    ...[...purges].map((id) => purgeConversationStatement(db, id)),
+  ];
+}

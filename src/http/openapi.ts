@@ -1,0 +1,109 @@
+import type { Hono, MiddlewareHandler } from "hono";
+import { z } from "zod";
+import { ErrorBodySchema } from "../protocol/common";
+
+const DOC = Symbol.for("parley.openapi");
+
+/** What a route tells the OpenAPI document about itself. */
+export interface RouteDoc {
+  summary?: string;
+  description?: string;
+  tags?: string[];
+  body?: z.ZodType;
+  query?: z.ZodType;
+  responses?: Record<number, z.ZodType | null>;
+  security?: string[];
+}
+
+/** Attaches OpenAPI facts to a middleware; the document is built from the routes' own middleware. */
+export function attachDoc<M extends MiddlewareHandler<any, any, any>>(middleware: M, doc: RouteDoc): M {
+  (middleware as unknown as Record<symbol, RouteDoc>)[DOC] = doc;
+  return middleware;
+}
+
+/** Route middleware that only documents: summary, tags and response schemas. */
+export function describe(doc: RouteDoc): MiddlewareHandler {
+  return attachDoc(async function documented(_c, next) {
+    await next();
+  }, doc);
+}
+
+const ERROR_RESPONSES: Record<string, string> = {
+  "400": "Invalid input (`BAD_REQUEST`, with `details`)",
+  "401": "Missing, malformed, expired or foreign credential",
+  "403": "Valid credential outside its scope",
+  "404": "Not found (also anything outside the credential's org)",
+};
+
+/** Builds the OpenAPI 3.1 document of an app from the docs attached to its routes. */
+export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; version: string; description: string }) {
+  const components: Record<string, unknown> = {};
+  const convert = (schema: z.ZodType, io: "input" | "output") => {
+    const raw = JSON.stringify(z.toJSONSchema(schema, { io, unrepresentable: "any" }));
+    const json = JSON.parse(raw.replaceAll('"#/$defs/', '"#/components/schemas/')) as Record<string, unknown>;
+    const { $defs, $schema: _ignored, ...rest } = json;
+    Object.assign(components, $defs ?? {});
+    return rest;
+  };
+
+  const operations = new Map<string, RouteDoc & { method: string; path: string }>();
+  for (const route of app.routes) {
+    const doc = (route.handler as unknown as Record<symbol, RouteDoc | undefined>)[DOC];
+    if (!doc || route.method === "ALL") continue;
+    const key = `${route.method} ${route.path}`;
+    const current = operations.get(key) ?? { method: route.method.toLowerCase(), path: route.path };
+    operations.set(key, { ...current, ...doc, responses: { ...current.responses, ...doc.responses } });
+  }
+
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const op of operations.values()) {
+    const path = op.path.replace(/:(\w+)/g, "{$1}");
+    const parameters: unknown[] = [...path.matchAll(/\{(\w+)\}/g)].map((m) => ({
+      name: m[1],
+      in: "path",
+      required: true,
+      schema: { type: "string" },
+    }));
+    if (op.query) {
+      const schema = convert(op.query, "input") as { properties?: Record<string, unknown>; required?: string[] };
+      for (const [name, property] of Object.entries(schema.properties ?? {})) {
+        parameters.push({ name, in: "query", required: schema.required?.includes(name) ?? false, schema: property });
+      }
+    }
+    const responses: Record<string, unknown> = {};
+    for (const [status, schema] of Object.entries(op.responses ?? {})) {
+      responses[status] = schema
+        ? { description: "Success", content: { "application/json": { schema: convert(schema, "output") } } }
+        : { description: "Success, no content" };
+    }
+    for (const [status, description] of Object.entries(ERROR_RESPONSES)) {
+      responses[status] ??= { description, content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } };
+    }
+    (paths[path] ??= {})[op.method] = {
+      summary: op.summary,
+      description: op.description,
+      tags: op.tags,
+      parameters,
+      ...(op.body ? { requestBody: { required: true, content: { "application/json": { schema: convert(op.body, "input") } } } } : {}),
+      responses,
+      security: (op.security ?? ["bearer"]).map((name) => ({ [name]: [] })),
+    };
+  }
+  convert(ErrorBodySchema, "output");
+  return {
+    openapi: "3.1.0",
+    info,
+    servers: [{ url: "/" }],
+    paths,
+    components: {
+      schemas: components,
+      securitySchemes: {
+        bearer: {
+          type: "http",
+          scheme: "bearer",
+          description: "Admin token, API key (sk_...), account token or session token",
+        },
+      },
+    },
+  };
+}

@@ -1,0 +1,100 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../env";
+import { ApiError, type ErrorDetail } from "../errors";
+import { idSchema } from "../protocol/common";
+import type { IdPrefix } from "../lib/ids";
+import { attachDoc } from "./openapi";
+
+/** The largest JSON body a route reads by default. */
+export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
+
+/** zod issues as the contract's `details`. */
+export function detailsOf(error: z.ZodError): ErrorDetail[] {
+  return error.issues.map((issue) => ({
+    path: issue.path.length > 0 ? issue.path.map(String).join(".") : "(body)",
+    message: issue.message,
+  }));
+}
+
+/** Parses a value with a schema, throwing the contract's 400 with details. */
+export function parseWith<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw new ApiError("BAD_REQUEST", `invalid ${what}`, detailsOf(result.error));
+  return result.data;
+}
+
+/** Reads a JSON body: 415 unless JSON, 413 past `maxBytes` (before reading when Content-Length says so), 400 if malformed. */
+export async function readJson(c: Context<AppEnv>, maxBytes = DEFAULT_MAX_BODY_BYTES): Promise<unknown> {
+  const type = c.req.header("content-type") ?? "";
+  if (!/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type)) {
+    throw new ApiError("UNSUPPORTED_MEDIA_TYPE", "the body must be JSON: send 'Content-Type: application/json'");
+  }
+  const declared = Number(c.req.header("content-length") ?? "NaN");
+  if (declared > maxBytes) throw new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`);
+  const bytes = await readLimited(c.req.raw, maxBytes);
+  if (bytes.byteLength === 0) throw new ApiError("BAD_REQUEST", "the body is empty; send a JSON object");
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new ApiError("BAD_REQUEST", "the body is not valid JSON");
+  }
+}
+
+async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
+  if (!request.body) return new Uint8Array();
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel();
+      throw new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+/** Route middleware: validates the JSON body; the handler reads it with `c.req.valid("json")`. */
+export function jsonBody<T extends z.ZodType>(
+  schema: T,
+  maxBytes = DEFAULT_MAX_BODY_BYTES,
+): MiddlewareHandler<AppEnv, string, { in: { json: z.input<T> }; out: { json: z.output<T> } }> {
+  const middleware: MiddlewareHandler<AppEnv> = async function validateJson(c, next) {
+    const value = parseWith(schema, await readJson(c, maxBytes), "request body");
+    c.req.addValidatedData("json", value as object);
+    await next();
+  };
+  return attachDoc(middleware, { body: schema });
+}
+
+/** Route middleware: validates the query string; the handler reads it with `c.req.valid("query")`. */
+export function query<T extends z.ZodType>(
+  schema: T,
+): MiddlewareHandler<AppEnv, string, { in: { query: Record<string, string> }; out: { query: z.output<T> } }> {
+  const middleware: MiddlewareHandler<AppEnv> = async function validateQuery(c, next) {
+    c.req.addValidatedData("query", parseWith(schema, c.req.query(), "query") as object);
+    await next();
+  };
+  return attachDoc(middleware, { query: schema });
+}
+
+/** A path parameter that must be an id of one type: malformed ids answer 400 with details. */
+export function idParam(c: Context<AppEnv>, name: string, prefix: IdPrefix): string {
+  const value = c.req.param(name);
+  const result = idSchema(prefix).safeParse(value);
+  if (!result.success) {
+    throw new ApiError("BAD_REQUEST", `invalid ${name}`, [{ path: name, message: `must be an id starting with ${prefix}_` }]);
+  }
+  return result.data;
+}

@@ -1,0 +1,57 @@
+/** The type prefixes of the contract's ids. */
+export type IdPrefix =
+  | "org"
+  | "key"
+  | "acc"
+  | "room"
+  | "conv"
+  | "msg"
+  | "att"
+  | "evt"
+  | "run"
+  | "rule"
+  | "ntf"
+  | "ctc"
+  | "psub"
+  | "tok"
+  | "req";
+
+const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"; // Crockford base32, lower case
+
+/** Encodes bytes as lower-case Crockford base32. */
+export function base32(bytes: Uint8Array): string {
+  let out = "";
+  let buffer = 0;
+  let bits = 0;
+  for (const byte of bytes) {
+    buffer = (buffer << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += ALPHABET[(buffer >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += ALPHABET[(buffer << (5 - bits)) & 31];
+  return out;
+}
+
+/** A time-ordered body: 10 characters of milliseconds then 16 random characters (a ULID in lower case). */
+export function ulidBody(now = Date.now()): string {
+  let time = "";
+  let t = now;
+  for (let i = 0; i < 10; i++) {
+    time = ALPHABET[t % 32] + time;
+    t = Math.floor(t / 32);
+  }
+  return time + base32(crypto.getRandomValues(new Uint8Array(10)));
+}
+
+/** A new id with its type prefix, e.g. `acc_01jd...`; ids sort by creation time. */
+export function newId(prefix: IdPrefix): string {
+  return `${prefix}_${ulidBody()}`;
+}
+
+/** The pattern every id of a prefix matches, for validation. */
+export function idPattern(prefix: IdPrefix): RegExp {
+  return new RegExp(`^${prefix}_[0-9a-z]{10,64}$`);
+}

@@ -1,0 +1,607 @@
+import { DurableObject } from "cloudflare:workers";
+import type { Bindings } from "../env";
+import { fail, ok, type Result } from "../errors";
+import { createEvent } from "../events/envelope";
+import type { ConversationRecord, QueueBody, RoomRecord } from "../events/queue";
+import { newId } from "../lib/ids";
+import type { AccountType } from "../protocol/accounts";
+import type { Conversation, CreateConversation, UpdateConversation } from "../protocol/conversations";
+import type { HistoryPage, HistoryQuery, Message, MessageAttachment } from "../protocol/messages";
+import type { Participant, Role, Room as RoomView, RoomType, UpdateParticipant, UpdateRoom } from "../protocol/rooms";
+import {
+  ROOM_SCHEMA,
+  type ConversationRow,
+  type MessageRow,
+  type OutboxRow,
+  type ParticipantRow,
+  type RoomRow,
+} from "./storage";
+
+/** Who is asking: the org, and for account and session tokens the account (and conversation) they are bound to. */
+export interface Actor {
+  orgId: string;
+  accountId?: string;
+  conversationId?: string;
+}
+
+/** A participant as the Worker resolved it: the account exists in the org and has this type. */
+export interface ParticipantSpec {
+  accountId: string;
+  accountType: AccountType;
+  role?: Role;
+  autoRespond?: boolean;
+}
+
+/** Everything needed to create a room. */
+export interface InitRoom {
+  id: string;
+  orgId: string;
+  type: RoomType;
+  name: string | null;
+  meta: Record<string, unknown>;
+  dmKey: string | null;
+  participants: ParticipantSpec[];
+}
+
+/** A message post after the Worker resolved its author and attachments. */
+export interface PostInput {
+  authorId: string;
+  text?: string;
+  data?: Record<string, unknown>;
+  attachments: MessageAttachment[];
+  clientMessageId?: string;
+}
+
+/** The answer of a post: the message, and whether this call created it (false for a repeated clientMessageId). */
+export interface PostResult {
+  message: Message;
+  created: boolean;
+  conversation: ConversationRecord;
+}
+
+const MANAGERS: ReadonlySet<string> = new Set(["owner", "admin"]);
+const OUTBOX_BATCH = 100;
+const OUTBOX_BATCH_BYTES = 200 * 1024;
+const DRAIN_RETRY_MS = 2_000;
+const DRAIN_RETRY_MAX_MS = 60_000;
+
+/**
+ * One room: its participants, its conversations' seq counters and message log, and the outbox of its events.
+ * Every write commits to the object's SQLite storage together with its outbox row before the caller is answered.
+ */
+export class Room extends DurableObject<Bindings> {
+  private readonly sql: SqlStorage;
+  private draining = false;
+  private drainAgain = false;
+  private alarmArmed = false;
+  private drainFailures = 0;
+
+  constructor(ctx: DurableObjectState, env: Bindings) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(ROOM_SCHEMA);
+  }
+
+  /** Creates the room; for a DM that already exists, answers it with `created: false`. */
+  async init(input: InitRoom): Promise<Result<{ record: RoomRecord; created: boolean }>> {
+    const existing = this.roomRow();
+    if (existing) {
+      if (input.dmKey !== null && existing.dm_key === input.dmKey && existing.org_id === input.orgId) {
+        return ok({ record: this.roomRecord(existing), created: false });
+      }
+      return fail("CONFLICT", "room already exists");
+    }
+    const now = new Date().toISOString();
+    const participants = dedupe(input.participants);
+    this.commit(() => {
+      this.sql.exec(
+        "INSERT INTO room (singleton, id, org_id, type, name, meta, dm_key, version, created_at) VALUES (1, ?, ?, ?, ?, ?, ?, 1, ?)",
+        input.id,
+        input.orgId,
+        input.type,
+        input.name,
+        JSON.stringify(input.meta),
+        input.dmKey,
+        now,
+      );
+      for (const p of participants) this.insertParticipant(p, now);
+      const record = this.roomRecord(this.roomRow()!);
+      this.enqueue(roomEvent(record, "created", record.room), { room: record });
+    });
+    return ok({ record: this.roomRecord(this.roomRow()!), created: true });
+  }
+
+  /** The room, if the actor may see it. */
+  async getRoom(actor: Actor): Promise<Result<RoomRecord>> {
+    const access = this.access(actor);
+    if (!access.ok) return access;
+    return ok(this.roomRecord(access.value));
+  }
+
+  /** Changes the room's name or meta (API keys, owners and admins). */
+  async updateRoom(actor: Actor, patch: UpdateRoom): Promise<Result<RoomRecord>> {
+    const access = this.manage(actor);
+    if (!access.ok) return access;
+    const row = access.value;
+    this.commit(() => {
+      this.sql.exec(
+        "UPDATE room SET name = ?, meta = ?, version = version + 1",
+        patch.name !== undefined ? patch.name : row.name,
+        patch.meta !== undefined ? JSON.stringify(patch.meta) : row.meta,
+      );
+      const record = this.roomRecord(this.roomRow()!);
+      this.enqueue(roomEvent(record, "updated", record.room), { room: record });
+    });
+    return ok(this.roomRecord(this.roomRow()!));
+  }
+
+  /** Adds a participant to a standard room. */
+  async addParticipant(actor: Actor, spec: ParticipantSpec): Promise<Result<{ participant: Participant; record: RoomRecord }>> {
+    const access = this.manage(actor);
+    if (!access.ok) return access;
+    if (access.value.type === "dm") return fail("ROOM_IMMUTABLE", "the participants of a dm room never change");
+    if (this.participant(spec.accountId)) return fail("CONFLICT", "the account is already a participant");
+    const now = new Date().toISOString();
+    const participant = this.commit(() => {
+      this.insertParticipant(spec, now);
+      this.bumpVersion();
+      const record = this.roomRecord(this.roomRow()!);
+      const added = toParticipant(this.participant(spec.accountId)!);
+      this.enqueue(roomEvent(record, "participant_added", added), { room: record });
+      return added;
+    });
+    return ok({ participant, record: this.roomRecord(this.roomRow()!) });
+  }
+
+  /** Changes a participant's role or autoRespond (also in DM rooms). */
+  async updateParticipant(
+    actor: Actor,
+    accountId: string,
+    patch: UpdateParticipant,
+  ): Promise<Result<{ participant: Participant; record: RoomRecord }>> {
+    const access = this.manage(actor);
+    if (!access.ok) return access;
+    const current = this.participant(accountId);
+    if (!current) return fail("NOT_FOUND", "participant not found");
+    const participant = this.commit(() => {
+      this.sql.exec(
+        "UPDATE participants SET role = ?, auto_respond = ? WHERE account_id = ?",
+        patch.role ?? current.role,
+        patch.autoRespond === undefined ? current.auto_respond : Number(patch.autoRespond),
+        accountId,
+      );
+      this.bumpVersion();
+      const record = this.roomRecord(this.roomRow()!);
+      const updated = toParticipant(this.participant(accountId)!);
+      this.enqueue(roomEvent(record, "participant_updated", updated), { room: record });
+      return updated;
+    });
+    return ok({ participant, record: this.roomRecord(this.roomRow()!) });
+  }
+
+  /** Removes a participant from a standard room (managers, or the participant itself). */
+  async removeParticipant(actor: Actor, accountId: string): Promise<Result<{ record: RoomRecord }>> {
+    const self = actor.accountId === accountId && !actor.conversationId;
+    const access = self ? this.access(actor) : this.manage(actor);
+    if (!access.ok) return access;
+    if (access.value.type === "dm") return fail("ROOM_IMMUTABLE", "the participants of a dm room never change");
+    const current = this.participant(accountId);
+    if (!current) return fail("NOT_FOUND", "participant not found");
+    this.commit(() => {
+      this.sql.exec("DELETE FROM participants WHERE account_id = ?", accountId);
+      this.bumpVersion();
+      const record = this.roomRecord(this.roomRow()!);
+      this.enqueue(roomEvent(record, "participant_removed", toParticipant(current)), { room: record });
+    });
+    return ok({ record: this.roomRecord(this.roomRow()!) });
+  }
+
+  /** Starts a conversation in the room (API keys and participants who may post). */
+  async createConversation(actor: Actor, id: string, input: CreateConversation): Promise<Result<ConversationRecord>> {
+    const access = this.access(actor);
+    if (!access.ok) return access;
+    if (actor.conversationId) return fail("FORBIDDEN", "a session token is bound to one conversation");
+    if (actor.accountId && this.participant(actor.accountId)?.role === "observer") {
+      return fail("FORBIDDEN", "observers cannot start conversations");
+    }
+    const now = new Date().toISOString();
+    const record = this.commit(() => {
+      this.sql.exec(
+        `INSERT INTO conversations (id, name, description, meta, contact_id, last_seq, version, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, 0, 1, ?, ?)`,
+        id,
+        input.name ?? null,
+        input.description ?? null,
+        JSON.stringify(input.meta ?? {}),
+        input.contactId ?? null,
+        now,
+        now,
+      );
+      const created = this.conversationRecord(this.conversationRow(id)!);
+      this.enqueue(conversationEvent(created, "created", created.conversation), { conversation: created });
+      return created;
+    });
+    return ok(record);
+  }
+
+  /** A conversation, if the actor may see it. */
+  async getConversation(actor: Actor, id: string): Promise<Result<ConversationRecord>> {
+    const found = this.visibleConversation(actor, id);
+    if (!found.ok) return found;
+    return ok(this.conversationRecord(found.value));
+  }
+
+  /** Changes a conversation's name, description, meta or contact. */
+  async updateConversation(actor: Actor, id: string, patch: UpdateConversation): Promise<Result<ConversationRecord>> {
+    const found = this.visibleConversation(actor, id);
+    if (!found.ok) return found;
+    const denied = this.denyPosting(actor);
+    if (denied) return denied;
+    const row = found.value;
+    const now = new Date().toISOString();
+    const record = this.commit(() => {
+      this.sql.exec(
+        "UPDATE conversations SET name = ?, description = ?, meta = ?, contact_id = ?, version = version + 1, updated_at = ? WHERE id = ?",
+        patch.name !== undefined ? patch.name : row.name,
+        patch.description !== undefined ? patch.description : row.description,
+        patch.meta !== undefined ? JSON.stringify(patch.meta) : row.meta,
+        patch.contactId !== undefined ? patch.contactId : row.contact_id,
+        now,
+        id,
+      );
+      const updated = this.conversationRecord(this.conversationRow(id)!);
+      this.enqueue(conversationEvent(updated, "updated", updated.conversation), { conversation: updated });
+      return updated;
+    });
+    return ok(record);
+  }
+
+  /** Deletes a conversation and its history (API keys, owners and admins). */
+  async deleteConversation(actor: Actor, id: string): Promise<Result<ConversationRecord>> {
+    const found = this.visibleConversation(actor, id);
+    if (!found.ok) return found;
+    const managed = this.manage(actor);
+    if (!managed.ok) return managed;
+    const now = new Date().toISOString();
+    const record = this.commit(() => {
+      this.sql.exec("UPDATE conversations SET deleted_at = ?, updated_at = ?, version = version + 1 WHERE id = ?", now, now, id);
+      this.sql.exec("DELETE FROM messages WHERE conversation_id = ?", id);
+      const deleted = this.conversationRecord(this.conversationRow(id)!);
+      this.enqueue(conversationEvent(deleted, "deleted", deleted.conversation), { conversation: deleted });
+      return deleted;
+    });
+    return ok(record);
+  }
+
+  /** Checks that an account may hold a session in a conversation: the conversation is live and it participates. */
+  async checkSession(actor: Actor, conversationId: string, accountId: string): Promise<Result<true>> {
+    const found = this.visibleConversation(actor, conversationId);
+    if (!found.ok) return found;
+    if (!this.participant(accountId)) return fail("BAD_REQUEST", "the account is not a participant of this room", [
+      { path: "accountId", message: "must be a participant of the conversation's room" },
+    ]);
+    return ok(true);
+  }
+
+  /**
+   * Appends a message: checks the author may post, assigns the next gapless `seq`, and commits the message with its
+   * outbox row in one transaction. A repeated `clientMessageId` answers the original message and writes nothing.
+   */
+  async postMessage(actor: Actor, conversationId: string, input: PostInput): Promise<Result<PostResult>> {
+    const found = this.visibleConversation(actor, conversationId);
+    if (!found.ok) return found;
+    const author = this.participant(input.authorId);
+    if (!author) return fail("FORBIDDEN", "the author is not a participant of this room");
+    if (author.role === "observer") return fail("FORBIDDEN", "observers cannot post");
+
+    if (input.clientMessageId !== undefined) {
+      const previous = this.sql
+        .exec<MessageRow>(
+          "SELECT * FROM messages WHERE conversation_id = ? AND client_message_id = ?",
+          conversationId,
+          input.clientMessageId,
+        )
+        .toArray()[0];
+      if (previous) {
+        return ok({ message: this.toMessage(previous), created: false, conversation: this.conversationRecord(found.value) });
+      }
+    }
+
+    const now = new Date().toISOString();
+    const result = this.commit(() => {
+      const seq = found.value.last_seq + 1;
+      const message: Message = {
+        id: newId("msg"),
+        orgId: actor.orgId,
+        roomId: this.roomRow()!.id,
+        conversationId,
+        seq,
+        authorId: input.authorId,
+        type: author.account_type === "agent" ? "bot" : "user",
+        text: input.text ?? null,
+        data: input.data ?? null,
+        attachments: input.attachments,
+        clientMessageId: input.clientMessageId ?? null,
+        createdAt: now,
+      };
+      this.sql.exec(
+        `INSERT INTO messages (conversation_id, seq, id, author_id, type, text, data, attachments, client_message_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        conversationId,
+        seq,
+        message.id,
+        message.authorId,
+        message.type,
+        message.text,
+        message.data === null ? null : JSON.stringify(message.data),
+        JSON.stringify(message.attachments),
+        message.clientMessageId,
+        now,
+      );
+      this.sql.exec(
+        "UPDATE conversations SET last_seq = ?, last_message_at = ?, version = version + 1 WHERE id = ?",
+        seq,
+        now,
+        conversationId,
+      );
+      const conversation = this.conversationRecord(this.conversationRow(conversationId)!);
+      this.enqueue(conversationEvent(conversation, "message_posted", message), { conversation });
+      return { message, created: true, conversation };
+    });
+    return ok(result);
+  }
+
+  /** One page of a conversation's history, always in ascending `seq` (contract section 6). */
+  async listMessages(actor: Actor, conversationId: string, query: HistoryQuery): Promise<Result<HistoryPage>> {
+    const found = this.visibleConversation(actor, conversationId);
+    if (!found.ok) return found;
+    const { afterSeq, beforeSeq, limit } = query;
+    const upper = beforeSeq ?? Number.MAX_SAFE_INTEGER;
+    let rows: MessageRow[];
+    if (afterSeq !== undefined) {
+      rows = this.sql
+        .exec<MessageRow>(
+          "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?",
+          conversationId,
+          afterSeq,
+          upper,
+          limit + 1,
+        )
+        .toArray();
+    } else {
+      rows = this.sql
+        .exec<MessageRow>(
+          "SELECT * FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+          conversationId,
+          upper,
+          limit + 1,
+        )
+        .toArray()
+        .reverse();
+    }
+    const hasMore = rows.length > limit;
+    const page = hasMore ? (afterSeq !== undefined ? rows.slice(0, limit) : rows.slice(1)) : rows;
+    return ok({ items: page.map((row) => this.toMessage(row)), hasMore });
+  }
+
+  /** Drains the outbox when a send failed or the object restarted with rows left. */
+  override async alarm(): Promise<void> {
+    this.alarmArmed = false;
+    await this.drain();
+  }
+
+  /** The number of events not yet handed to the queue (for tests and health checks). */
+  async pendingEvents(): Promise<number> {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
+  }
+
+  // --- access rules -------------------------------------------------------------------------------------------
+
+  /** The room row if the actor may see the room: same org, and for tokens, a participant. */
+  private access(actor: Actor): Result<RoomRow> {
+    const row = this.roomRow();
+    if (!row || row.org_id !== actor.orgId) return fail("NOT_FOUND", "room not found");
+    if (actor.accountId && !this.participant(actor.accountId)) return fail("NOT_FOUND", "room not found");
+    return ok(row);
+  }
+
+  /** The room row if the actor may manage it: an API key, or an owner or admin of the room. */
+  private manage(actor: Actor): Result<RoomRow> {
+    const access = this.access(actor);
+    if (!access.ok) return access;
+    if (actor.conversationId) return fail("FORBIDDEN", "a session token cannot manage the room");
+    if (actor.accountId && !MANAGERS.has(this.participant(actor.accountId)!.role)) {
+      return fail("FORBIDDEN", "only owners and admins manage the room");
+    }
+    return access;
+  }
+
+  /** A live conversation of this room that the actor may see. */
+  private visibleConversation(actor: Actor, id: string): Result<ConversationRow> {
+    const access = this.access(actor);
+    if (!access.ok) return fail("NOT_FOUND", "conversation not found");
+    if (actor.conversationId && actor.conversationId !== id) return fail("NOT_FOUND", "conversation not found");
+    const row = this.conversationRow(id);
+    if (!row || row.deleted_at !== null) return fail("NOT_FOUND", "conversation not found");
+    return ok(row);
+  }
+
+  /** Refuses observers, who may read but not write. */
+  private denyPosting(actor: Actor): Result<never> | null {
+    if (actor.accountId && this.participant(actor.accountId)?.role === "observer") {
+      return fail("FORBIDDEN", "observers cannot change conversations");
+    }
+    return null;
+  }
+
+  // --- storage ------------------------------------------------------------------------------------------------
+
+  private roomRow(): RoomRow | undefined {
+    return this.sql.exec<RoomRow>("SELECT * FROM room").toArray()[0];
+  }
+
+  private participant(accountId: string): ParticipantRow | undefined {
+    return this.sql.exec<ParticipantRow>("SELECT * FROM participants WHERE account_id = ?", accountId).toArray()[0];
+  }
+
+  private conversationRow(id: string): ConversationRow | undefined {
+    return this.sql.exec<ConversationRow>("SELECT * FROM conversations WHERE id = ?", id).toArray()[0];
+  }
+
+  private insertParticipant(spec: ParticipantSpec, joinedAt: string): void {
+    this.sql.exec(
+      "INSERT INTO participants (account_id, account_type, role, auto_respond, joined_at) VALUES (?, ?, ?, ?, ?)",
+      spec.accountId,
+      spec.accountType,
+      spec.role ?? "member",
+      Number(spec.autoRespond ?? spec.accountType === "agent"),
+      joinedAt,
+    );
+  }
+
+  private bumpVersion(): void {
+    this.sql.exec("UPDATE room SET version = version + 1");
+  }
+
+  private roomRecord(row: RoomRow): RoomRecord {
+    const participants = this.sql
+      .exec<ParticipantRow>("SELECT * FROM participants ORDER BY joined_at, account_id")
+      .toArray()
+      .map(toParticipant);
+    return {
+      room: {
+        id: row.id,
+        orgId: row.org_id,
+        type: row.type as RoomType,
+        name: row.name,
+        meta: JSON.parse(row.meta),
+        participants,
+        createdAt: row.created_at,
+      },
+      dmKey: row.dm_key,
+      version: row.version,
+    };
+  }
+
+  private conversationRecord(row: ConversationRow): ConversationRecord {
+    const room = this.roomRow()!;
+    const conversation: Conversation = {
+      id: row.id,
+      orgId: room.org_id,
+      roomId: room.id,
+      name: row.name,
+      description: row.description,
+      meta: JSON.parse(row.meta),
+      contactId: row.contact_id,
+      messageCount: row.last_seq,
+      lastMessageAt: row.last_message_at,
+      createdAt: row.created_at,
+      updatedAt: row.last_message_at && row.last_message_at > row.updated_at ? row.last_message_at : row.updated_at,
+    };
+    return { conversation, version: row.version, deleted: row.deleted_at !== null };
+  }
+
+  private toMessage(row: MessageRow): Message {
+    const room = this.roomRow()!;
+    return {
+      id: row.id,
+      orgId: room.org_id,
+      roomId: room.id,
+      conversationId: row.conversation_id,
+      seq: row.seq,
+      authorId: row.author_id,
+      type: row.type as Message["type"],
+      text: row.text,
+      data: row.data === null ? null : JSON.parse(row.data),
+      attachments: JSON.parse(row.attachments),
+      clientMessageId: row.client_message_id,
+      createdAt: row.created_at,
+    };
+  }
+
+  // --- outbox -------------------------------------------------------------------------------------------------
+
+  /** Runs a write in one SQLite transaction, then hands its outbox rows to the queue. */
+  private commit<T>(write: () => T): T {
+    const result = this.ctx.storage.transactionSync(write);
+    if (!this.alarmArmed) {
+      // The alarm is the backstop: if this object stops before the drain below finishes, the alarm drains on restart.
+      this.alarmArmed = true;
+      void this.ctx.storage.setAlarm(Date.now() + DRAIN_RETRY_MS);
+    }
+    this.ctx.waitUntil(this.drain());
+    return result;
+  }
+
+  /** Writes an event to the outbox; called inside `commit`, so it lands with the change it describes. */
+  private enqueue(event: QueueBody["event"], mirror: Omit<QueueBody, "event">): void {
+    this.sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify({ event, ...mirror } satisfies QueueBody));
+  }
+
+  /** Hands outbox rows to the events queue in order, deleting them once the queue accepted them. */
+  private async drain(): Promise<void> {
+    if (this.draining) {
+      this.drainAgain = true;
+      return;
+    }
+    this.draining = true;
+    try {
+      do {
+        this.drainAgain = false;
+        const rows = this.sql.exec<OutboxRow>("SELECT id, body FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH).toArray();
+        if (rows.length === 0) break;
+        const batch: OutboxRow[] = [];
+        let bytes = 0;
+        for (const row of rows) {
+          if (batch.length > 0 && bytes + row.body.length > OUTBOX_BATCH_BYTES) break;
+          batch.push(row);
+          bytes += row.body.length;
+        }
+        await this.env.EVENTS.sendBatch(batch.map((row) => ({ body: JSON.parse(row.body) as QueueBody })));
+        this.sql.exec("DELETE FROM outbox WHERE id <= ?", batch[batch.length - 1].id);
+        this.drainFailures = 0;
+        if (batch.length < rows.length || rows.length === OUTBOX_BATCH) this.drainAgain = true;
+      } while (this.drainAgain);
+    } catch (error) {
+      this.drainFailures++;
+      const delay = Math.min(DRAIN_RETRY_MS * 2 ** (this.drainFailures - 1), DRAIN_RETRY_MAX_MS);
+      console.error("room outbox drain failed; retrying", { delay, error: String(error) });
+      await this.ctx.storage.setAlarm(Date.now() + delay);
+      this.alarmArmed = true;
+    } finally {
+      this.draining = false;
+    }
+  }
+}
+
+function dedupe(participants: ParticipantSpec[]): ParticipantSpec[] {
+  const byId = new Map<string, ParticipantSpec>();
+  for (const p of participants) if (!byId.has(p.accountId)) byId.set(p.accountId, p);
+  return [...byId.values()];
+}
+
+function toParticipant(row: ParticipantRow): Participant {
+  return { accountId: row.account_id, role: row.role as Role, autoRespond: row.auto_respond === 1, joinedAt: row.joined_at };
+}
+
+function roomEvent(record: RoomRecord, event: string, data: unknown) {
+  return createEvent({
+    orgId: record.room.orgId,
+    source: "conversations",
+    resource: "room",
+    event,
+    resourceId: record.room.id,
+    data,
+  });
+}
+
+function conversationEvent(record: ConversationRecord, event: string, data: unknown) {
+  return createEvent({
+    orgId: record.conversation.orgId,
+    source: "conversations",
+    resource: "conversation",
+    event,
+    resourceId: record.conversation.id,
+    data,
+  });
+}

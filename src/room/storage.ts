@@ -1,0 +1,109 @@
+/** The Room object's SQLite schema; idempotent, applied when the object starts. */
+export const ROOM_SCHEMA = `
+CREATE TABLE IF NOT EXISTS room (
+  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+  id TEXT NOT NULL,
+  org_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  name TEXT,
+  meta TEXT NOT NULL,
+  dm_key TEXT,
+  version INTEGER NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS participants (
+  account_id TEXT PRIMARY KEY,
+  account_type TEXT NOT NULL,
+  role TEXT NOT NULL,
+  auto_respond INTEGER NOT NULL,
+  joined_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversations (
+  id TEXT PRIMARY KEY,
+  name TEXT,
+  description TEXT,
+  meta TEXT NOT NULL,
+  contact_id TEXT,
+  last_seq INTEGER NOT NULL DEFAULT 0,
+  last_message_at TEXT,
+  version INTEGER NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  deleted_at TEXT
+);
+CREATE TABLE IF NOT EXISTS messages (
+  conversation_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  id TEXT NOT NULL,
+  author_id TEXT,
+  type TEXT NOT NULL,
+  text TEXT,
+  data TEXT,
+  attachments TEXT NOT NULL,
+  client_message_id TEXT,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id ON messages (conversation_id, client_message_id)
+  WHERE client_message_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  body TEXT NOT NULL
+);
+`;
+
+/** A row of the `room` table. */
+export interface RoomRow extends Record<string, SqlStorageValue> {
+  id: string;
+  org_id: string;
+  type: string;
+  name: string | null;
+  meta: string;
+  dm_key: string | null;
+  version: number;
+  created_at: string;
+}
+
+/** A row of the `participants` table. */
+export interface ParticipantRow extends Record<string, SqlStorageValue> {
+  account_id: string;
+  account_type: string;
+  role: string;
+  auto_respond: number;
+  joined_at: string;
+}
+
+/** A row of the `conversations` table. */
+export interface ConversationRow extends Record<string, SqlStorageValue> {
+  id: string;
+  name: string | null;
+  description: string | null;
+  meta: string;
+  contact_id: string | null;
+  last_seq: number;
+  last_message_at: string | null;
+  version: number;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
+/** A row of the `messages` table. */
+export interface MessageRow extends Record<string, SqlStorageValue> {
+  conversation_id: string;
+  seq: number;
+  id: string;
+  author_id: string | null;
+  type: string;
+  text: string | null;
+  data: string | null;
+  attachments: string;
+  client_message_id: string | null;
+  created_at: string;
+}
+
+/** A row of the `outbox` table: one queue body as JSON. */
+export interface OutboxRow extends Record<string, SqlStorageValue> {
+  id: number;
+  body: string;
+}

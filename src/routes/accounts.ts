@@ -1,0 +1,150 @@
+import { and, desc, eq, lt } from "drizzle-orm";
+import { Hono } from "hono";
+import { auth, orgPrincipal } from "../auth/middleware";
+import { createDb } from "../db/client";
+import { accounts } from "../db/schema";
+import type { AppEnv } from "../env";
+import { ApiError, notFound } from "../errors";
+import { decodeCursor, pageOf } from "../http/cursor";
+import { describe } from "../http/openapi";
+import { idParam, jsonBody, query } from "../http/validate";
+import { newId } from "../lib/ids";
+import {
+  AccountSchema,
+  CreateAccountSchema,
+  ListAccountsQuerySchema,
+  UpdateAccountSchema,
+  type Account,
+  type AgentSettings,
+} from "../protocol/accounts";
+import { listOf, pageQuerySchema } from "../protocol/common";
+
+type AccountRow = typeof accounts.$inferSelect;
+
+/** The contract's Account from its row. */
+export function toAccount(row: AccountRow): Account {
+  return {
+    id: row.id,
+    orgId: row.orgId,
+    type: row.type,
+    name: row.name,
+    email: row.email,
+    meta: row.meta,
+    agent: (row.agent as AgentSettings | null) ?? null,
+    createdAt: row.createdAt,
+  };
+}
+
+/** `/v1/accounts`: users and agents of the org. */
+export const accountRoutes = new Hono<AppEnv>()
+  .post(
+    "/",
+    describe({ summary: "Create a user or agent", tags: ["accounts"], responses: { 201: AccountSchema } }),
+    auth("apiKey"),
+    jsonBody(CreateAccountSchema),
+    async (c) => {
+      const { orgId } = orgPrincipal(c);
+      const input = c.req.valid("json");
+      const now = new Date().toISOString();
+      const row: AccountRow = {
+        id: newId("acc"),
+        orgId,
+        type: input.type,
+        name: input.name,
+        email: input.email ?? null,
+        meta: input.meta ?? {},
+        agent: input.type === "agent" ? (input.agent ?? {}) : null,
+        createdAt: now,
+        updatedAt: now,
+      };
+      await createDb(c.env.DB).insert(accounts).values(row);
+      return c.json(toAccount(row), 201);
+    },
+  )
+  .get(
+    "/",
+    describe({ summary: "List accounts, newest first", tags: ["accounts"], responses: { 200: listOf(AccountSchema) } }),
+    auth("apiKey"),
+    query(ListAccountsQuerySchema.extend(pageQuerySchema.shape)),
+    async (c) => {
+      const { orgId } = orgPrincipal(c);
+      const { type, limit, cursor } = c.req.valid("query");
+      const rows = await createDb(c.env.DB)
+        .select()
+        .from(accounts)
+        .where(
+          and(
+            eq(accounts.orgId, orgId),
+            type ? eq(accounts.type, type) : undefined,
+            cursor ? lt(accounts.id, decodeCursor(cursor)[1]) : undefined,
+          ),
+        )
+        .orderBy(desc(accounts.id))
+        .limit(limit + 1);
+      return c.json(pageOf(rows, limit, toAccount, (row) => ["", row.id]));
+    },
+  )
+  .get(
+    "/:id",
+    describe({ summary: "Get an account (an account token: only its own)", tags: ["accounts"], responses: { 200: AccountSchema } }),
+    auth("apiKey", "account", "session"),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      const id = idParam(c, "id", "acc");
+      if (principal.kind !== "apiKey" && principal.accountId !== id) throw notFound("account");
+      const row = await createDb(c.env.DB)
+        .select()
+        .from(accounts)
+        .where(and(eq(accounts.id, id), eq(accounts.orgId, principal.orgId)))
+        .get();
+      if (!row) throw notFound("account");
+      return c.json(toAccount(row));
+    },
+  )
+  .patch(
+    "/:id",
+    describe({ summary: "Change an account", tags: ["accounts"], responses: { 200: AccountSchema } }),
+    auth("apiKey"),
+    jsonBody(UpdateAccountSchema),
+    async (c) => {
+      const { orgId } = orgPrincipal(c);
+      const id = idParam(c, "id", "acc");
+      const patch = c.req.valid("json");
+      const db = createDb(c.env.DB);
+      const current = await db.select().from(accounts).where(and(eq(accounts.id, id), eq(accounts.orgId, orgId))).get();
+      if (!current) throw notFound("account");
+      if (patch.agent !== undefined && current.type !== "agent") {
+        throw new ApiError("BAD_REQUEST", "invalid request body", [
+          { path: "agent", message: "only agent accounts have agent settings" },
+        ]);
+      }
+      const [row] = await db
+        .update(accounts)
+        .set({
+          ...(patch.name !== undefined ? { name: patch.name } : {}),
+          ...(patch.email !== undefined ? { email: patch.email } : {}),
+          ...(patch.meta !== undefined ? { meta: patch.meta } : {}),
+          ...(patch.agent !== undefined ? { agent: patch.agent } : {}),
+          updatedAt: new Date().toISOString(),
+        })
+        .where(and(eq(accounts.id, id), eq(accounts.orgId, orgId)))
+        .returning();
+      if (!row) throw notFound("account");
+      return c.json(toAccount(row));
+    },
+  )
+  .delete(
+    "/:id",
+    describe({ summary: "Delete an account; its tokens stop working", tags: ["accounts"], responses: { 204: null } }),
+    auth("apiKey"),
+    async (c) => {
+      const { orgId } = orgPrincipal(c);
+      const id = idParam(c, "id", "acc");
+      const deleted = await createDb(c.env.DB)
+        .delete(accounts)
+        .where(and(eq(accounts.id, id), eq(accounts.orgId, orgId)))
+        .returning({ id: accounts.id });
+      if (deleted.length === 0) throw notFound("account");
+      return c.body(null, 204);
+    },
+  );

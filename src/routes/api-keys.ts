@@ -1,0 +1,62 @@
+import { and, desc, eq, isNull, lt } from "drizzle-orm";
+import { Hono } from "hono";
+import { createApiKey } from "../auth/api-keys";
+import { auth, orgPrincipal } from "../auth/middleware";
+import { createDb } from "../db/client";
+import { apiKeys } from "../db/schema";
+import type { AppEnv } from "../env";
+import { notFound } from "../errors";
+import { decodeCursor, pageOf } from "../http/cursor";
+import { describe } from "../http/openapi";
+import { idParam, jsonBody, query } from "../http/validate";
+import { pageQuerySchema } from "../protocol/common";
+import { CreateApiKeyResponseSchema, CreateApiKeySchema } from "../protocol/orgs";
+
+/** `/v1/api-keys`: create, list and revoke the org's API keys (API keys only). */
+export const apiKeyRoutes = new Hono<AppEnv>()
+  .post(
+    "/",
+    describe({ summary: "Create an API key; the secret is shown once", tags: ["credentials"], responses: { 201: CreateApiKeyResponseSchema } }),
+    auth("apiKey"),
+    jsonBody(CreateApiKeySchema),
+    async (c) => {
+      const { orgId } = orgPrincipal(c);
+      const db = createDb(c.env.DB);
+      const key = await createApiKey(db, orgId, c.req.valid("json").name ?? null);
+      await key.statement;
+      return c.json({ id: key.row.id, name: key.row.name, apiKey: key.apiKey, createdAt: key.row.createdAt }, 201);
+    },
+  )
+  .get(
+    "/",
+    describe({ summary: "List the org's live API keys (never their secrets)", tags: ["credentials"] }),
+    auth("apiKey"),
+    query(pageQuerySchema),
+    async (c) => {
+      const { orgId } = orgPrincipal(c);
+      const { limit, cursor } = c.req.valid("query");
+      const rows = await createDb(c.env.DB)
+        .select({ id: apiKeys.id, name: apiKeys.name, createdAt: apiKeys.createdAt })
+        .from(apiKeys)
+        .where(and(eq(apiKeys.orgId, orgId), isNull(apiKeys.revokedAt), cursor ? lt(apiKeys.id, decodeCursor(cursor)[1]) : undefined))
+        .orderBy(desc(apiKeys.id))
+        .limit(limit + 1);
+      return c.json(pageOf(rows, limit, (row) => row, (row) => ["", row.id]));
+    },
+  )
+  .delete(
+    "/:id",
+    describe({ summary: "Revoke an API key", tags: ["credentials"], responses: { 204: null } }),
+    auth("apiKey"),
+    async (c) => {
+      const { orgId } = orgPrincipal(c);
+      const id = idParam(c, "id", "key");
+      const revoked = await createDb(c.env.DB)
+        .update(apiKeys)
+        .set({ revokedAt: new Date().toISOString() })
+        .where(and(eq(apiKeys.id, id), eq(apiKeys.orgId, orgId), isNull(apiKeys.revokedAt)))
+        .returning({ id: apiKeys.id });
+      if (revoked.length === 0) throw notFound("api key");
+      return c.body(null, 204);
+    },
+  );

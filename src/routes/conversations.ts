@@ -1,0 +1,207 @@
+import { and, desc, eq, inArray, isNull, lt, or } from "drizzle-orm";
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { actorOf } from "../auth/principal";
+import { auth, orgPrincipal } from "../auth/middleware";
+import { issueToken } from "../auth/tokens";
+import { createDb } from "../db/client";
+import { mirrorConversationStatement, purgeConversationStatement, writeThrough } from "../db/mirror";
+import { attachments, conversations, participants } from "../db/schema";
+import type { AppEnv } from "../env";
+import { ApiError, notFound, unwrap } from "../errors";
+import { decodeCursor, pageOf } from "../http/cursor";
+import { describe } from "../http/openapi";
+import { idParam, jsonBody, query } from "../http/validate";
+import { listOf, pageQuerySchema } from "../protocol/common";
+import {
+  ConversationSchema,
+  CreateSessionSchema,
+  ListConversationsQuerySchema,
+  UpdateConversationSchema,
+  type Conversation,
+} from "../protocol/conversations";
+import { HistoryPageSchema, HistoryQuerySchema, MessageSchema, PostMessageSchema, type MessageAttachment } from "../protocol/messages";
+import { TokenResponseSchema } from "../protocol/orgs";
+import { roomIdOfConversation, roomStub } from "../room/client";
+
+/** The conversation id of the path and the stub of its room; ids not made by this service are 404. */
+function conversationTarget(c: Context<AppEnv>) {
+  const id = idParam(c, "id", "conv");
+  const roomId = roomIdOfConversation(id);
+  if (!roomId) throw notFound("conversation");
+  return { id, room: roomStub(c.env, roomId) };
+}
+
+/** Resolves attachment ids to attachments of the org; another org's or an unknown id is a 400 naming it. */
+async function resolveAttachments(c: Context<AppEnv>, orgId: string, ids: string[] | undefined): Promise<MessageAttachment[]> {
+  if (!ids || ids.length === 0) return [];
+  const rows = await createDb(c.env.DB)
+    .select({ id: attachments.id, name: attachments.name, contentType: attachments.contentType, size: attachments.size })
+    .from(attachments)
+    .where(and(eq(attachments.orgId, orgId), inArray(attachments.id, ids)));
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  const details = ids.flatMap((id, index) =>
+    byId.has(id) ? [] : [{ path: `attachmentIds.${index}`, message: "no attachment with this id in the org" }],
+  );
+  if (details.length > 0) throw new ApiError("BAD_REQUEST", "unknown attachments", details);
+  return [...new Set(ids)].map((id) => byId.get(id)!);
+}
+
+/** `/v1/conversations`: conversations across rooms, their sessions, and their ordered message history. */
+export const conversationRoutes = new Hono<AppEnv>()
+  .get(
+    "/",
+    describe({ summary: "List conversations, newest activity first", tags: ["conversations"], responses: { 200: listOf(ConversationSchema) } }),
+    auth("apiKey", "account"),
+    query(ListConversationsQuerySchema.extend(pageQuerySchema.shape)),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      const { roomId, contactId, accountId: requested, limit, cursor } = c.req.valid("query");
+      if (principal.kind === "account" && requested && requested !== principal.accountId) {
+        throw new ApiError("FORBIDDEN", "an account token lists only its own conversations");
+      }
+      const accountId = principal.kind === "account" ? principal.accountId : requested;
+      const db = createDb(c.env.DB);
+      const after = cursor ? decodeCursor(cursor) : null;
+      const rows = await db
+        .select()
+        .from(conversations)
+        .where(
+          and(
+            eq(conversations.orgId, principal.orgId),
+            isNull(conversations.deletedAt),
+            roomId ? eq(conversations.roomId, roomId) : undefined,
+            contactId ? eq(conversations.contactId, contactId) : undefined,
+            accountId
+              ? inArray(
+                  conversations.roomId,
+                  db
+                    .select({ id: participants.roomId })
+                    .from(participants)
+                    .where(and(eq(participants.orgId, principal.orgId), eq(participants.accountId, accountId))),
+                )
+              : undefined,
+            after
+              ? or(
+                  lt(conversations.activityAt, after[0]),
+                  and(eq(conversations.activityAt, after[0]), lt(conversations.id, after[1])),
+                )
+              : undefined,
+          ),
+        )
+        .orderBy(desc(conversations.activityAt), desc(conversations.id))
+        .limit(limit + 1);
+      const toConversation = (row: (typeof rows)[number]): Conversation => ({
+        id: row.id,
+        orgId: row.orgId,
+        roomId: row.roomId,
+        name: row.name,
+        description: row.description,
+        meta: row.meta,
+        contactId: row.contactId,
+        messageCount: row.messageCount,
+        lastMessageAt: row.lastMessageAt,
+        createdAt: row.createdAt,
+        updatedAt: row.updatedAt,
+      });
+      return c.json(pageOf(rows, limit, toConversation, (row) => [row.activityAt, row.id]));
+    },
+  )
+  .get(
+    "/:id",
+    describe({ summary: "Get a conversation", tags: ["conversations"], responses: { 200: ConversationSchema } }),
+    auth("apiKey", "account", "session"),
+    async (c) => {
+      const { id, room } = conversationTarget(c);
+      return c.json(unwrap(await room.getConversation(actorOf(orgPrincipal(c)), id)).conversation);
+    },
+  )
+  .patch(
+    "/:id",
+    describe({ summary: "Change a conversation", tags: ["conversations"], responses: { 200: ConversationSchema } }),
+    auth("apiKey", "account"),
+    jsonBody(UpdateConversationSchema),
+    async (c) => {
+      const { id, room } = conversationTarget(c);
+      const record = unwrap(await room.updateConversation(actorOf(orgPrincipal(c)), id, c.req.valid("json")));
+      await writeThrough(c.env.DB, [mirrorConversationStatement(c.env.DB, record)]);
+      return c.json(record.conversation);
+    },
+  )
+  .delete(
+    "/:id",
+    describe({ summary: "Delete a conversation and its history", tags: ["conversations"], responses: { 204: null } }),
+    auth("apiKey", "account"),
+    async (c) => {
+      const { id, room } = conversationTarget(c);
+      const record = unwrap(await room.deleteConversation(actorOf(orgPrincipal(c)), id));
+      await writeThrough(c.env.DB, [mirrorConversationStatement(c.env.DB, record), purgeConversationStatement(c.env.DB, id)]);
+      return c.body(null, 204);
+    },
+  )
+  .post(
+    "/:id/sessions",
+    describe({ summary: "Issue a session token for one participant in one conversation", tags: ["credentials"], responses: { 201: TokenResponseSchema } }),
+    auth("apiKey"),
+    jsonBody(CreateSessionSchema),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      const { id, room } = conversationTarget(c);
+      const { accountId, ttlSeconds } = c.req.valid("json");
+      unwrap(await room.checkSession(actorOf(principal), id, accountId));
+      return c.json(await issueToken(c.env, { kind: "session", orgId: principal.orgId, accountId, conversationId: id }, ttlSeconds), 201);
+    },
+  )
+  .post(
+    "/:id/messages",
+    describe({
+      summary: "Post a message; a repeated clientMessageId answers 200 with the original",
+      tags: ["messages"],
+      responses: { 201: MessageSchema, 200: MessageSchema },
+    }),
+    auth("apiKey", "account", "session"),
+    jsonBody(PostMessageSchema),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      const { id, room } = conversationTarget(c);
+      const input = c.req.valid("json");
+      let authorId: string;
+      if (principal.kind === "apiKey") {
+        if (!input.authorId) {
+          throw new ApiError("BAD_REQUEST", "invalid request body", [
+            { path: "authorId", message: "required when posting with an API key" },
+          ]);
+        }
+        authorId = input.authorId;
+      } else {
+        if (input.authorId !== undefined && input.authorId !== principal.accountId) {
+          throw new ApiError("FORBIDDEN", "a token posts only as its own account");
+        }
+        authorId = principal.accountId;
+      }
+      const result = unwrap(
+        await room.postMessage(actorOf(principal), id, {
+          authorId,
+          text: input.text,
+          data: input.data,
+          attachments: await resolveAttachments(c, principal.orgId, input.attachmentIds),
+          clientMessageId: input.clientMessageId,
+        }),
+      );
+      if (result.created) {
+        // The ack waits only for the room's commit; the conversation's activity in D1 follows right behind it.
+        c.executionCtx.waitUntil(writeThrough(c.env.DB, [mirrorConversationStatement(c.env.DB, result.conversation)]));
+      }
+      return c.json(result.message, result.created ? 201 : 200);
+    },
+  )
+  .get(
+    "/:id/messages",
+    describe({ summary: "Read a page of history, always in ascending seq", tags: ["messages"], responses: { 200: HistoryPageSchema } }),
+    auth("apiKey", "account", "session"),
+    query(HistoryQuerySchema),
+    async (c) => {
+      const { id, room } = conversationTarget(c);
+      return c.json(unwrap(await room.listMessages(actorOf(orgPrincipal(c)), id, c.req.valid("query"))));
+    },
+  );
