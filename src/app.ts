@@ -42,9 +42,13 @@ export function createApp() {
     methodNotAllowed({
       app,
       onMethodNotAllowed: (c, methods) =>
-        c.json(errorBody({ code: "METHOD_NOT_ALLOWED", message: `use ${methods.join(", ")}` }, c.get("requestId")), 405, {
-          Allow: methods.join(", "),
-        }),
+        c.json(
+          errorBody({ code: "METHOD_NOT_ALLOWED", message: `use ${methods.join(", ")}` }, c.get("requestId")),
+          405,
+          {
+            Allow: methods.join(", "),
+          },
+        ),
     }),
   );
 
@@ -61,19 +65,32 @@ export function createApp() {
   });
   app.get("/docs", (c) => c.html(docsPage("/v1/openapi.json")));
   app.get("/", (c) => c.json({ name: "parley", docs: "/docs", openapi: "/v1/openapi.json" }));
+  // Liveness, and the floor of the benchmarks: a route that does no work.
+  app.get("/healthz", (c) => c.json({ ok: true }));
 
   app.notFound((c) =>
-    c.json(errorBody({ code: "NOT_FOUND", message: `no route for ${c.req.method} ${c.req.path}` }, c.get("requestId")), 404),
+    c.json(
+      errorBody({ code: "NOT_FOUND", message: `no route for ${c.req.method} ${c.req.path}` }, c.get("requestId")),
+      404,
+    ),
   );
 
   app.onError((error, c) => {
     const requestId = c.get("requestId") ?? newId("req");
     if (error instanceof ApiError) {
       if (error.status >= 500) console.error("request failed", { requestId, code: error.code, message: error.message });
-      return c.json(errorBody(error.toInfo(), requestId), error.status, { "x-request-id": requestId, ...error.headers });
+      return c.json(errorBody(error.toInfo(), requestId), error.status, {
+        "x-request-id": requestId,
+        ...error.headers,
+      });
     }
-    console.error("unhandled error", { requestId, error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
-    return c.json(errorBody({ code: "INTERNAL", message: "internal error" }, requestId), 500, { "x-request-id": requestId });
+    console.error("unhandled error", {
+      requestId,
+      error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+    });
+    return c.json(errorBody({ code: "INTERNAL", message: "internal error" }, requestId), 500, {
+      "x-request-id": requestId,
+    });
   });
 
   return app;

@@ -52,10 +52,7 @@ export const rooms = sqliteTable(
     version: integer("version").notNull(),
     createdAt: text("created_at").notNull(),
   },
-  (t) => [
-    index("rooms_org_idx").on(t.orgId, t.createdAt, t.id),
-    uniqueIndex("rooms_dm_key_idx").on(t.orgId, t.dmKey),
-  ],
+  (t) => [index("rooms_org_idx").on(t.orgId, t.createdAt, t.id), uniqueIndex("rooms_dm_key_idx").on(t.orgId, t.dmKey)],
 );
 
 /** Mirror of each room's participants. */

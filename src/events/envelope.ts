@@ -13,7 +13,9 @@ export interface EventSpec<T> {
 }
 
 /** The topic of an event: `events.{orgId}.{source}.{resource}.{event}.{resourceId}`. */
-export function topicOf(spec: Pick<EventSpec<unknown>, "orgId" | "source" | "resource" | "event" | "resourceId">): string {
+export function topicOf(
+  spec: Pick<EventSpec<unknown>, "orgId" | "source" | "resource" | "event" | "resourceId">,
+): string {
   return `events.${spec.orgId}.${spec.source}.${spec.resource}.${spec.event}.${spec.resourceId}`;
 }
 

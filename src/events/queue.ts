@@ -28,7 +28,11 @@ export interface QueueBody {
 export const QueueBodySchema = z.object({
   event: EventSchema,
   room: z
-    .object({ room: z.object({ id: z.string(), orgId: z.string() }).loose(), dmKey: z.string().nullable(), version: z.number() })
+    .object({
+      room: z.object({ id: z.string(), orgId: z.string() }).loose(),
+      dmKey: z.string().nullable(),
+      version: z.number(),
+    })
     .optional(),
   conversation: z
     .object({

@@ -2,7 +2,10 @@ import { ApiError } from "../errors";
 
 /** Encodes a keyset position (sort value and id) as an opaque cursor. */
 export function encodeCursor(sortValue: string, id: string): string {
-  return btoa(JSON.stringify([sortValue, id])).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return btoa(JSON.stringify([sortValue, id]))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
 }
 
 /** Decodes a cursor made by `encodeCursor`; anything else is a 400. */
@@ -15,11 +18,18 @@ export function decodeCursor(cursor: string): [string, string] {
   } catch {
     // fall through to the error below
   }
-  throw new ApiError("BAD_REQUEST", "invalid cursor", [{ path: "cursor", message: "must be a nextCursor from a previous page" }]);
+  throw new ApiError("BAD_REQUEST", "invalid cursor", [
+    { path: "cursor", message: "must be a nextCursor from a previous page" },
+  ]);
 }
 
 /** The list envelope of a page fetched with one extra row: the extra row only tells that a next page exists. */
-export function pageOf<Row, Item>(rows: Row[], limit: number, toItem: (row: Row) => Item, position: (row: Row) => [string, string]) {
+export function pageOf<Row, Item>(
+  rows: Row[],
+  limit: number,
+  toItem: (row: Row) => Item,
+  position: (row: Row) => [string, string],
+) {
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
   return {

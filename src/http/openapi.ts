@@ -77,14 +77,19 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
         : { description: "Success, no content" };
     }
     for (const [status, description] of Object.entries(ERROR_RESPONSES)) {
-      responses[status] ??= { description, content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } };
+      responses[status] ??= {
+        description,
+        content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+      };
     }
     (paths[path] ??= {})[op.method] = {
       summary: op.summary,
       description: op.description,
       tags: op.tags,
       parameters,
-      ...(op.body ? { requestBody: { required: true, content: { "application/json": { schema: convert(op.body, "input") } } } } : {}),
+      ...(op.body
+        ? { requestBody: { required: true, content: { "application/json": { schema: convert(op.body, "input") } } } }
+        : {}),
       responses,
       security: (op.security ?? ["bearer"]).map((name) => ({ [name]: [] })),
     };

@@ -94,7 +94,9 @@ export function idParam(c: Context<AppEnv>, name: string, prefix: IdPrefix): str
   const value = c.req.param(name);
   const result = idSchema(prefix).safeParse(value);
   if (!result.success) {
-    throw new ApiError("BAD_REQUEST", `invalid ${name}`, [{ path: name, message: `must be an id starting with ${prefix}_` }]);
+    throw new ApiError("BAD_REQUEST", `invalid ${name}`, [
+      { path: name, message: `must be an id starting with ${prefix}_` },
+    ]);
   }
   return result.data;
 }

@@ -5,7 +5,9 @@ import { metaSchema, nameSchema, timestampSchema } from "./common";
 export const ModelSchema = z
   .string()
   .max(200)
-  .regex(/^(local|openai|workers-ai):[^\s]+$/, { message: "must be provider:model with provider local, openai or workers-ai" });
+  .regex(/^(local|openai|workers-ai):[^\s]+$/, {
+    message: "must be provider:model with provider local, openai or workers-ai",
+  });
 
 /** One step of an agent's flow. */
 export const StepSchema = z.discriminatedUnion("type", [

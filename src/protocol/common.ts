@@ -36,7 +36,12 @@ export const ErrorBodySchema = z
   .meta({ id: "Error" });
 
 /** `ttlSeconds` of issued tokens: 60 s to 30 days, default one hour. */
-export const ttlSecondsSchema = z.number().int().min(60).max(30 * 24 * 3600).default(3600);
+export const ttlSecondsSchema = z
+  .number()
+  .int()
+  .min(60)
+  .max(30 * 24 * 3600)
+  .default(3600);
 
 /** The size of a value serialised as JSON, in bytes. */
 export function jsonSize(value: unknown): number {

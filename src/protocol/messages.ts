@@ -24,7 +24,10 @@ export const MessageInputShape = {
 };
 
 /** Requires at least one of text, data and attachmentIds. */
-export function requireContent(value: { text?: unknown; data?: unknown; attachmentIds?: unknown }, ctx: z.RefinementCtx) {
+export function requireContent(
+  value: { text?: unknown; data?: unknown; attachmentIds?: unknown },
+  ctx: z.RefinementCtx,
+) {
   if (value.text === undefined && value.data === undefined && value.attachmentIds === undefined) {
     ctx.addIssue({ code: "custom", path: [], message: "at least one of text, data or attachmentIds is required" });
   }

@@ -5,9 +5,7 @@ import { idSchema, nameSchema, timestampSchema, ttlSecondsSchema } from "./commo
 export const CreateOrgSchema = z.strictObject({ name: nameSchema });
 
 /** An organisation. */
-export const OrgSchema = z
-  .object({ id: z.string(), name: z.string(), createdAt: timestampSchema })
-  .meta({ id: "Org" });
+export const OrgSchema = z.object({ id: z.string(), name: z.string(), createdAt: timestampSchema }).meta({ id: "Org" });
 export type Org = z.infer<typeof OrgSchema>;
 
 /** Answer of `POST /v1/orgs`. */

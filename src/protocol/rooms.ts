@@ -29,7 +29,11 @@ export const CreateRoomSchema = z
     if (value.type === "dm") {
       const distinct = new Set((value.participants ?? []).map((p) => p.accountId));
       if (distinct.size < 2) {
-        ctx.addIssue({ code: "custom", path: ["participants"], message: "a dm needs at least 2 distinct participants" });
+        ctx.addIssue({
+          code: "custom",
+          path: ["participants"],
+          message: "a dm needs at least 2 distinct participants",
+        });
       }
       if (distinct.size > 100) {
         ctx.addIssue({ code: "custom", path: ["participants"], message: "a dm has at most 100 participants" });
@@ -50,7 +54,10 @@ export const UpdateParticipantSchema = z.strictObject({
 export type UpdateParticipant = z.infer<typeof UpdateParticipantSchema>;
 
 /** Query of `GET /v1/rooms`. */
-export const ListRoomsQuerySchema = z.object({ accountId: idSchema("acc").optional(), type: RoomTypeSchema.optional() });
+export const ListRoomsQuerySchema = z.object({
+  accountId: idSchema("acc").optional(),
+  type: RoomTypeSchema.optional(),
+});
 
 /** A member of a room. */
 export const ParticipantSchema = z

@@ -136,7 +136,10 @@ export class Room extends DurableObject<Bindings> {
   }
 
   /** Adds a participant to a standard room. */
-  async addParticipant(actor: Actor, spec: ParticipantSpec): Promise<Result<{ participant: Participant; record: RoomRecord }>> {
+  async addParticipant(
+    actor: Actor,
+    spec: ParticipantSpec,
+  ): Promise<Result<{ participant: Participant; record: RoomRecord }>> {
     const access = this.manage(actor);
     if (!access.ok) return access;
     if (access.value.type === "dm") return fail("ROOM_IMMUTABLE", "the participants of a dm room never change");
@@ -264,7 +267,12 @@ export class Room extends DurableObject<Bindings> {
     if (!managed.ok) return managed;
     const now = new Date().toISOString();
     const record = this.commit(() => {
-      this.sql.exec("UPDATE conversations SET deleted_at = ?, updated_at = ?, version = version + 1 WHERE id = ?", now, now, id);
+      this.sql.exec(
+        "UPDATE conversations SET deleted_at = ?, updated_at = ?, version = version + 1 WHERE id = ?",
+        now,
+        now,
+        id,
+      );
       this.sql.exec("DELETE FROM messages WHERE conversation_id = ?", id);
       const deleted = this.conversationRecord(this.conversationRow(id)!);
       this.enqueue(conversationEvent(deleted, "deleted", deleted.conversation), { conversation: deleted });
@@ -277,9 +285,10 @@ export class Room extends DurableObject<Bindings> {
   async checkSession(actor: Actor, conversationId: string, accountId: string): Promise<Result<true>> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
-    if (!this.participant(accountId)) return fail("BAD_REQUEST", "the account is not a participant of this room", [
-      { path: "accountId", message: "must be a participant of the conversation's room" },
-    ]);
+    if (!this.participant(accountId))
+      return fail("BAD_REQUEST", "the account is not a participant of this room", [
+        { path: "accountId", message: "must be a participant of the conversation's room" },
+      ]);
     return ok(true);
   }
 
@@ -303,7 +312,11 @@ export class Room extends DurableObject<Bindings> {
         )
         .toArray()[0];
       if (previous) {
-        return ok({ message: this.toMessage(previous), created: false, conversation: this.conversationRecord(found.value) });
+        return ok({
+          message: this.toMessage(previous),
+          created: false,
+          conversation: this.conversationRecord(found.value),
+        });
       }
     }
 
@@ -548,7 +561,9 @@ export class Room extends DurableObject<Bindings> {
     try {
       do {
         this.drainAgain = false;
-        const rows = this.sql.exec<OutboxRow>("SELECT id, body FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH).toArray();
+        const rows = this.sql
+          .exec<OutboxRow>("SELECT id, body FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH)
+          .toArray();
         if (rows.length === 0) break;
         const batch: OutboxRow[] = [];
         let bytes = 0;
@@ -581,7 +596,12 @@ function dedupe(participants: ParticipantSpec[]): ParticipantSpec[] {
 }
 
 function toParticipant(row: ParticipantRow): Participant {
-  return { accountId: row.account_id, role: row.role as Role, autoRespond: row.auto_respond === 1, joinedAt: row.joined_at };
+  return {
+    accountId: row.account_id,
+    role: row.role as Role,
+    autoRespond: row.auto_respond === 1,
+    joinedAt: row.joined_at,
+  };
 }
 
 function roomEvent(record: RoomRecord, event: string, data: unknown) {

@@ -86,7 +86,11 @@ export const accountRoutes = new Hono<AppEnv>()
   )
   .get(
     "/:id",
-    describe({ summary: "Get an account (an account token: only its own)", tags: ["accounts"], responses: { 200: AccountSchema } }),
+    describe({
+      summary: "Get an account (an account token: only its own)",
+      tags: ["accounts"],
+      responses: { 200: AccountSchema },
+    }),
     auth("apiKey", "account", "session"),
     async (c) => {
       const principal = orgPrincipal(c);
@@ -111,7 +115,11 @@ export const accountRoutes = new Hono<AppEnv>()
       const id = idParam(c, "id", "acc");
       const patch = c.req.valid("json");
       const db = createDb(c.env.DB);
-      const current = await db.select().from(accounts).where(and(eq(accounts.id, id), eq(accounts.orgId, orgId))).get();
+      const current = await db
+        .select()
+        .from(accounts)
+        .where(and(eq(accounts.id, id), eq(accounts.orgId, orgId)))
+        .get();
       if (!current) throw notFound("account");
       if (patch.agent !== undefined && current.type !== "agent") {
         throw new ApiError("BAD_REQUEST", "invalid request body", [

@@ -16,7 +16,11 @@ import { CreateApiKeyResponseSchema, CreateApiKeySchema } from "../protocol/orgs
 export const apiKeyRoutes = new Hono<AppEnv>()
   .post(
     "/",
-    describe({ summary: "Create an API key; the secret is shown once", tags: ["credentials"], responses: { 201: CreateApiKeyResponseSchema } }),
+    describe({
+      summary: "Create an API key; the secret is shown once",
+      tags: ["credentials"],
+      responses: { 201: CreateApiKeyResponseSchema },
+    }),
     auth("apiKey"),
     jsonBody(CreateApiKeySchema),
     async (c) => {
@@ -38,10 +42,23 @@ export const apiKeyRoutes = new Hono<AppEnv>()
       const rows = await createDb(c.env.DB)
         .select({ id: apiKeys.id, name: apiKeys.name, createdAt: apiKeys.createdAt })
         .from(apiKeys)
-        .where(and(eq(apiKeys.orgId, orgId), isNull(apiKeys.revokedAt), cursor ? lt(apiKeys.id, decodeCursor(cursor)[1]) : undefined))
+        .where(
+          and(
+            eq(apiKeys.orgId, orgId),
+            isNull(apiKeys.revokedAt),
+            cursor ? lt(apiKeys.id, decodeCursor(cursor)[1]) : undefined,
+          ),
+        )
         .orderBy(desc(apiKeys.id))
         .limit(limit + 1);
-      return c.json(pageOf(rows, limit, (row) => row, (row) => ["", row.id]));
+      return c.json(
+        pageOf(
+          rows,
+          limit,
+          (row) => row,
+          (row) => ["", row.id],
+        ),
+      );
     },
   )
   .delete(

@@ -20,7 +20,13 @@ import {
   UpdateConversationSchema,
   type Conversation,
 } from "../protocol/conversations";
-import { HistoryPageSchema, HistoryQuerySchema, MessageSchema, PostMessageSchema, type MessageAttachment } from "../protocol/messages";
+import {
+  HistoryPageSchema,
+  HistoryQuerySchema,
+  MessageSchema,
+  PostMessageSchema,
+  type MessageAttachment,
+} from "../protocol/messages";
 import { TokenResponseSchema } from "../protocol/orgs";
 import { roomIdOfConversation, roomStub } from "../room/client";
 
@@ -33,10 +39,19 @@ function conversationTarget(c: Context<AppEnv>) {
 }
 
 /** Resolves attachment ids to attachments of the org; another org's or an unknown id is a 400 naming it. */
-async function resolveAttachments(c: Context<AppEnv>, orgId: string, ids: string[] | undefined): Promise<MessageAttachment[]> {
+async function resolveAttachments(
+  c: Context<AppEnv>,
+  orgId: string,
+  ids: string[] | undefined,
+): Promise<MessageAttachment[]> {
   if (!ids || ids.length === 0) return [];
   const rows = await createDb(c.env.DB)
-    .select({ id: attachments.id, name: attachments.name, contentType: attachments.contentType, size: attachments.size })
+    .select({
+      id: attachments.id,
+      name: attachments.name,
+      contentType: attachments.contentType,
+      size: attachments.size,
+    })
     .from(attachments)
     .where(and(eq(attachments.orgId, orgId), inArray(attachments.id, ids)));
   const byId = new Map(rows.map((row) => [row.id, row]));
@@ -51,7 +66,11 @@ async function resolveAttachments(c: Context<AppEnv>, orgId: string, ids: string
 export const conversationRoutes = new Hono<AppEnv>()
   .get(
     "/",
-    describe({ summary: "List conversations, newest activity first", tags: ["conversations"], responses: { 200: listOf(ConversationSchema) } }),
+    describe({
+      summary: "List conversations, newest activity first",
+      tags: ["conversations"],
+      responses: { 200: listOf(ConversationSchema) },
+    }),
     auth("apiKey", "account"),
     query(ListConversationsQuerySchema.extend(pageQuerySchema.shape)),
     async (c) => {
@@ -135,13 +154,20 @@ export const conversationRoutes = new Hono<AppEnv>()
     async (c) => {
       const { id, room } = conversationTarget(c);
       const record = unwrap(await room.deleteConversation(actorOf(orgPrincipal(c)), id));
-      await writeThrough(c.env.DB, [mirrorConversationStatement(c.env.DB, record), purgeConversationStatement(c.env.DB, id)]);
+      await writeThrough(c.env.DB, [
+        mirrorConversationStatement(c.env.DB, record),
+        purgeConversationStatement(c.env.DB, id),
+      ]);
       return c.body(null, 204);
     },
   )
   .post(
     "/:id/sessions",
-    describe({ summary: "Issue a session token for one participant in one conversation", tags: ["credentials"], responses: { 201: TokenResponseSchema } }),
+    describe({
+      summary: "Issue a session token for one participant in one conversation",
+      tags: ["credentials"],
+      responses: { 201: TokenResponseSchema },
+    }),
     auth("apiKey"),
     jsonBody(CreateSessionSchema),
     async (c) => {
@@ -149,7 +175,10 @@ export const conversationRoutes = new Hono<AppEnv>()
       const { id, room } = conversationTarget(c);
       const { accountId, ttlSeconds } = c.req.valid("json");
       unwrap(await room.checkSession(actorOf(principal), id, accountId));
-      return c.json(await issueToken(c.env, { kind: "session", orgId: principal.orgId, accountId, conversationId: id }, ttlSeconds), 201);
+      return c.json(
+        await issueToken(c.env, { kind: "session", orgId: principal.orgId, accountId, conversationId: id }, ttlSeconds),
+        201,
+      );
     },
   )
   .post(
@@ -197,7 +226,11 @@ export const conversationRoutes = new Hono<AppEnv>()
   )
   .get(
     "/:id/messages",
-    describe({ summary: "Read a page of history, always in ascending seq", tags: ["messages"], responses: { 200: HistoryPageSchema } }),
+    describe({
+      summary: "Read a page of history, always in ascending seq",
+      tags: ["messages"],
+      responses: { 200: HistoryPageSchema },
+    }),
     auth("apiKey", "account", "session"),
     query(HistoryQuerySchema),
     async (c) => {

@@ -12,7 +12,11 @@ import { CreateOrgResponseSchema, CreateOrgSchema } from "../protocol/orgs";
 /** `POST /v1/orgs`: the admin token creates an org and its first API key. */
 export const orgRoutes = new Hono<AppEnv>().post(
   "/",
-  describe({ summary: "Create an org and its first API key (admin token)", tags: ["credentials"], responses: { 201: CreateOrgResponseSchema } }),
+  describe({
+    summary: "Create an org and its first API key (admin token)",
+    tags: ["credentials"],
+    responses: { 201: CreateOrgResponseSchema },
+  }),
   auth("admin"),
   jsonBody(CreateOrgSchema),
   async (c) => {

@@ -29,7 +29,12 @@ import { dmRoomOf, newConversationId, roomStub } from "../room/client";
 import type { ParticipantSpec } from "../room/room";
 
 /** Resolves participant inputs to accounts of the org; unknown accounts are a 400 naming each one. */
-async function resolveParticipants(db: Db, orgId: string, inputs: ParticipantInput[], path: string): Promise<ParticipantSpec[]> {
+async function resolveParticipants(
+  db: Db,
+  orgId: string,
+  inputs: ParticipantInput[],
+  path: string,
+): Promise<ParticipantSpec[]> {
   if (inputs.length === 0) return [];
   const ids = [...new Set(inputs.map((p) => p.accountId))];
   const found = new Map<string, "user" | "agent">();
@@ -41,7 +46,9 @@ async function resolveParticipants(db: Db, orgId: string, inputs: ParticipantInp
     for (const row of rows) found.set(row.id, row.type);
   }
   const details = inputs.flatMap((p, index) =>
-    found.has(p.accountId) ? [] : [{ path: path.replace("#", String(index)), message: "no account with this id in the org" }],
+    found.has(p.accountId)
+      ? []
+      : [{ path: path.replace("#", String(index)), message: "no account with this id in the org" }],
   );
   if (details.length > 0) throw new ApiError("BAD_REQUEST", "unknown accounts", details);
   return inputs.map((p) => ({ ...p, accountType: found.get(p.accountId)! }));
@@ -74,7 +81,13 @@ export const roomRoutes = new Hono<AppEnv>()
       }
       const db = createDb(c.env.DB);
       const specs = await resolveParticipants(db, principal.orgId, inputs, "participants.#.accountId");
-      const dm = input.type === "dm" ? await dmRoomOf(principal.orgId, specs.map((p) => p.accountId)) : null;
+      const dm =
+        input.type === "dm"
+          ? await dmRoomOf(
+              principal.orgId,
+              specs.map((p) => p.accountId),
+            )
+          : null;
       const roomId = dm?.roomId ?? newId("room");
       const { record, created } = unwrap(
         await roomStub(c.env, roomId).init({
@@ -132,7 +145,12 @@ export const roomRoutes = new Hono<AppEnv>()
         ? await db
             .select()
             .from(participants)
-            .where(inArray(participants.roomId, rows.map((r) => r.id)))
+            .where(
+              inArray(
+                participants.roomId,
+                rows.map((r) => r.id),
+              ),
+            )
             .orderBy(participants.joinedAt, participants.accountId)
         : [];
       const toRoom = (row: (typeof rows)[number]): Room => ({
@@ -164,14 +182,20 @@ export const roomRoutes = new Hono<AppEnv>()
     auth("apiKey", "account"),
     jsonBody(UpdateRoomSchema),
     async (c) => {
-      const record = unwrap(await roomStub(c.env, roomIdParam(c)).updateRoom(actorOf(orgPrincipal(c)), c.req.valid("json")));
+      const record = unwrap(
+        await roomStub(c.env, roomIdParam(c)).updateRoom(actorOf(orgPrincipal(c)), c.req.valid("json")),
+      );
       await writeThrough(c.env.DB, mirrorRoomStatements(c.env.DB, record));
       return c.json(record.room);
     },
   )
   .post(
     "/:id/participants",
-    describe({ summary: "Add a participant (standard rooms only)", tags: ["rooms"], responses: { 201: ParticipantSchema } }),
+    describe({
+      summary: "Add a participant (standard rooms only)",
+      tags: ["rooms"],
+      responses: { 201: ParticipantSchema },
+    }),
     auth("apiKey", "account"),
     jsonBody(ParticipantInputSchema),
     async (c) => {
@@ -185,7 +209,11 @@ export const roomRoutes = new Hono<AppEnv>()
   )
   .patch(
     "/:id/participants/:accountId",
-    describe({ summary: "Change a participant's role or autoRespond", tags: ["rooms"], responses: { 200: ParticipantSchema } }),
+    describe({
+      summary: "Change a participant's role or autoRespond",
+      tags: ["rooms"],
+      responses: { 200: ParticipantSchema },
+    }),
     auth("apiKey", "account"),
     jsonBody(UpdateParticipantSchema),
     async (c) => {
@@ -212,16 +240,23 @@ export const roomRoutes = new Hono<AppEnv>()
   )
   .post(
     "/:id/conversations",
-    describe({ summary: "Start a conversation in a room", tags: ["conversations"], responses: { 201: ConversationSchema } }),
+    describe({
+      summary: "Start a conversation in a room",
+      tags: ["conversations"],
+      responses: { 201: ConversationSchema },
+    }),
     auth("apiKey", "account"),
     jsonBody(CreateConversationSchema),
     async (c) => {
       const roomId = roomIdParam(c);
       const record = unwrap(
-        await roomStub(c.env, roomId).createConversation(actorOf(orgPrincipal(c)), newConversationId(roomId), c.req.valid("json")),
+        await roomStub(c.env, roomId).createConversation(
+          actorOf(orgPrincipal(c)),
+          newConversationId(roomId),
+          c.req.valid("json"),
+        ),
       );
       await writeThrough(c.env.DB, [mirrorConversationStatement(c.env.DB, record)]);
       return c.json(record.conversation, 201);
     },
   );
-

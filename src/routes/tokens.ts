@@ -25,7 +25,9 @@ export const tokenRoutes = new Hono<AppEnv>().post(
       .where(and(eq(accounts.id, accountId), eq(accounts.orgId, orgId)))
       .get();
     if (!account) {
-      throw new ApiError("BAD_REQUEST", "unknown account", [{ path: "accountId", message: "no account with this id in the org" }]);
+      throw new ApiError("BAD_REQUEST", "unknown account", [
+        { path: "accountId", message: "no account with this id in the org" },
+      ]);
     }
     return c.json(await issueToken(c.env, { kind: "account", orgId, accountId }, ttlSeconds), 201);
   },

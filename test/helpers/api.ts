@@ -5,7 +5,11 @@ import { expect } from "vitest";
 export const ADMIN_TOKEN = "test-admin-token";
 
 /** A JSON request to the worker under test, as a client would send it. */
-export async function call(method: string, path: string, options: { token?: string; body?: unknown; headers?: Record<string, string> } = {}) {
+export async function call(
+  method: string,
+  path: string,
+  options: { token?: string; body?: unknown; headers?: Record<string, string> } = {},
+) {
   const headers: Record<string, string> = { ...options.headers };
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   let body: string | undefined;
@@ -53,10 +57,17 @@ export async function createFixture() {
   const bob = await createAccount(org.apiKey, { type: "user", name: "Bob" });
   const room = await call("POST", "/v1/rooms", {
     token: org.apiKey,
-    body: { type: "standard", name: "General", participants: [{ accountId: alice.id, role: "owner" }, { accountId: bob.id }] },
+    body: {
+      type: "standard",
+      name: "General",
+      participants: [{ accountId: alice.id, role: "owner" }, { accountId: bob.id }],
+    },
   });
   expect(room.status, JSON.stringify(room.body)).toBe(201);
-  const conversation = await call("POST", `/v1/rooms/${room.body.id}/conversations`, { token: org.apiKey, body: { name: "Hello" } });
+  const conversation = await call("POST", `/v1/rooms/${room.body.id}/conversations`, {
+    token: org.apiKey,
+    body: { name: "Hello" },
+  });
   expect(conversation.status, JSON.stringify(conversation.body)).toBe(201);
   return { ...org, alice, bob, room: room.body, conversation: conversation.body };
 }
@@ -74,7 +85,11 @@ export async function post(apiKey: string, conversationId: string, body: Record<
 }
 
 /** Polls until `check` answers a truthy value or the time runs out. */
-export async function eventually<T>(check: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 50): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined | null | false>,
+  timeoutMs = 15_000,
+  intervalMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
