@@ -1,0 +1,445 @@
+import { SELF } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { ADMIN_TOKEN, call, createAccount, createOrg, expectError } from "../helpers/api";
+
+const GENERATED_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Asserts the contract's error shape in full: exactly `code`, `message`, `requestId` and optional `details`. */
+function expectErrorShape(response: { status: number; headers: Headers; body: any }, status: number, code: string) {
+  expectError(response, status, code);
+  expect(Object.keys(response.body)).toEqual(["error"]);
+  for (const key of Object.keys(response.body.error)) {
+    expect(["code", "message", "requestId", "details"]).toContain(key);
+  }
+  expect(response.body.error.message.length).toBeGreaterThan(0);
+  expect(response.headers.get("content-type")).toMatch(/^application\/json/);
+  expect(response.headers.get("x-request-id")).toBe(response.body.error.requestId);
+}
+
+/** Asserts a 400 whose details name `path`. */
+function expectDetail(response: { status: number; headers: Headers; body: any }, path: string) {
+  expectErrorShape(response, 400, "BAD_REQUEST");
+  const details = response.body.error.details;
+  expect(Array.isArray(details), JSON.stringify(response.body)).toBe(true);
+  expect(details.length).toBeGreaterThan(0);
+  for (const detail of details) {
+    expect(typeof detail.path).toBe("string");
+    expect(typeof detail.message).toBe("string");
+    expect(detail.message.length).toBeGreaterThan(0);
+  }
+  expect(details.map((d: any) => d.path)).toContain(path);
+}
+
+/** Sends a raw request to the worker, with a body exactly as given. */
+async function raw(method: string, path: string, init: { headers?: Record<string, string>; body?: BodyInit } = {}) {
+  const response = await SELF.fetch(`https://parley.test${path}`, { method, headers: init.headers, body: init.body });
+  const text = await response.text();
+  let body: any = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: response.status, headers: response.headers, body };
+}
+
+describe("unknown routes", () => {
+  it("answer 404 NOT_FOUND in the error shape without credentials", async () => {
+    for (const path of ["/nope", "/v1", "/v1/nope", "/v1/accounts/acc_0123456789abcdef/nope", "/v2/orgs"]) {
+      const response = await call("GET", path);
+      expectErrorShape(response, 404, "NOT_FOUND");
+    }
+    const posted = await call("POST", "/v1/nope", { body: { a: 1 } });
+    expectErrorShape(posted, 404, "NOT_FOUND");
+  });
+
+  it("answer 404 NOT_FOUND with every kind of credential, never 401 or 403", async () => {
+    const org = await createOrg();
+    const account = await createAccount(org.apiKey);
+    const token = (await call("POST", "/v1/tokens", { token: org.apiKey, body: { accountId: account.id } })).body
+      .token;
+    for (const credential of [org.apiKey, ADMIN_TOKEN, token, "sk_not-a-real-key", "garbage"]) {
+      const get = await call("GET", "/v1/does-not-exist", { token: credential });
+      expectErrorShape(get, 404, "NOT_FOUND");
+      const deep = await call("DELETE", `/v1/accounts/${account.id}/extra/segments`, { token: credential });
+      expectErrorShape(deep, 404, "NOT_FOUND");
+    }
+  });
+});
+
+describe("wrong methods", () => {
+  it("answer 405 METHOD_NOT_ALLOWED with an Allow header listing the route's methods", async () => {
+    const cases: [string, string, string[]][] = [
+      ["DELETE", "/v1/orgs", ["POST"]],
+      ["GET", "/v1/orgs", ["POST"]],
+      ["PUT", "/v1/accounts", ["GET", "POST"]],
+      ["PUT", "/v1/accounts/acc_0123456789abcdef", ["GET", "PATCH", "DELETE"]],
+      ["POST", "/v1/accounts/acc_0123456789abcdef", ["GET", "PATCH", "DELETE"]],
+      ["GET", "/v1/tokens", ["POST"]],
+      ["PATCH", "/v1/api-keys", ["GET", "POST"]],
+      ["PUT", "/v1/conversations/conv_0123456789abcdef/messages", ["GET", "POST"]],
+      ["POST", "/v1/openapi.json", ["GET"]],
+    ];
+    for (const [method, path, allowed] of cases) {
+      const response = await call(method, path);
+      expectErrorShape(response, 405, "METHOD_NOT_ALLOWED");
+      const allow = (response.headers.get("allow") ?? "").split(",").map((m) => m.trim());
+      for (const m of allowed) expect(allow, `${method} ${path}`).toContain(m);
+      expect(allow, `${method} ${path}`).not.toContain(method);
+    }
+  });
+
+  it("answer 405 before authentication, with or without credentials", async () => {
+    const org = await createOrg();
+    const withKey = await call("PUT", "/v1/accounts", { token: org.apiKey, body: { type: "user", name: "X" } });
+    expectErrorShape(withKey, 405, "METHOD_NOT_ALLOWED");
+    expect(withKey.headers.get("allow")).toMatch(/POST/);
+    // Nothing was created by the rejected request.
+    const list = await call("GET", "/v1/accounts", { token: org.apiKey });
+    expect(list.body.items).toEqual([]);
+  });
+});
+
+describe("request bodies", () => {
+  it("malformed JSON is 400 BAD_REQUEST", async () => {
+    const org = await createOrg();
+    for (const body of ["{not json", '{"type": "user", "name": "x"', "nul", "{'a': 1}"]) {
+      const response = await raw("POST", "/v1/accounts", {
+        headers: { authorization: `Bearer ${org.apiKey}`, "content-type": "application/json" },
+        body,
+      });
+      expectErrorShape(response, 400, "BAD_REQUEST");
+    }
+    const list = await call("GET", "/v1/accounts", { token: org.apiKey });
+    expect(list.body.items).toEqual([]);
+  });
+
+  it("an empty JSON body is 400 BAD_REQUEST", async () => {
+    const org = await createOrg();
+    const response = await raw("POST", "/v1/accounts", {
+      headers: { authorization: `Bearer ${org.apiKey}`, "content-type": "application/json" },
+      body: "",
+    });
+    expectErrorShape(response, 400, "BAD_REQUEST");
+  });
+
+  it("well-formed JSON that fails validation is 400 with details naming each field", async () => {
+    const org = await createOrg();
+    const wrongTypes = await call("POST", "/v1/accounts", { token: org.apiKey, body: { type: "robot", name: "" } });
+    expectDetail(wrongTypes, "type");
+    expect(wrongTypes.body.error.details.map((d: any) => d.path)).toContain("name");
+
+    for (const body of ["[]", "null", "42", '"text"']) {
+      const response = await call("POST", "/v1/accounts", { token: org.apiKey, body });
+      expectErrorShape(response, 400, "BAD_REQUEST");
+      expect(response.body.error.details?.length, body).toBeGreaterThan(0);
+    }
+
+    const unknownField = await call("POST", "/v1/accounts", {
+      token: org.apiKey,
+      body: { type: "user", name: "Ada", colour: "blue" },
+    });
+    expectErrorShape(unknownField, 400, "BAD_REQUEST");
+    expect(unknownField.body.error.details.length).toBeGreaterThan(0);
+  });
+
+  it("a non-JSON content type is 415 UNSUPPORTED_MEDIA_TYPE", async () => {
+    const org = await createOrg();
+    const json = JSON.stringify({ type: "user", name: "Ada" });
+    for (const type of [
+      "text/plain",
+      "application/x-www-form-urlencoded",
+      "multipart/form-data; boundary=x",
+      "application/jsonp",
+      "text/json-ish",
+    ]) {
+      const response = await raw("POST", "/v1/accounts", {
+        headers: { authorization: `Bearer ${org.apiKey}`, "content-type": type },
+        body: json,
+      });
+      expectErrorShape(response, 415, "UNSUPPORTED_MEDIA_TYPE");
+    }
+    const list = await call("GET", "/v1/accounts", { token: org.apiKey });
+    expect(list.body.items).toEqual([]);
+  });
+
+  it("a missing content type is 415 UNSUPPORTED_MEDIA_TYPE", async () => {
+    const org = await createOrg();
+    const body = new TextEncoder().encode(JSON.stringify({ type: "user", name: "Ada" }));
+    const response = await raw("POST", "/v1/accounts", { headers: { authorization: `Bearer ${org.apiKey}` }, body });
+    expectErrorShape(response, 415, "UNSUPPORTED_MEDIA_TYPE");
+  });
+
+  it("JSON content types with parameters or a +json suffix are accepted", async () => {
+    const org = await createOrg();
+    for (const type of ["application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]) {
+      const response = await raw("POST", "/v1/accounts", {
+        headers: { authorization: `Bearer ${org.apiKey}`, "content-type": type },
+        body: JSON.stringify({ type: "user", name: "Ada" }),
+      });
+      expect(response.status, `${type}: ${JSON.stringify(response.body)}`).toBe(201);
+    }
+  });
+
+  it("an oversize body is 413 PAYLOAD_TOO_LARGE", async () => {
+    const org = await createOrg();
+    const big = JSON.stringify({ type: "user", name: "Ada", meta: { blob: "x".repeat(300 * 1024) } });
+    const response = await call("POST", "/v1/accounts", { token: org.apiKey, body: big });
+    expectErrorShape(response, 413, "PAYLOAD_TOO_LARGE");
+
+    const adminBig = await call("POST", "/v1/orgs", { token: ADMIN_TOKEN, body: { name: "x".repeat(1024 * 1024) } });
+    expectErrorShape(adminBig, 413, "PAYLOAD_TOO_LARGE");
+
+    const list = await call("GET", "/v1/accounts", { token: org.apiKey });
+    expect(list.body.items).toEqual([]);
+  });
+
+  it("an oversize body streamed without Content-Length is 413 PAYLOAD_TOO_LARGE", async () => {
+    const org = await createOrg();
+    const chunk = new TextEncoder().encode("x".repeat(64 * 1024));
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"type":"user","name":"Ada","meta":{"blob":"'));
+      },
+      pull(controller) {
+        if (sent >= 8) {
+          controller.enqueue(new TextEncoder().encode('"}}'));
+          controller.close();
+          return;
+        }
+        sent++;
+        controller.enqueue(chunk);
+      },
+    });
+    const response = await raw("POST", "/v1/accounts", {
+      headers: { authorization: `Bearer ${org.apiKey}`, "content-type": "application/json" },
+      body: stream,
+    });
+    expectErrorShape(response, 413, "PAYLOAD_TOO_LARGE");
+  });
+});
+
+describe("x-request-id", () => {
+  it("is on every response, success and error, and matches the error body's requestId", async () => {
+    const org = await createOrg();
+    const account = await createAccount(org.apiKey);
+    const responses = [
+      await call("GET", "/healthz"),
+      await call("GET", "/v1/openapi.json"),
+      await call("GET", "/docs"),
+      await call("POST", "/v1/orgs", { token: ADMIN_TOKEN, body: { name: "Other" } }),
+      await call("GET", "/v1/accounts", { token: org.apiKey }),
+      await call("DELETE", `/v1/accounts/${account.id}`, { token: org.apiKey }),
+      await call("GET", "/v1/nope"),
+      await call("PUT", "/v1/orgs"),
+      await call("GET", "/v1/accounts"),
+      await call("GET", "/v1/accounts", { token: ADMIN_TOKEN }),
+      await call("GET", "/v1/accounts/bad", { token: org.apiKey }),
+    ];
+    const statuses = responses.map((r) => r.status);
+    expect(statuses).toEqual([200, 200, 200, 201, 200, 204, 404, 405, 401, 403, 400]);
+    const ids = responses.map((r) => r.headers.get("x-request-id"));
+    for (const [i, id] of ids.entries()) {
+      expect(id, `response ${i}`).toBeTruthy();
+      expect(id!).toMatch(GENERATED_REQUEST_ID);
+      const body = responses[i].body;
+      if (body && typeof body === "object" && body.error) expect(body.error.requestId).toBe(id);
+    }
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("echoes a valid client request id, on success and on error", async () => {
+    const org = await createOrg();
+    const id = "client-req_01:abc.DEF";
+    const ok = await call("GET", "/v1/accounts", { token: org.apiKey, headers: { "x-request-id": id } });
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get("x-request-id")).toBe(id);
+
+    const notFound = await call("GET", "/v1/nope", { headers: { "x-request-id": id } });
+    expectErrorShape(notFound, 404, "NOT_FOUND");
+    expect(notFound.body.error.requestId).toBe(id);
+
+    const unauthorized = await call("GET", "/v1/accounts", { headers: { "x-request-id": id } });
+    expectErrorShape(unauthorized, 401, "UNAUTHORIZED");
+    expect(unauthorized.body.error.requestId).toBe(id);
+
+    const invalid = await call("POST", "/v1/accounts", {
+      token: org.apiKey,
+      body: { type: "nope" },
+      headers: { "x-request-id": id },
+    });
+    expectErrorShape(invalid, 400, "BAD_REQUEST");
+    expect(invalid.body.error.requestId).toBe(id);
+
+    const methodNotAllowed = await call("PUT", "/v1/orgs", { headers: { "x-request-id": id } });
+    expect(methodNotAllowed.status).toBe(405);
+    expect(methodNotAllowed.headers.get("x-request-id")).toBe(id);
+    expect(methodNotAllowed.body.error.requestId).toBe(id);
+  });
+
+  it("replaces an invalid client request id with a generated one", async () => {
+    for (const bad of ["has spaces in it", "x".repeat(129), "<script>", "a/b"]) {
+      const response = await call("GET", "/v1/nope", { headers: { "x-request-id": bad } });
+      expectErrorShape(response, 404, "NOT_FOUND");
+      const id = response.headers.get("x-request-id")!;
+      expect(id).not.toBe(bad);
+      expect(id).toMatch(GENERATED_REQUEST_ID);
+      expect(response.body.error.requestId).toBe(id);
+    }
+  });
+});
+
+describe("malformed path ids", () => {
+  it("answer 400 BAD_REQUEST with details naming the parameter", async () => {
+    const org = await createOrg();
+    const account = await createAccount(org.apiKey);
+    const room = await call("POST", "/v1/rooms", {
+      token: org.apiKey,
+      body: { type: "standard", participants: [{ accountId: account.id }] },
+    });
+    expect(room.status, JSON.stringify(room.body)).toBe(201);
+
+    const cases: [string, string, string, unknown?][] = [
+      ["GET", "/v1/accounts/not-an-id", "id"],
+      ["GET", "/v1/accounts/room_0123456789abcdef", "id"],
+      ["GET", "/v1/accounts/acc_UPPERCASE0123", "id"],
+      ["DELETE", "/v1/accounts/acc_", "id"],
+      ["PATCH", "/v1/accounts/123", "id", { name: "x" }],
+      ["DELETE", "/v1/api-keys/acc_0123456789abcdef", "id"],
+      ["GET", "/v1/rooms/nope", "id"],
+      ["GET", "/v1/conversations/nope", "id"],
+      ["GET", "/v1/conversations/nope/messages", "id"],
+      ["DELETE", `/v1/rooms/${room.body.id}/participants/nope`, "accountId"],
+    ];
+    for (const [method, path, param, body] of cases) {
+      const response = await call(method, path, { token: org.apiKey, body });
+      expectDetail(response, param);
+    }
+  });
+});
+
+describe("OpenAPI document", () => {
+  it("is a valid-looking OpenAPI 3.1 document listing the main paths", async () => {
+    const response = await call("GET", "/v1/openapi.json");
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^application\/json/);
+    const doc = response.body;
+    expect(doc.openapi).toMatch(/^3\.1\.\d+$/);
+    expect(typeof doc.info.title).toBe("string");
+    expect(typeof doc.info.version).toBe("string");
+    expect(typeof doc.paths).toBe("object");
+
+    const paths = Object.keys(doc.paths);
+    for (const path of [
+      "/v1/orgs",
+      "/v1/api-keys",
+      "/v1/api-keys/{id}",
+      "/v1/tokens",
+      "/v1/accounts",
+      "/v1/accounts/{id}",
+      "/v1/rooms",
+      "/v1/rooms/{id}",
+      "/v1/rooms/{id}/participants",
+      "/v1/rooms/{id}/participants/{accountId}",
+      "/v1/rooms/{id}/conversations",
+      "/v1/conversations",
+      "/v1/conversations/{id}",
+      "/v1/conversations/{id}/sessions",
+      "/v1/conversations/{id}/messages",
+    ]) {
+      expect(paths, path).toContain(path);
+    }
+    // Paths use OpenAPI templates, never Hono's `:param` syntax, and every template is a declared path parameter.
+    for (const path of paths) {
+      expect(path).toMatch(/^\//);
+      expect(path).not.toMatch(/:/);
+      const templated = [...path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]);
+      for (const [method, op] of Object.entries<any>(doc.paths[path])) {
+        expect(["get", "post", "put", "patch", "delete"]).toContain(method);
+        const declared = (op.parameters ?? []).filter((p: any) => p.in === "path").map((p: any) => p.name);
+        expect(declared.sort(), `${method} ${path}`).toEqual([...templated].sort());
+        expect(Object.keys(op.responses ?? {}).length, `${method} ${path}`).toBeGreaterThan(0);
+      }
+    }
+
+    // The main operations are there with their methods.
+    expect(Object.keys(doc.paths["/v1/accounts/{id}"]).sort()).toEqual(["delete", "get", "patch"]);
+    expect(doc.paths["/v1/conversations/{id}/messages"].get).toBeTruthy();
+    expect(doc.paths["/v1/rooms/{id}/participants/{accountId}"].delete).toBeTruthy();
+  });
+
+  it("describes request bodies with JSON schemas", async () => {
+    const doc = (await call("GET", "/v1/openapi.json")).body;
+    const bodyOf = (path: string, method: string) => {
+      const schema = doc.paths[path][method].requestBody?.content?.["application/json"]?.schema;
+      expect(schema, `${method} ${path}`).toBeTruthy();
+      return resolve(doc, schema);
+    };
+    expect(Object.keys(bodyOf("/v1/orgs", "post").properties)).toContain("name");
+    expect(bodyOf("/v1/orgs", "post").required).toContain("name");
+    expect(Object.keys(bodyOf("/v1/tokens", "post").properties)).toEqual(
+      expect.arrayContaining(["accountId", "ttlSeconds"]),
+    );
+    const account = bodyOf("/v1/accounts", "post");
+    expect(Object.keys(account.properties)).toEqual(expect.arrayContaining(["type", "name", "email", "meta", "agent"]));
+    expect(account.required).toEqual(expect.arrayContaining(["type", "name"]));
+    expect(Object.keys(bodyOf("/v1/rooms/{id}/participants", "post").properties)).toEqual(
+      expect.arrayContaining(["accountId", "role", "autoRespond"]),
+    );
+    expect(Object.keys(bodyOf("/v1/conversations/{id}/messages", "post").properties)).toEqual(
+      expect.arrayContaining(["text", "data", "attachmentIds", "clientMessageId", "authorId"]),
+    );
+    expect(Object.keys(bodyOf("/v1/accounts/{id}", "patch").properties)).toContain("name");
+    // Reads carry no body.
+    expect(doc.paths["/v1/accounts/{id}"].get.requestBody).toBeUndefined();
+  });
+
+  it("every $ref resolves inside the document", async () => {
+    const doc = (await call("GET", "/v1/openapi.json")).body;
+    const refs: string[] = [];
+    const walk = (value: unknown) => {
+      if (Array.isArray(value)) value.forEach(walk);
+      else if (value && typeof value === "object") {
+        for (const [key, child] of Object.entries(value)) {
+          if (key === "$ref" && typeof child === "string") refs.push(child);
+          else walk(child);
+        }
+      }
+    };
+    walk(doc);
+    expect(refs.length).toBeGreaterThan(0);
+    for (const ref of new Set(refs)) {
+      expect(ref).toMatch(/^#\//);
+      expect(pointer(doc, ref), ref).toBeTruthy();
+    }
+    expect(doc.components.schemas.Error).toBeTruthy();
+  });
+});
+
+describe("GET /docs", () => {
+  it("answers an HTML page that points at the OpenAPI document", async () => {
+    const response = await call("GET", "/docs");
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/html/);
+    expect(typeof response.body).toBe("string");
+    expect(response.body).toMatch(/<html/i);
+    expect(response.body).toContain("/v1/openapi.json");
+  });
+});
+
+/** The value a JSON pointer (`#/a/b`) names in a document. */
+function pointer(doc: any, ref: string): any {
+  return ref
+    .slice(2)
+    .split("/")
+    .map((part) => part.replace(/~1/g, "/").replace(/~0/g, "~"))
+    .reduce((node, part) => (node == null ? undefined : node[part]), doc);
+}
+
+/** A schema with its top-level `$ref` followed. */
+function resolve(doc: any, schema: any): any {
+  let current = schema;
+  for (let i = 0; i < 10 && current?.$ref; i++) current = pointer(doc, current.$ref);
+  return current;
+}
