@@ -75,6 +75,7 @@ export class Room extends DurableObject<Bindings> {
   private drainAgain = false;
   private alarmArmed = false;
   private drainFailures = 0;
+  private room: RoomRow | undefined;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -129,6 +130,7 @@ export class Room extends DurableObject<Bindings> {
         patch.name !== undefined ? patch.name : row.name,
         patch.meta !== undefined ? JSON.stringify(patch.meta) : row.meta,
       );
+      this.room = undefined;
       const record = this.roomRecord(this.roomRow()!);
       this.enqueue(roomEvent(record, "updated", record.room), { room: record });
     });
@@ -449,8 +451,10 @@ export class Room extends DurableObject<Bindings> {
 
   // --- storage ------------------------------------------------------------------------------------------------
 
+  /** The room row, read once and kept until a write changes it. */
   private roomRow(): RoomRow | undefined {
-    return this.sql.exec<RoomRow>("SELECT * FROM room").toArray()[0];
+    this.room ??= this.sql.exec<RoomRow>("SELECT * FROM room").toArray()[0];
+    return this.room;
   }
 
   private participant(accountId: string): ParticipantRow | undefined {
@@ -474,6 +478,7 @@ export class Room extends DurableObject<Bindings> {
 
   private bumpVersion(): void {
     this.sql.exec("UPDATE room SET version = version + 1");
+    this.room = undefined;
   }
 
   private roomRecord(row: RoomRow): RoomRecord {
@@ -536,7 +541,13 @@ export class Room extends DurableObject<Bindings> {
 
   /** Runs a write in one SQLite transaction, then hands its outbox rows to the queue. */
   private commit<T>(write: () => T): T {
-    const result = this.ctx.storage.transactionSync(write);
+    let result: T;
+    try {
+      result = this.ctx.storage.transactionSync(write);
+    } catch (error) {
+      this.room = undefined; // the transaction rolled back: forget anything read inside it
+      throw error;
+    }
     if (!this.alarmArmed) {
       // The alarm is the backstop: if this object stops before the drain below finishes, the alarm drains on restart.
       this.alarmArmed = true;
