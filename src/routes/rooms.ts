@@ -146,9 +146,12 @@ export const roomRoutes = new Hono<AppEnv>()
             .select()
             .from(participants)
             .where(
-              inArray(
-                participants.roomId,
-                rows.map((r) => r.id),
+              and(
+                eq(participants.orgId, principal.orgId),
+                inArray(
+                  participants.roomId,
+                  rows.map((r) => r.id),
+                ),
               ),
             )
             .orderBy(participants.joinedAt, participants.accountId)

@@ -178,7 +178,10 @@ describe("POST /v1/accounts", () => {
   it("`agent` on a user is 400", async () => {
     const org = await createOrg();
     for (const agent of [{}, { model: "local:echo" }, { flow: { onMessage: [{ type: "assistant" }] } }]) {
-      const response = await call("POST", "/v1/accounts", { token: org.apiKey, body: { type: "user", name: "U", agent } });
+      const response = await call("POST", "/v1/accounts", {
+        token: org.apiKey,
+        body: { type: "user", name: "U", agent },
+      });
       expectInvalid(response, "agent");
     }
     const list = await call("GET", "/v1/accounts", { token: org.apiKey });
@@ -213,7 +216,10 @@ describe("POST /v1/accounts", () => {
       42,
       "",
     ]) {
-      const response = await call("POST", "/v1/accounts", { token: org.apiKey, body: { type: "user", name: "E", email } });
+      const response = await call("POST", "/v1/accounts", {
+        token: org.apiKey,
+        body: { type: "user", name: "E", email },
+      });
       expectInvalid(response, "email");
     }
     for (const email of ["ada@example.com", "first.last+tag@sub.example.co.uk"]) {
@@ -241,7 +247,10 @@ describe("POST /v1/accounts", () => {
     });
     expectInvalid(wide, "meta");
     for (const meta of [[1, 2], "meta", 5, null]) {
-      const response = await call("POST", "/v1/accounts", { token: org.apiKey, body: { type: "user", name: "M", meta } });
+      const response = await call("POST", "/v1/accounts", {
+        token: org.apiKey,
+        body: { type: "user", name: "M", meta },
+      });
       expectInvalid(response, "meta");
     }
     const list = await call("GET", "/v1/accounts", { token: org.apiKey });
@@ -472,7 +481,12 @@ describe("PATCH /v1/accounts/{id}", () => {
     const agent = await createAccount(org.apiKey, { type: "agent", name: "Bot", agent: { model: "local:echo" } });
     const settings = {
       model: "openai:gpt-4o-mini",
-      flow: { onMessage: [{ type: "reply", text: "Got it" }, { type: "webhook", url: "https://example.com/h" }] },
+      flow: {
+        onMessage: [
+          { type: "reply", text: "Got it" },
+          { type: "webhook", url: "https://example.com/h" },
+        ],
+      },
     };
     const updated = await call("PATCH", `/v1/accounts/${agent.id}`, { token: org.apiKey, body: { agent: settings } });
     expect(updated.status, JSON.stringify(updated.body)).toBe(200);

@@ -123,7 +123,9 @@ describe("API keys", () => {
     expect(created.body.apiKey).not.toBe(org.apiKey);
     expect(new Date(created.body.createdAt).toISOString()).toBe(created.body.createdAt);
 
-    const { results } = await env.DB.prepare("SELECT * FROM api_keys WHERE org_id = ? ORDER BY id").bind(org.orgId).all();
+    const { results } = await env.DB.prepare("SELECT * FROM api_keys WHERE org_id = ? ORDER BY id")
+      .bind(org.orgId)
+      .all();
     expect(results.length).toBe(2);
     const hashes = await Promise.all([org.apiKey, created.body.apiKey].map(sha256Hex));
     for (const row of results) {
@@ -175,11 +177,7 @@ describe("API keys", () => {
     expect(revoked.status, JSON.stringify(revoked.body)).toBe(204);
 
     expectError(await call("GET", "/v1/accounts", { token: extra.body.apiKey }), 401, "UNAUTHORIZED");
-    expectError(
-      await call("POST", "/v1/api-keys", { token: extra.body.apiKey, body: {} }),
-      401,
-      "UNAUTHORIZED",
-    );
+    expectError(await call("POST", "/v1/api-keys", { token: extra.body.apiKey, body: {} }), 401, "UNAUTHORIZED");
     expect((await call("GET", "/v1/accounts", { token: org.apiKey })).status).toBe(200);
 
     // Revoking again is 404; the revoked key no longer appears in the list.
@@ -224,7 +222,10 @@ describe("POST /v1/tokens", () => {
     const account = await createAccount(org.apiKey);
 
     const before = Date.now();
-    const custom = await call("POST", "/v1/tokens", { token: org.apiKey, body: { accountId: account.id, ttlSeconds: 120 } });
+    const custom = await call("POST", "/v1/tokens", {
+      token: org.apiKey,
+      body: { accountId: account.id, ttlSeconds: 120 },
+    });
     const after = Date.now();
     expect(custom.status, JSON.stringify(custom.body)).toBe(201);
     expect(typeof custom.body.token).toBe("string");
@@ -255,11 +256,20 @@ describe("POST /v1/tokens", () => {
     const org = await createOrg();
     const account = await createAccount(org.apiKey);
     for (const ttlSeconds of [0, 59, -1, 30 * 24 * 3600 + 1, 1e12, 90.5, "3600", null, true]) {
-      const response = await call("POST", "/v1/tokens", { token: org.apiKey, body: { accountId: account.id, ttlSeconds } });
+      const response = await call("POST", "/v1/tokens", {
+        token: org.apiKey,
+        body: { accountId: account.id, ttlSeconds },
+      });
       expectError(response, 400, "BAD_REQUEST");
-      expect(response.body.error.details.map((d: any) => d.path), String(ttlSeconds)).toContain("ttlSeconds");
+      expect(
+        response.body.error.details.map((d: any) => d.path),
+        String(ttlSeconds),
+      ).toContain("ttlSeconds");
     }
-    const min = await call("POST", "/v1/tokens", { token: org.apiKey, body: { accountId: account.id, ttlSeconds: 60 } });
+    const min = await call("POST", "/v1/tokens", {
+      token: org.apiKey,
+      body: { accountId: account.id, ttlSeconds: 60 },
+    });
     expect(min.status).toBe(201);
   });
 

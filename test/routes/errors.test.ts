@@ -56,8 +56,7 @@ describe("unknown routes", () => {
   it("answer 404 NOT_FOUND with every kind of credential, never 401 or 403", async () => {
     const org = await createOrg();
     const account = await createAccount(org.apiKey);
-    const token = (await call("POST", "/v1/tokens", { token: org.apiKey, body: { accountId: account.id } })).body
-      .token;
+    const token = (await call("POST", "/v1/tokens", { token: org.apiKey, body: { accountId: account.id } })).body.token;
     for (const credential of [org.apiKey, ADMIN_TOKEN, token, "sk_not-a-real-key", "garbage"]) {
       const get = await call("GET", "/v1/does-not-exist", { token: credential });
       expectErrorShape(get, 404, "NOT_FOUND");

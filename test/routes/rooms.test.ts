@@ -246,6 +246,26 @@ describe("standard rooms", () => {
     expectError(await call("GET", "/v1/rooms?limit=0", { token: s.apiKey }), 400, "BAD_REQUEST");
     expectError(await call("GET", "/v1/rooms?limit=101", { token: s.apiKey }), 400, "BAD_REQUEST");
   });
+  it("lists a full page of 100 rooms with their participants", async () => {
+    const s = await setup();
+    const created = await Promise.all(
+      Array.from({ length: 101 }, (_, i) =>
+        createRoom(s.apiKey, { type: "standard", name: `r${i}`, participants: [{ accountId: s.alice.id }] }),
+      ),
+    );
+    const page = await call("GET", "/v1/rooms?limit=100", { token: s.apiKey });
+    expect(page.status, JSON.stringify(page.body)).toBe(200);
+    expect(page.body.items).toHaveLength(100);
+    expect(typeof page.body.nextCursor).toBe("string");
+    for (const room of page.body.items) expect(room.participants.map((p: any) => p.accountId)).toEqual([s.alice.id]);
+    const rest = await call("GET", `/v1/rooms?limit=100&cursor=${encodeURIComponent(page.body.nextCursor)}`, {
+      token: s.apiKey,
+    });
+    expect(rest.status).toBe(200);
+    expect(rest.body.items).toHaveLength(1);
+    expect(rest.body.nextCursor).toBeNull();
+    expect(new Set([...ids(page.body.items), ...ids(rest.body.items)])).toEqual(new Set(ids(created)));
+  });
 });
 
 describe("participants", () => {

@@ -1,0 +1,417 @@
+import { createExecutionContext, createMessageBatch, getQueueResult, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import worker from "../../src/index";
+import { createEvent } from "../../src/events/envelope";
+import type { QueueBody } from "../../src/events/queue";
+import { newId } from "../../src/lib/ids";
+import type { Message } from "../../src/protocol/messages";
+import { newConversationId } from "../../src/room/client";
+import type { Room } from "../../src/room/room";
+import { call, createFixture, env, post } from "../helpers/api";
+
+// Contract section 7 and ARCHITECTURE.md "The path of a message": every acknowledged message leaves the room through
+// its outbox and the EVENTS queue, and the queue consumer writes the D1 archive, batched and idempotent.
+
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** Retries an assertion until it passes; on timeout, throws the assertion's last failure. */
+async function until<T>(assertion: () => Promise<T>, timeoutMs = 20_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await assertion();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function roomObject(roomId: string) {
+  return env.ROOMS.get(env.ROOMS.idFromName(roomId));
+}
+
+/** The D1 archive of one conversation, in the Message shape, ascending by seq. */
+async function archived(conversationId: string): Promise<Message[]> {
+  const { results } = await env.DB.prepare(
+    `SELECT id, org_id, room_id, conversation_id, seq, author_id, type, text, data, attachments, client_message_id,
+            created_at
+       FROM messages WHERE conversation_id = ?1 ORDER BY seq`,
+  )
+    .bind(conversationId)
+    .all<Record<string, any>>();
+  return results.map((row) => ({
+    id: row.id,
+    orgId: row.org_id,
+    roomId: row.room_id,
+    conversationId: row.conversation_id,
+    seq: row.seq,
+    authorId: row.author_id,
+    type: row.type,
+    text: row.text,
+    data: row.data === null ? null : JSON.parse(row.data),
+    attachments: JSON.parse(row.attachments),
+    clientMessageId: row.client_message_id,
+    createdAt: row.created_at,
+  }));
+}
+
+async function archivedCount(conversationId: string, table = "messages") {
+  return (await env.DB.prepare(`SELECT count(*) AS n, count(DISTINCT id) AS ids FROM ${table} WHERE conversation_id = ?1`)
+    .bind(conversationId)
+    .first<{ n: number; ids: number }>())!;
+}
+
+async function conversationRow(conversationId: string) {
+  return env.DB.prepare("SELECT message_count, last_message_at, version FROM conversations WHERE id = ?1")
+    .bind(conversationId)
+    .first<{ message_count: number; last_message_at: string | null; version: number }>();
+}
+
+/** The room's full history of a conversation, read through the API. */
+async function roomHistory(apiKey: string, conversationId: string): Promise<Message[]> {
+  const response = await call("GET", `/v1/conversations/${conversationId}/messages?limit=100`, { token: apiKey });
+  expect(response.status, JSON.stringify(response.body)).toBe(200);
+  expect(response.body.hasMore).toBe(false);
+  return response.body.items;
+}
+
+/** Asserts the D1 archive and conversation mirror hold exactly what the room holds, and the room's outbox is empty. */
+async function expectArchiveMatches(apiKey: string, roomId: string, conversationId: string, expectedCount: number) {
+  const history = await roomHistory(apiKey, conversationId);
+  expect(history).toHaveLength(expectedCount);
+  expect(await archived(conversationId)).toEqual(history);
+  expect(await archivedCount(conversationId)).toEqual({ n: expectedCount, ids: expectedCount });
+  const row = await conversationRow(conversationId);
+  expect(row).not.toBeNull();
+  expect(row!.message_count).toBe(expectedCount);
+  expect(row!.last_message_at).toBe(history[history.length - 1].createdAt);
+  expect(await roomObject(roomId).pendingEvents()).toBe(0);
+}
+
+/** Makes D1's archive table unusable for real, and restores it. */
+async function breakArchive() {
+  await env.DB.prepare("ALTER TABLE messages RENAME TO messages_broken").run();
+}
+async function repairArchive() {
+  await env.DB.prepare("ALTER TABLE messages_broken RENAME TO messages").run();
+}
+
+async function newConversation(apiKey: string, roomId: string, name: string) {
+  const response = await call("POST", `/v1/rooms/${roomId}/conversations`, { token: apiKey, body: { name } });
+  expect(response.status, JSON.stringify(response.body)).toBe(201);
+  return response.body as { id: string };
+}
+
+describe("D1 archive fed by the events queue", () => {
+  it("archives exactly the room's history of two conversations, with the conversation mirrors", async () => {
+    const f = await createFixture();
+    const room2 = await call("POST", "/v1/rooms", {
+      token: f.apiKey,
+      body: { type: "standard", participants: [{ accountId: f.alice.id }, { accountId: f.bob.id }] },
+    });
+    expect(room2.status).toBe(201);
+    const convB = await newConversation(f.apiKey, room2.body.id, "B");
+
+    const postsA = Array.from({ length: 12 }, (_, i) => ({
+      text: `a${i + 1}`,
+      authorId: i % 2 ? f.alice.id : f.bob.id,
+      ...(i % 3 === 0 ? { data: { index: i, tags: ["x", "y"] } } : {}),
+      ...(i % 4 === 0 ? { clientMessageId: `a-client-${i}` } : {}),
+    }));
+    const postsB = Array.from({ length: 7 }, (_, i) => ({ text: `b${i + 1}`, authorId: f.bob.id }));
+    const responses = await Promise.all([
+      ...postsA.map((body) => post(f.apiKey, f.conversation.id, body)),
+      ...postsB.map((body) => post(f.apiKey, convB.id, body)),
+    ]);
+    for (const r of responses) expect(r.status, JSON.stringify(r.body)).toBe(201);
+
+    await until(async () => {
+      await expectArchiveMatches(f.apiKey, f.room.id, f.conversation.id, 12);
+      await expectArchiveMatches(f.apiKey, room2.body.id, convB.id, 7);
+    });
+    // Every acknowledged message is in the archive under its own id.
+    const ids = new Set([...(await archived(f.conversation.id)), ...(await archived(convB.id))].map((m) => m.id));
+    for (const r of responses) expect(ids.has(r.body.id)).toBe(true);
+
+    // The archive feeds queries across rooms: the conversation list shows the mirrored counters.
+    const list = await call("GET", `/v1/conversations?roomId=${f.room.id}`, { token: f.apiKey });
+    expect(list.status).toBe(200);
+    const listed = list.body.items.find((c: any) => c.id === f.conversation.id);
+    expect(listed.messageCount).toBe(12);
+  });
+
+  it("drains an outbox holding many maximum-size messages", async () => {
+    const f = await createFixture();
+    // 32768 characters outside Latin-1: the largest text a message may carry, two bytes per character in a queue body.
+    const text = "中".repeat(32768);
+    const responses = await Promise.all(
+      Array.from({ length: 8 }, () => post(f.apiKey, f.conversation.id, { text, authorId: f.alice.id })),
+    );
+    for (const r of responses) expect(r.status, JSON.stringify(r.body).slice(0, 300)).toBe(201);
+    await until(async () => {
+      expect(await roomObject(f.room.id).pendingEvents()).toBe(0);
+      expect(await archivedCount(f.conversation.id)).toEqual({ n: 8, ids: 8 });
+    }, 20_000);
+  }, 40_000);
+
+  it("loses and duplicates nothing when the first archive attempts fail", async () => {
+    const f = await createFixture();
+    const other = await newConversation(f.apiKey, f.room.id, "Other");
+    await breakArchive();
+    let repaired = false;
+    try {
+      // Chat is not blocked by the archive: posts are acknowledged and read back from the room.
+      const first = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => post(f.apiKey, f.conversation.id, { text: `x${i}`, authorId: f.alice.id })),
+      );
+      const second = await Promise.all(
+        Array.from({ length: 4 }, (_, i) => post(f.apiKey, other.id, { text: `y${i}`, authorId: f.bob.id })),
+      );
+      for (const r of [...first, ...second]) expect(r.status, JSON.stringify(r.body)).toBe(201);
+      expect(await roomHistory(f.apiKey, f.conversation.id)).toHaveLength(6);
+
+      await sleep(1_500);
+      // The attempts so far failed: nothing reached the (renamed) archive table.
+      expect(await archivedCount(f.conversation.id, "messages_broken")).toEqual({ n: 0, ids: 0 });
+      expect(await archivedCount(other.id, "messages_broken")).toEqual({ n: 0, ids: 0 });
+
+      // More messages while D1 is still down.
+      const late = await post(f.apiKey, f.conversation.id, { text: "late", authorId: f.bob.id });
+      expect(late.status).toBe(201);
+      expect(late.body.seq).toBe(7);
+
+      await repairArchive();
+      repaired = true;
+      await until(async () => {
+        await expectArchiveMatches(f.apiKey, f.room.id, f.conversation.id, 7);
+        await expectArchiveMatches(f.apiKey, f.room.id, other.id, 4);
+      }, 40_000);
+    } finally {
+      if (!repaired) await repairArchive();
+    }
+  }, 60_000);
+});
+
+// --- the consumer, called directly -----------------------------------------------------------------------------
+
+/** A conversation that exists only in the queue bodies built below, so the real queue never delivers it. */
+function syntheticConversation() {
+  const orgId = newId("org");
+  const roomId = newId("room");
+  return { orgId, roomId, conversationId: newConversationId(roomId), authorId: newId("acc") };
+}
+
+/** A `message_posted` queue body as the room writes it: the event and the conversation's mirror at that point. */
+function messageBody(
+  target: ReturnType<typeof syntheticConversation>,
+  seq: number,
+  text: string,
+  createdAt = new Date(Date.UTC(2026, 10, 21, 12, 0, seq)).toISOString(),
+): QueueBody {
+  const message: Message = {
+    id: newId("msg"),
+    orgId: target.orgId,
+    roomId: target.roomId,
+    conversationId: target.conversationId,
+    seq,
+    authorId: target.authorId,
+    type: "user",
+    text,
+    data: seq % 2 ? { seq } : null,
+    attachments: [],
+    clientMessageId: null,
+    createdAt,
+  };
+  return {
+    event: createEvent({
+      orgId: target.orgId,
+      source: "conversations",
+      resource: "conversation",
+      event: "message_posted",
+      resourceId: target.conversationId,
+      data: message,
+    }),
+    conversation: {
+      conversation: {
+        id: target.conversationId,
+        orgId: target.orgId,
+        roomId: target.roomId,
+        name: "synthetic",
+        description: null,
+        meta: {},
+        contactId: null,
+        messageCount: seq,
+        lastMessageAt: createdAt,
+        createdAt: "2026-11-21T12:00:00.000Z",
+        updatedAt: createdAt,
+      },
+      version: seq + 1,
+      deleted: false,
+    },
+  };
+}
+
+/** Delivers a batch to the worker's queue handler as the runtime would, and answers what it acked or retried. */
+async function deliver(bodies: unknown[], attempts = 1, ids = bodies.map((_, i) => `qmsg-${i}`)) {
+  const batch = createMessageBatch(
+    "parley-events",
+    bodies.map((body, i) => ({ id: ids[i], timestamp: new Date(), attempts, body })),
+  );
+  const ctx = createExecutionContext();
+  await (worker as ExportedHandler<Cloudflare.Env>).queue!(batch, env, ctx);
+  return getQueueResult(batch, ctx);
+}
+
+/** Every message of the batch was acknowledged and none is retried. */
+function expectAllAcked(result: Awaited<ReturnType<typeof deliver>>, ids: string[]) {
+  expect(result.retryBatch.retry, JSON.stringify(result)).toBe(false);
+  expect(result.retryMessages).toEqual([]);
+  if (!result.ackAll) expect([...result.explicitAcks].sort()).toEqual([...ids].sort());
+}
+
+describe("events consumer", () => {
+  it("writes each message once for duplicated and redelivered events", async () => {
+    const target = syntheticConversation();
+    const first = messageBody(target, 1, "one");
+    const second = messageBody(target, 2, "two");
+
+    // The same event twice in one batch (at-least-once delivery).
+    const ids = ["q-1", "q-2", "q-3"];
+    expectAllAcked(await deliver([first, first, second], 1, ids), ids);
+    const expected = [first.event.data, second.event.data];
+    expect(await archived(target.conversationId)).toEqual(expected);
+    expect(await conversationRow(target.conversationId)).toMatchObject({
+      message_count: 2,
+      last_message_at: (second.event.data as Message).createdAt,
+    });
+
+    // The whole batch redelivered, then again in another order.
+    expectAllAcked(await deliver([first, first, second], 2, ids), ids);
+    expectAllAcked(await deliver([second, first], 3, ["q-4", "q-5"]), ["q-4", "q-5"]);
+    expect(await archived(target.conversationId)).toEqual(expected);
+    expect(await archivedCount(target.conversationId)).toEqual({ n: 2, ids: 2 });
+
+    // A late redelivery of an older mirror does not move the conversation's counters back.
+    expectAllAcked(await deliver([first], 4, ["q-6"]), ["q-6"]);
+    expect(await conversationRow(target.conversationId)).toMatchObject({ message_count: 2, version: 3 });
+  });
+
+  it("retries the whole batch and acks nothing while D1 fails", async () => {
+    const target = syntheticConversation();
+    const bodies = [messageBody(target, 1, "one"), messageBody(target, 2, "two")];
+    await breakArchive();
+    let result;
+    try {
+      result = await deliver(bodies, 1, ["r-1", "r-2"]);
+    } finally {
+      await repairArchive();
+    }
+    expect(result.retryBatch.retry, JSON.stringify(result)).toBe(true);
+    expect(result.ackAll).toBe(false);
+    expect(result.explicitAcks).toEqual([]);
+    // The batch is one transaction: not even the conversation mirror was written.
+    expect(await conversationRow(target.conversationId)).toBeNull();
+    expect(await archived(target.conversationId)).toEqual([]);
+
+    // The retry, once D1 is back, archives everything.
+    expectAllAcked(await deliver(bodies, 2, ["r-1", "r-2"]), ["r-1", "r-2"]);
+    expect(await archived(target.conversationId)).toEqual(bodies.map((b) => b.event.data));
+  });
+
+  it("acks and drops malformed bodies without failing the batch", async () => {
+    const target = syntheticConversation();
+    const good = messageBody(target, 1, "good");
+    const ids = ["g-1", "bad-1", "bad-2", "bad-3", "bad-4", "g-2"];
+    const good2 = messageBody(target, 2, "also good");
+    const result = await deliver(
+      [good, { hello: "world" }, "not json at all", { event: { id: 42, type: "conversation.message_posted" } }, null, good2],
+      1,
+      ids,
+    );
+    expectAllAcked(result, ids);
+    expect(await archived(target.conversationId)).toEqual([good.event.data, good2.event.data]);
+  });
+});
+
+describe("events on the queue", () => {
+  it("follow the contract's envelope for conversation.created and message_posted", async () => {
+    const f = await createFixture();
+    const room = roomObject(f.room.id);
+    const conversationId = newConversationId(f.room.id);
+
+    // Outbox rows are read in the same turn as the writes, before the drain could have removed them.
+    const { outbox, created, posted } = await runInDurableObject(room, async (instance: Room, state) => {
+      const creating = instance.createConversation({ orgId: f.orgId }, conversationId, { name: "Envelopes" });
+      const posting = instance.postMessage({ orgId: f.orgId }, conversationId, {
+        authorId: f.alice.id,
+        text: "hello events",
+        data: { n: 1 },
+        attachments: [],
+        clientMessageId: "env-1",
+      });
+      const rows = state.storage.sql.exec<{ body: string }>("SELECT body FROM outbox ORDER BY id").toArray();
+      return { outbox: rows.map((row) => JSON.parse(row.body) as QueueBody), created: await creating, posted: await posting };
+    });
+    expect(created.ok && posted.ok, JSON.stringify({ created, posted })).toBe(true);
+    if (!created.ok || !posted.ok) return;
+    const message = posted.value.message;
+
+    const createdEvent = outbox.find(
+      (b) => b.event.type === "conversation.created" && b.event.resourceId === conversationId,
+    )?.event;
+    const postedEvent = outbox.find(
+      (b) => b.event.type === "conversation.message_posted" && b.event.resourceId === conversationId,
+    )?.event;
+    expect(createdEvent, JSON.stringify(outbox)).toBeDefined();
+    expect(postedEvent, JSON.stringify(outbox)).toBeDefined();
+
+    expect(createdEvent).toEqual({
+      id: expect.stringMatching(/^evt_[0-9a-z]+$/),
+      type: "conversation.created",
+      topic: `events.${f.orgId}.conversations.conversation.created.${conversationId}`,
+      orgId: f.orgId,
+      source: "conversations",
+      resource: "conversation",
+      event: "created",
+      resourceId: conversationId,
+      occurredAt: expect.stringMatching(ISO),
+      data: created.value.conversation,
+    });
+    expect(createdEvent!.data).toMatchObject({ id: conversationId, orgId: f.orgId, roomId: f.room.id, messageCount: 0 });
+
+    expect(postedEvent).toEqual({
+      id: expect.stringMatching(/^evt_[0-9a-z]+$/),
+      type: "conversation.message_posted",
+      topic: `events.${f.orgId}.conversations.conversation.message_posted.${conversationId}`,
+      orgId: f.orgId,
+      source: "conversations",
+      resource: "conversation",
+      event: "message_posted",
+      resourceId: conversationId,
+      occurredAt: expect.stringMatching(ISO),
+      data: message,
+    });
+    expect(postedEvent!.id).not.toBe(createdEvent!.id);
+    expect(message).toMatchObject({ seq: 1, text: "hello events", clientMessageId: "env-1", type: "user" });
+
+    // The event's data is the message clients read from the room, and the consumer archived that same message.
+    expect(await roomHistory(f.apiKey, conversationId)).toEqual([message]);
+    await until(async () => {
+      expect(await archived(conversationId)).toEqual([message]);
+      expect(await conversationRow(conversationId)).toMatchObject({ message_count: 1, last_message_at: message.createdAt });
+      expect(await room.pendingEvents()).toBe(0);
+    });
+  });
+
+  it("publish message_posted for posts through the REST API, archived under the acknowledged id", async () => {
+    const f = await createFixture();
+    const r = await post(f.apiKey, f.conversation.id, { text: "via rest", authorId: f.alice.id });
+    expect(r.status).toBe(201);
+    await until(async () => {
+      expect(await archived(f.conversation.id)).toEqual([r.body]);
+    });
+  });
+});
