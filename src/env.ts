@@ -9,7 +9,8 @@ export interface Bindings {
   ATTACHMENTS: R2Bucket;
   ROOMS: DurableObjectNamespace<Room>;
   HUBS: DurableObjectNamespace<Hub>;
-  EVENTS: Queue<QueueBody>;
+  /** Queue bodies are `QueueBody`, or its JSON as text (what room outboxes send). */
+  EVENTS: Queue<QueueBody | string>;
   NOTIFICATIONS: Queue<unknown>;
   FLOWS: Workflow;
   ADMIN_TOKEN?: string;

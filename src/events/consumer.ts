@@ -21,9 +21,10 @@ export function retryDelaySeconds(attempts: number): number {
 export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
   const valid: QueueBody[] = [];
   for (const message of batch.messages) {
-    const parsed = QueueBodySchema.safeParse(message.body);
+    const body = typeof message.body === "string" ? parseJson(message.body) : message.body;
+    const parsed = QueueBodySchema.safeParse(body);
     if (parsed.success) {
-      valid.push(message.body as QueueBody);
+      valid.push(body as QueueBody);
     } else {
       console.error("dropping malformed events queue message", message.id, parsed.error.message);
     }
@@ -62,4 +63,12 @@ export function archiveStatements(db: D1Database, bodies: QueueBody[]): D1Prepar
     ...messages.map((message) => archiveMessageStatement(db, message)),
     ...[...purges].map((id) => purgeConversationStatement(db, id)),
   ];
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

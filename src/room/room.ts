@@ -61,7 +61,8 @@ export interface PostResult {
 
 const MANAGERS: ReadonlySet<string> = new Set(["owner", "admin"]);
 const OUTBOX_BATCH = 100;
-const OUTBOX_BATCH_BYTES = 200 * 1024;
+const OUTBOX_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
+const utf8 = new TextEncoder();
 const DRAIN_RETRY_MS = 2_000;
 const DRAIN_RETRY_MAX_MS = 60_000;
 
@@ -75,6 +76,7 @@ export class Room extends DurableObject<Bindings> {
   private drainAgain = false;
   private alarmArmed = false;
   private drainFailures = 0;
+  private drainBatchLimit = OUTBOX_BATCH;
   private room: RoomRow | undefined;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
@@ -562,7 +564,11 @@ export class Room extends DurableObject<Bindings> {
     this.sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify({ event, ...mirror } satisfies QueueBody));
   }
 
-  /** Hands outbox rows to the events queue in order, deleting them once the queue accepted them. */
+  /**
+   * Hands outbox rows to the events queue in order, deleting them once the queue accepted them. Batches respect the
+   * queue's size limits in UTF-8 bytes; after a failure the batch is halved, so one bad batch never blocks the rows
+   * behind it for good.
+   */
   private async drain(): Promise<void> {
     if (this.draining) {
       this.drainAgain = true;
@@ -573,23 +579,27 @@ export class Room extends DurableObject<Bindings> {
       do {
         this.drainAgain = false;
         const rows = this.sql
-          .exec<OutboxRow>("SELECT id, body FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH)
+          .exec<OutboxRow>("SELECT id, body FROM outbox ORDER BY id LIMIT ?", this.drainBatchLimit)
           .toArray();
         if (rows.length === 0) break;
-        const batch: OutboxRow[] = [];
+        const batch: { id: number; body: string }[] = [];
         let bytes = 0;
         for (const row of rows) {
-          if (batch.length > 0 && bytes + row.body.length > OUTBOX_BATCH_BYTES) break;
+          const size = utf8.encode(row.body).byteLength;
+          if (batch.length > 0 && bytes + size > OUTBOX_BATCH_BYTES) break;
           batch.push(row);
-          bytes += row.body.length;
+          bytes += size;
         }
-        await this.env.EVENTS.sendBatch(batch.map((row) => ({ body: JSON.parse(row.body) as QueueBody })));
+        // Sent as text: the queue carries the committed JSON as it is, and counts its size in bytes.
+        await this.env.EVENTS.sendBatch(batch.map((row) => ({ body: row.body, contentType: "text" as const })));
         this.sql.exec("DELETE FROM outbox WHERE id <= ?", batch[batch.length - 1].id);
         this.drainFailures = 0;
+        this.drainBatchLimit = OUTBOX_BATCH;
         if (batch.length < rows.length || rows.length === OUTBOX_BATCH) this.drainAgain = true;
       } while (this.drainAgain);
     } catch (error) {
       this.drainFailures++;
+      this.drainBatchLimit = Math.max(1, Math.floor(this.drainBatchLimit / 2));
       const delay = Math.min(DRAIN_RETRY_MS * 2 ** (this.drainFailures - 1), DRAIN_RETRY_MAX_MS);
       console.error("room outbox drain failed; retrying", { delay, error: String(error) });
       await this.ctx.storage.setAlarm(Date.now() + delay);

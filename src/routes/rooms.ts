@@ -11,6 +11,7 @@ import { ApiError, unwrap } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
 import { describe } from "../http/openapi";
 import { idParam, jsonBody, query } from "../http/validate";
+import { chunks, D1_MAX_IDS } from "../db/client";
 import { newId } from "../lib/ids";
 import { listOf, pageQuerySchema } from "../protocol/common";
 import { ConversationSchema, CreateConversationSchema } from "../protocol/conversations";
@@ -38,11 +39,11 @@ async function resolveParticipants(
   if (inputs.length === 0) return [];
   const ids = [...new Set(inputs.map((p) => p.accountId))];
   const found = new Map<string, "user" | "agent">();
-  for (let i = 0; i < ids.length; i += 90) {
+  for (const chunk of chunks(ids, D1_MAX_IDS)) {
     const rows = await db
       .select({ id: accounts.id, type: accounts.type })
       .from(accounts)
-      .where(and(eq(accounts.orgId, orgId), inArray(accounts.id, ids.slice(i, i + 90))));
+      .where(and(eq(accounts.orgId, orgId), inArray(accounts.id, chunk)));
     for (const row of rows) found.set(row.id, row.type);
   }
   const details = inputs.flatMap((p, index) =>
@@ -141,21 +142,18 @@ export const roomRoutes = new Hono<AppEnv>()
         )
         .orderBy(desc(rooms.createdAt), desc(rooms.id))
         .limit(limit + 1);
-      const members = rows.length
-        ? await db
-            .select()
-            .from(participants)
-            .where(
-              and(
-                eq(participants.orgId, principal.orgId),
-                inArray(
-                  participants.roomId,
-                  rows.map((r) => r.id),
-                ),
-              ),
-            )
-            .orderBy(participants.joinedAt, participants.accountId)
-        : [];
+      const pageIds = rows.slice(0, limit).map((r) => r.id);
+      const members = (
+        await Promise.all(
+          chunks(pageIds, D1_MAX_IDS).map((ids) =>
+            db
+              .select()
+              .from(participants)
+              .where(and(eq(participants.orgId, principal.orgId), inArray(participants.roomId, ids)))
+              .orderBy(participants.joinedAt, participants.accountId),
+          ),
+        )
+      ).flat();
       const toRoom = (row: (typeof rows)[number]): Room => ({
         id: row.id,
         orgId: row.orgId,

@@ -59,7 +59,9 @@ async function archived(conversationId: string): Promise<Message[]> {
 }
 
 async function archivedCount(conversationId: string, table = "messages") {
-  return (await env.DB.prepare(`SELECT count(*) AS n, count(DISTINCT id) AS ids FROM ${table} WHERE conversation_id = ?1`)
+  return (await env.DB.prepare(
+    `SELECT count(*) AS n, count(DISTINCT id) AS ids FROM ${table} WHERE conversation_id = ?1`,
+  )
     .bind(conversationId)
     .first<{ n: number; ids: number }>())!;
 }
@@ -143,18 +145,24 @@ describe("D1 archive fed by the events queue", () => {
     expect(listed.messageCount).toBe(12);
   });
 
-  it("drains an outbox holding many maximum-size messages", async () => {
+  it("drains an outbox holding several maximum-size messages, and the events behind them", async () => {
     const f = await createFixture();
-    // 32768 characters outside Latin-1: the largest text a message may carry, two bytes per character in a queue body.
+    // 32768 characters outside Latin-1: the longest text a message may carry, two bytes per character in a queue body.
+    // Posted concurrently, they wait in the outbox together while the first one is being sent.
     const text = "中".repeat(32768);
     const responses = await Promise.all(
-      Array.from({ length: 8 }, () => post(f.apiKey, f.conversation.id, { text, authorId: f.alice.id })),
+      Array.from({ length: 6 }, () => post(f.apiKey, f.conversation.id, { text, authorId: f.alice.id })),
     );
     for (const r of responses) expect(r.status, JSON.stringify(r.body).slice(0, 300)).toBe(201);
+    const after = await post(f.apiKey, f.conversation.id, { text: "small, after the large ones", authorId: f.bob.id });
+    expect(after.status).toBe(201);
+    expect(after.body.seq).toBe(7);
+
     await until(async () => {
       expect(await roomObject(f.room.id).pendingEvents()).toBe(0);
-      expect(await archivedCount(f.conversation.id)).toEqual({ n: 8, ids: 8 });
-    }, 20_000);
+      expect(await archivedCount(f.conversation.id)).toEqual({ n: 7, ids: 7 });
+    }, 15_000);
+    await expectArchiveMatches(f.apiKey, f.room.id, f.conversation.id, 7);
   }, 40_000);
 
   it("loses and duplicates nothing when the first archive attempts fail", async () => {
@@ -327,7 +335,14 @@ describe("events consumer", () => {
     const ids = ["g-1", "bad-1", "bad-2", "bad-3", "bad-4", "g-2"];
     const good2 = messageBody(target, 2, "also good");
     const result = await deliver(
-      [good, { hello: "world" }, "not json at all", { event: { id: 42, type: "conversation.message_posted" } }, null, good2],
+      [
+        good,
+        { hello: "world" },
+        "not json at all",
+        { event: { id: 42, type: "conversation.message_posted" } },
+        null,
+        good2,
+      ],
       1,
       ids,
     );
@@ -353,7 +368,11 @@ describe("events on the queue", () => {
         clientMessageId: "env-1",
       });
       const rows = state.storage.sql.exec<{ body: string }>("SELECT body FROM outbox ORDER BY id").toArray();
-      return { outbox: rows.map((row) => JSON.parse(row.body) as QueueBody), created: await creating, posted: await posting };
+      return {
+        outbox: rows.map((row) => JSON.parse(row.body) as QueueBody),
+        created: await creating,
+        posted: await posting,
+      };
     });
     expect(created.ok && posted.ok, JSON.stringify({ created, posted })).toBe(true);
     if (!created.ok || !posted.ok) return;
@@ -380,7 +399,12 @@ describe("events on the queue", () => {
       occurredAt: expect.stringMatching(ISO),
       data: created.value.conversation,
     });
-    expect(createdEvent!.data).toMatchObject({ id: conversationId, orgId: f.orgId, roomId: f.room.id, messageCount: 0 });
+    expect(createdEvent!.data).toMatchObject({
+      id: conversationId,
+      orgId: f.orgId,
+      roomId: f.room.id,
+      messageCount: 0,
+    });
 
     expect(postedEvent).toEqual({
       id: expect.stringMatching(/^evt_[0-9a-z]+$/),
@@ -401,7 +425,10 @@ describe("events on the queue", () => {
     expect(await roomHistory(f.apiKey, conversationId)).toEqual([message]);
     await until(async () => {
       expect(await archived(conversationId)).toEqual([message]);
-      expect(await conversationRow(conversationId)).toMatchObject({ message_count: 1, last_message_at: message.createdAt });
+      expect(await conversationRow(conversationId)).toMatchObject({
+        message_count: 1,
+        last_message_at: message.createdAt,
+      });
       expect(await room.pendingEvents()).toBe(0);
     });
   });

@@ -187,11 +187,7 @@ describe("conversations", () => {
     );
     expectError(await call("DELETE", `/v1/conversations/${doomed.id}`, { token: s.apiKey }), 404, "NOT_FOUND");
     expectError(await post(s.apiKey, doomed.id, { text: "still there?", authorId: s.alice.id }), 404, "NOT_FOUND");
-    expectError(
-      await call("GET", `/v1/conversations/${doomed.id}/messages`, { token: s.apiKey }),
-      404,
-      "NOT_FOUND",
-    );
+    expectError(await call("GET", `/v1/conversations/${doomed.id}/messages`, { token: s.apiKey }), 404, "NOT_FOUND");
     expectError(
       await call("POST", `/v1/conversations/${doomed.id}/sessions`, {
         token: s.apiKey,
@@ -251,10 +247,7 @@ describe("conversations", () => {
   it("filters by roomId", async () => {
     const s = await setup();
     const other = await createRoom(s.apiKey, [{ accountId: s.alice.id }]);
-    const inRoom = [
-      await createConversation(s.apiKey, s.room.id),
-      await createConversation(s.apiKey, s.room.id),
-    ];
+    const inRoom = [await createConversation(s.apiKey, s.room.id), await createConversation(s.apiKey, s.room.id)];
     const inOther = await createConversation(s.apiKey, other.id);
 
     expect(new Set(ids((await list(s.apiKey, `?roomId=${s.room.id}`)).items))).toEqual(new Set(ids(inRoom)));
@@ -278,7 +271,10 @@ describe("conversations", () => {
     expect((await list(s.apiKey, "?contactId=ctc_zzzzzzzzzzzzzzzz")).items).toEqual([]);
 
     // A contact set later by PATCH is found too.
-    await call("PATCH", `/v1/conversations/${none.id}`, { token: s.apiKey, body: { contactId: "ctc_fedcba9876543210" } });
+    await call("PATCH", `/v1/conversations/${none.id}`, {
+      token: s.apiKey,
+      body: { contactId: "ctc_fedcba9876543210" },
+    });
     expect(new Set(ids((await list(s.apiKey, "?contactId=ctc_fedcba9876543210")).items))).toEqual(
       new Set([y.id, none.id]),
     );
@@ -404,11 +400,7 @@ describe("sessions", () => {
     // Not another conversation, in the same room or elsewhere.
     for (const otherId of [sibling.id, far.id]) {
       expectError(await call("GET", `/v1/conversations/${otherId}`, { token: session }), 404, "NOT_FOUND");
-      expectError(
-        await call("GET", `/v1/conversations/${otherId}/messages`, { token: session }),
-        404,
-        "NOT_FOUND",
-      );
+      expectError(await call("GET", `/v1/conversations/${otherId}/messages`, { token: session }), 404, "NOT_FOUND");
       expectError(await post(session, otherId, { text: "leak" }), 404, "NOT_FOUND");
     }
 
@@ -438,6 +430,29 @@ describe("sessions", () => {
       const h = await call("GET", `/v1/conversations/${otherId}/messages`, { token: s.apiKey });
       expect(h.body.items).toEqual([]);
     }
+  });
+
+  it("a session stops working when its participant leaves or its conversation is deleted", async () => {
+    const s = await setup();
+    const c = await createConversation(s.apiKey, s.room.id);
+    const d = await createConversation(s.apiKey, s.room.id);
+    const bobs = await sessionToken(s.apiKey, c.id, s.bob.id);
+    const alices = await sessionToken(s.apiKey, d.id, s.alice.id);
+    expect((await post(bobs, c.id, { text: "before" })).status).toBe(201);
+    expect((await post(alices, d.id, { text: "before" })).status).toBe(201);
+
+    expect((await call("DELETE", `/v1/rooms/${s.room.id}/participants/${s.bob.id}`, { token: s.apiKey })).status).toBe(
+      204,
+    );
+    expect([403, 404]).toContain((await call("GET", `/v1/conversations/${c.id}`, { token: bobs })).status);
+    expect([403, 404]).toContain((await post(bobs, c.id, { text: "after leaving" })).status);
+
+    expect((await call("DELETE", `/v1/conversations/${d.id}`, { token: s.apiKey })).status).toBe(204);
+    expectError(await call("GET", `/v1/conversations/${d.id}`, { token: alices }), 404, "NOT_FOUND");
+    expectError(await post(alices, d.id, { text: "after deletion" }), 404, "NOT_FOUND");
+
+    const history = await call("GET", `/v1/conversations/${c.id}/messages`, { token: s.apiKey });
+    expect(history.body.items.map((m: any) => m.text)).toEqual(["before"]);
   });
 
   it("a non-participant accountId is 400", async () => {

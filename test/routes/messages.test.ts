@@ -299,7 +299,11 @@ describe("POST /v1/conversations/{id}/messages", () => {
       expectBadRequest(await post(f.apiKey, f.conversation.id, { text: "who am I" }), "authorId");
 
       const outsider = await createAccount(f.apiKey, { type: "user", name: "Dave" });
-      expectError(await post(f.apiKey, f.conversation.id, { text: "let me in", authorId: outsider.id }), 403, "FORBIDDEN");
+      expectError(
+        await post(f.apiKey, f.conversation.id, { text: "let me in", authorId: outsider.id }),
+        403,
+        "FORBIDDEN",
+      );
       expectError(
         await post(f.apiKey, f.conversation.id, { text: "ghost", authorId: unknownId("acc") }),
         403,
@@ -330,7 +334,10 @@ describe("POST /v1/conversations/{id}/messages", () => {
       const f = await createFixture();
       const token = await accountToken(f.apiKey, f.bob.id);
       expectError(
-        await call("POST", messagesPath(f.conversation.id), { token, body: { text: "I am alice", authorId: f.alice.id } }),
+        await call("POST", messagesPath(f.conversation.id), {
+          token,
+          body: { text: "I am alice", authorId: f.alice.id },
+        }),
         403,
         "FORBIDDEN",
       );
@@ -418,7 +425,9 @@ describe("POST /v1/conversations/{id}/messages", () => {
         ),
       );
       const statuses = responses.map((r) => r.status).sort();
-      expect(statuses, JSON.stringify(responses.map((r) => r.body))).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 200, 201]);
+      expect(statuses, JSON.stringify(responses.map((r) => r.body))).toEqual([
+        200, 200, 200, 200, 200, 200, 200, 200, 200, 201,
+      ]);
       const original = responses.find((r) => r.status === 201)!.body;
       for (const r of responses) expect(r.body).toEqual(original);
       expect(original.seq).toBe(1);

@@ -137,7 +137,10 @@ describe("standard rooms", () => {
       "BAD_REQUEST",
     );
     expectError(
-      await call("POST", "/v1/rooms", { token: s.apiKey, body: { type: "standard", participants: [{ accountId: "x" }] } }),
+      await call("POST", "/v1/rooms", {
+        token: s.apiKey,
+        body: { type: "standard", participants: [{ accountId: "x" }] },
+      }),
       400,
       "BAD_REQUEST",
     );
@@ -278,7 +281,12 @@ describe("participants", () => {
       body: { accountId: s.bob.id, role: "admin" },
     });
     expect(added.status, JSON.stringify(added.body)).toBe(201);
-    expect(added.body).toEqual({ accountId: s.bob.id, role: "admin", autoRespond: false, joinedAt: expect.any(String) });
+    expect(added.body).toEqual({
+      accountId: s.bob.id,
+      role: "admin",
+      autoRespond: false,
+      joinedAt: expect.any(String),
+    });
     expect(added.body.joinedAt).toMatch(ISO);
 
     const agent = await call("POST", `/v1/rooms/${room.id}/participants`, {
@@ -307,13 +315,34 @@ describe("participants", () => {
     expect(ids(bobs.body.items)).toEqual([room.id]);
   });
 
+  it("adds a participant exactly once under 10 concurrent identical calls", async () => {
+    const s = await setup();
+    const room = await createRoom(s.apiKey, { type: "standard", participants: [{ accountId: s.alice.id }] });
+    const responses = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        call("POST", `/v1/rooms/${room.id}/participants`, { token: s.apiKey, body: { accountId: s.bob.id } }),
+      ),
+    );
+    expect(responses.map((r) => r.status).sort()).toEqual([201, 409, 409, 409, 409, 409, 409, 409, 409, 409]);
+    for (const r of responses.filter((r) => r.status === 409)) expectError(r, 409, "CONFLICT");
+    const got = await call("GET", `/v1/rooms/${room.id}`, { token: s.apiKey });
+    expect(got.body.participants.map((p: any) => p.accountId).sort()).toEqual([s.alice.id, s.bob.id].sort());
+    const rows = await env.DB.prepare("SELECT count(*) AS n FROM participants WHERE room_id = ?")
+      .bind(room.id)
+      .first<{ n: number }>();
+    expect(rows?.n).toBe(2);
+  });
+
   it("refuses to add unknown or other-org accounts", async () => {
     const s = await setup();
     const other = await createOrg("Other");
     const stranger = await createAccount(other.apiKey, { type: "user", name: "Stranger" });
     const room = await createRoom(s.apiKey, { type: "standard", participants: [{ accountId: s.alice.id }] });
     for (const accountId of [stranger.id, "acc_0000000000000000000000unknown"]) {
-      const response = await call("POST", `/v1/rooms/${room.id}/participants`, { token: s.apiKey, body: { accountId } });
+      const response = await call("POST", `/v1/rooms/${room.id}/participants`, {
+        token: s.apiKey,
+        body: { accountId },
+      });
       expectError(response, 400, "BAD_REQUEST");
       expect(response.body.error.details.map((d: any) => d.path)).toEqual(["accountId"]);
     }
@@ -357,7 +386,10 @@ describe("participants", () => {
     expect(listed.body.items.find((r: any) => r.id === room.id).participants).toEqual(got.body.participants);
 
     expectError(
-      await call("PATCH", `/v1/rooms/${room.id}/participants/${s.bob.id}`, { token: s.apiKey, body: { role: "admin" } }),
+      await call("PATCH", `/v1/rooms/${room.id}/participants/${s.bob.id}`, {
+        token: s.apiKey,
+        body: { role: "admin" },
+      }),
       404,
       "NOT_FOUND",
     );
@@ -377,9 +409,16 @@ describe("participants", () => {
       type: "standard",
       participants: [{ accountId: s.alice.id }, { accountId: s.bob.id }],
     });
+    const bobToken = await accountToken(s.apiKey, s.bob.id);
+    expect((await call("GET", `/v1/rooms/${room.id}`, { token: bobToken })).status).toBe(200);
+
     const removed = await call("DELETE", `/v1/rooms/${room.id}/participants/${s.bob.id}`, { token: s.apiKey });
     expect(removed.status, JSON.stringify(removed.body)).toBe(204);
     expect(removed.body).toBeNull();
+
+    // Bob's token no longer reaches the room.
+    expectError(await call("GET", `/v1/rooms/${room.id}`, { token: bobToken }), 404, "NOT_FOUND");
+    expect((await call("GET", "/v1/rooms", { token: bobToken })).body.items).toEqual([]);
 
     const got = await call("GET", `/v1/rooms/${room.id}`, { token: s.apiKey });
     expect(got.body.participants.map((p: any) => p.accountId)).toEqual([s.alice.id]);
@@ -512,7 +551,12 @@ describe("account tokens", () => {
 describe("dm rooms", () => {
   it("needs at least 2 distinct participants", async () => {
     const s = await setup();
-    for (const participants of [undefined, [], [{ accountId: s.alice.id }], [{ accountId: s.alice.id }, { accountId: s.alice.id }]]) {
+    for (const participants of [
+      undefined,
+      [],
+      [{ accountId: s.alice.id }],
+      [{ accountId: s.alice.id }, { accountId: s.alice.id }],
+    ]) {
       const response = await call("POST", "/v1/rooms", { token: s.apiKey, body: { type: "dm", participants } });
       expectError(response, 400, "BAD_REQUEST");
       expect(response.body.error.details.map((d: any) => d.path)).toContain("participants");
@@ -640,7 +684,9 @@ describe("dm rooms", () => {
       ),
     );
     const statuses = responses.map((r) => r.status).sort();
-    expect(statuses, JSON.stringify(responses.map((r) => r.body))).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 200, 201]);
+    expect(statuses, JSON.stringify(responses.map((r) => r.body))).toEqual([
+      200, 200, 200, 200, 200, 200, 200, 200, 200, 201,
+    ]);
     const roomIds = new Set(responses.map((r) => r.body.id));
     expect(roomIds.size).toBe(1);
     for (const r of responses) {
