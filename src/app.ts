@@ -9,6 +9,7 @@ import { apiKeyRoutes } from "./routes/api-keys";
 import { conversationRoutes } from "./routes/conversations";
 import { docsPage } from "./routes/docs";
 import { orgRoutes } from "./routes/orgs";
+import { realtimeRoutes } from "./routes/realtime";
 import { roomRoutes } from "./routes/rooms";
 import { tokenRoutes } from "./routes/tokens";
 
@@ -21,7 +22,8 @@ const api = new Hono<AppEnv>()
   .route("/tokens", tokenRoutes)
   .route("/accounts", accountRoutes)
   .route("/rooms", roomRoutes)
-  .route("/conversations", conversationRoutes);
+  .route("/conversations", conversationRoutes)
+  .route("/", realtimeRoutes);
 
 /** The type of the `/v1` API, for typed clients. */
 export type ApiType = typeof api;

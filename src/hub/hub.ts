@@ -1,8 +1,283 @@
 import { DurableObject } from "cloudflare:workers";
+import { chunks, D1_MAX_IDS } from "../db/client";
 import type { Bindings } from "../env";
+import { errorBody } from "../errors";
+import { recoverableConversation } from "../events/topics";
+import type { ParleyEvent } from "../protocol/events";
+import { CLOSE_CODES, type SubscribeFrame } from "../protocol/frames";
+import type { Participant, Room } from "../protocol/rooms";
+import { actorFromRequest, SocketRegistry, type SocketActor } from "../realtime/sockets";
+import { roomIdOfConversation, roomStub } from "../room/client";
+
+const SWEEP_MS = 30_000;
+const RECENT_EVENTS = 2_000;
+const MEMBERSHIP_LOG_MS = 60_000;
+
+interface MembershipChange {
+  accountId: string;
+  roomId: string;
+  member: boolean;
+  at: number;
+}
 
 /**
- * The org Hub object behind `/v1/realtime`: one per org, holding the org-wide sockets and their topic
- * subscriptions. Declared with its binding now; its sockets and fan-out arrive with the realtime work.
+ * The org hub behind `/v1/realtime`: one object per org holding the org-wide sockets and their subscriptions. Every
+ * event of the org reaches it (rooms publish from their outboxes); it matches each event against each socket's
+ * subscriptions and checks, per event, that the socket's principal may see it: an account sees only the rooms it
+ * takes part in and its own notifications, whatever wildcard it subscribed with.
  */
-export class Hub extends DurableObject<Bindings> {}
+export class Hub extends DurableObject<Bindings> {
+  private readonly sockets: SocketRegistry;
+  /** The rooms of each account holding a socket, loaded from D1 on first need and kept current by room events. */
+  private readonly memberships = new Map<string, Set<string>>();
+  /** Recent membership changes, replayed onto a fresh load so a change racing the load is never lost. */
+  private membershipLog: MembershipChange[] = [];
+  /** Ids of recently delivered events: a room that republishes after a failure causes no duplicates. */
+  private readonly recent = new Set<string>();
+  /** Per socket and conversation: events buffered while a `sinceSeq` replay is fetched, then the last seq sent. */
+  private readonly recovering = new Map<WebSocket, Map<string, ParleyEvent[]>>();
+  private readonly floors = new Map<WebSocket, Map<string, number>>();
+  private alarmSet = false;
+
+  constructor(ctx: DurableObjectState, env: Bindings) {
+    super(ctx, env);
+    this.sockets = new SocketRegistry(ctx);
+  }
+
+  /** Accepts an org socket; the Worker authenticated it before it forwarded the upgrade. */
+  override async fetch(request: Request): Promise<Response> {
+    const actor = actorFromRequest(request);
+    if (!actor || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      const requestId = request.headers.get("x-request-id") ?? "unknown";
+      return Response.json(errorBody({ code: "BAD_REQUEST", message: "expected a WebSocket upgrade" }, requestId), {
+        status: 400,
+      });
+    }
+    if (actor.kind === "account" && actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
+    const response = this.sockets.accept(actor, actor.accountId ? [`acc:${actor.accountId}`] : []);
+    if (!this.alarmSet) {
+      this.alarmSet = true;
+      await this.ctx.storage.setAlarm(Date.now() + SWEEP_MS);
+    }
+    return response;
+  }
+
+  /**
+   * Delivers a room's events (or any org event, with `roomId` null) to the sockets that subscribed and may see
+   * them, in the order given.
+   */
+  async publish(roomId: string | null, events: ParleyEvent[]): Promise<void> {
+    const unloaded = this.unloadedAccounts();
+    if (unloaded) await this.loadMemberships(unloaded.orgId, unloaded.accountIds);
+    for (const event of events) {
+      if (this.recent.has(event.id)) continue;
+      this.remember(event.id);
+      const eventRoom = roomId ?? roomOf(event);
+      this.applyMembership(event, true);
+      this.sockets.deliver(event, (actor, ws) => this.visible(actor, event, eventRoom) && this.inOrder(ws, event));
+      this.applyMembership(event, false);
+    }
+  }
+
+  /** Sweeps idle sockets; runs while any socket is open. */
+  override async alarm(): Promise<void> {
+    this.alarmSet = false;
+    if (this.sockets.sweep() > 0) {
+      this.alarmSet = true;
+      await this.ctx.storage.setAlarm(Date.now() + SWEEP_MS);
+    }
+  }
+
+  /** Handles one client frame; never throws: failures become error frames. */
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      const frame = this.sockets.parse(ws, message);
+      if (!frame || this.sockets.handleCommon(ws, frame)) return;
+      if (frame.type === "subscribe") {
+        await this.subscribe(ws, frame);
+      } else {
+        this.sockets.error(ws, frame.id, "BAD_REQUEST", `'${frame.type}' is only accepted on a room socket`);
+      }
+    } catch (error) {
+      console.error("hub socket frame failed", String(error));
+      this.sockets.error(ws, undefined, "INTERNAL", "internal error");
+    }
+  }
+
+  /** Answers a client's close frame and forgets the socket. */
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.forget(ws);
+    this.sockets.closed(ws, code, reason);
+  }
+
+  /** Forgets a socket that failed. */
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    console.error("hub socket error", String(error));
+    this.forget(ws);
+    this.sockets.closed(ws, CLOSE_CODES.internal, "socket error");
+  }
+
+  /**
+   * `subscribe`; with `sinceSeq` on one conversation's `message_posted` topic, replays from the conversation's room,
+   * holding back live events of that conversation until the replay is sent, then drops anything already sent.
+   */
+  private async subscribe(ws: WebSocket, frame: SubscribeFrame): Promise<void> {
+    const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
+    if (!pattern) return;
+    if (frame.sinceSeq === undefined) {
+      if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic });
+      return;
+    }
+    const conversationId = recoverableConversation(pattern);
+    const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
+    if (!conversationId || !roomId) {
+      if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic, recovered: false });
+      return;
+    }
+    const buffers = this.recovering.get(ws) ?? new Map<string, ParleyEvent[]>();
+    this.recovering.set(ws, buffers);
+    buffers.set(conversationId, []);
+    let replayed: ParleyEvent[] | null = null;
+    try {
+      const result = await roomStub(this.env, roomId).replayMessages(
+        this.sockets.state(ws).actor,
+        conversationId,
+        frame.sinceSeq,
+      );
+      replayed = result.ok ? result.value : null;
+    } catch (error) {
+      console.error("replay from room failed", String(error));
+    }
+    const buffered = buffers.get(conversationId) ?? [];
+    buffers.delete(conversationId);
+    if (frame.id)
+      this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic, recovered: replayed !== null });
+    let last = frame.sinceSeq;
+    for (const event of [...(replayed ?? []), ...buffered]) {
+      const seq = seqOf(event);
+      if (replayed !== null && seq <= last) continue;
+      this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      last = Math.max(last, seq);
+    }
+    if (replayed !== null) {
+      const floors = this.floors.get(ws) ?? new Map<string, number>();
+      this.floors.set(ws, floors);
+      floors.set(conversationId, last);
+    }
+  }
+
+  /** Whether a principal may see an event: the contract's rule, applied to every event whatever the wildcard. */
+  private visible(actor: SocketActor, event: ParleyEvent, roomId: string | null): boolean {
+    if (actor.kind === "apiKey") return true;
+    if (event.source === "notifications") return event.resourceId === actor.accountId;
+    if (actor.kind === "session") {
+      return event.resourceId === actor.conversationId || conversationOf(event) === actor.conversationId;
+    }
+    return roomId !== null && (this.memberships.get(actor.accountId!)?.has(roomId) ?? false);
+  }
+
+  /** For a socket recovering or recovered on a conversation: buffers, or drops what it already has. */
+  private inOrder(ws: WebSocket, event: ParleyEvent): boolean {
+    if (event.type !== "conversation.message_posted") return true;
+    const buffer = this.recovering.get(ws)?.get(event.resourceId);
+    if (buffer) {
+      buffer.push(event);
+      return false;
+    }
+    const floors = this.floors.get(ws);
+    const floor = floors?.get(event.resourceId);
+    if (floor === undefined) return true;
+    const seq = seqOf(event);
+    if (seq <= floor) return false;
+    floors!.set(event.resourceId, seq);
+    return true;
+  }
+
+  /**
+   * Keeps memberships current from room events: additions apply before the event is delivered (the new member
+   * sees it), removals after (the removed member sees its own removal).
+   */
+  private applyMembership(event: ParleyEvent, before: boolean): void {
+    const changes: MembershipChange[] = [];
+    const at = Date.now();
+    if (before && event.type === "room.created") {
+      for (const p of (event.data as Room).participants)
+        changes.push({ accountId: p.accountId, roomId: event.resourceId, member: true, at });
+    } else if (before && event.type === "room.participant_added") {
+      changes.push({ accountId: (event.data as Participant).accountId, roomId: event.resourceId, member: true, at });
+    } else if (!before && event.type === "room.participant_removed") {
+      changes.push({ accountId: (event.data as Participant).accountId, roomId: event.resourceId, member: false, at });
+    }
+    if (changes.length === 0) return;
+    this.membershipLog = this.membershipLog.filter((c) => at - c.at < MEMBERSHIP_LOG_MS).concat(changes);
+    for (const change of changes) applyChange(this.memberships.get(change.accountId), change);
+  }
+
+  /** Accounts holding sockets whose rooms are not loaded (after the object woke from hibernation). */
+  private unloadedAccounts(): { orgId: string; accountIds: string[] } | null {
+    const ids = new Set<string>();
+    let orgId = "";
+    for (const [, state] of this.sockets.all()) {
+      if (state.actor.kind === "account" && state.actor.accountId && !this.memberships.has(state.actor.accountId)) {
+        ids.add(state.actor.accountId);
+        orgId = state.actor.orgId;
+      }
+    }
+    return ids.size > 0 ? { orgId, accountIds: [...ids] } : null;
+  }
+
+  /** Loads accounts' rooms from D1, holding other events back meanwhile, then replays recent changes onto them. */
+  private async loadMemberships(orgId: string, accountIds: string[]): Promise<void> {
+    const missing = accountIds.filter((id) => !this.memberships.has(id));
+    if (missing.length === 0) return;
+    await this.ctx.blockConcurrencyWhile(async () => {
+      for (const slice of chunks(missing, D1_MAX_IDS)) {
+        const rows = await this.env.DB.prepare(
+          `SELECT account_id, room_id FROM participants WHERE org_id = ? AND account_id IN (${slice.map(() => "?").join(",")})`,
+        )
+          .bind(orgId, ...slice)
+          .all<{ account_id: string; room_id: string }>();
+        for (const id of slice) this.memberships.set(id, new Set());
+        for (const row of rows.results) this.memberships.get(row.account_id)!.add(row.room_id);
+      }
+      for (const change of this.membershipLog) {
+        if (missing.includes(change.accountId)) applyChange(this.memberships.get(change.accountId), change);
+      }
+    });
+  }
+
+  private remember(id: string): void {
+    this.recent.add(id);
+    if (this.recent.size > RECENT_EVENTS) this.recent.delete(this.recent.values().next().value!);
+  }
+
+  private forget(ws: WebSocket): void {
+    this.recovering.delete(ws);
+    this.floors.delete(ws);
+  }
+}
+
+function applyChange(rooms: Set<string> | undefined, change: MembershipChange): void {
+  if (!rooms) return;
+  if (change.member) rooms.add(change.roomId);
+  else rooms.delete(change.roomId);
+}
+
+/** The room an event belongs to, from its data, when the publisher did not say. */
+function roomOf(event: ParleyEvent): string | null {
+  if (event.resource === "room") return event.resourceId;
+  const data = event.data as { roomId?: unknown; conversationId?: unknown } | null;
+  if (data && typeof data.roomId === "string") return data.roomId;
+  const conversationId = conversationOf(event);
+  return conversationId ? roomIdOfConversation(conversationId) : null;
+}
+
+function conversationOf(event: ParleyEvent): string | null {
+  if (event.resource === "conversation") return event.resourceId;
+  const data = event.data as { conversationId?: unknown } | null;
+  return data && typeof data.conversationId === "string" ? data.conversationId : null;
+}
+
+function seqOf(event: ParleyEvent): number {
+  return (event.data as { seq?: number }).seq ?? 0;
+}

@@ -22,6 +22,7 @@ export type RoomRpc = Pick<
   | "postMessage"
   | "listMessages"
   | "pendingEvents"
+  | "replayMessages"
 >;
 
 /**

@@ -1,21 +1,22 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Bindings } from "../env";
-import { fail, ok, type Result } from "../errors";
-import { createEvent } from "../events/envelope";
+import { ApiError, errorBody, fail, ok, type Result } from "../errors";
+import { mirrorConversationStatement, writeThrough } from "../db/mirror";
+import { createEvent, messagePostedEvent } from "../events/envelope";
 import type { ConversationRecord, QueueBody, RoomRecord } from "../events/queue";
 import { newId } from "../lib/ids";
 import type { AccountType } from "../protocol/accounts";
 import type { Conversation, CreateConversation, UpdateConversation } from "../protocol/conversations";
 import type { HistoryPage, HistoryQuery, Message, MessageAttachment } from "../protocol/messages";
 import type { Participant, Role, Room as RoomView, RoomType, UpdateParticipant, UpdateRoom } from "../protocol/rooms";
-import {
-  ROOM_SCHEMA,
-  type ConversationRow,
-  type MessageRow,
-  type OutboxRow,
-  type ParticipantRow,
-  type RoomRow,
-} from "./storage";
+import type { ParleyEvent } from "../protocol/events";
+import { CLOSE_CODES, REALTIME_LIMITS, type MessagePostFrame, type SubscribeFrame } from "../protocol/frames";
+import { actorFromRequest, SocketRegistry } from "../realtime/sockets";
+import { recoverableConversation } from "../events/topics";
+import { preparePost } from "./post";
+import { hubStub } from "../hub/client";
+import { OutboxDrain } from "./outbox";
+import { ROOM_SCHEMA, type ConversationRow, type MessageRow, type ParticipantRow, type RoomRow } from "./storage";
 
 /** Who is asking: the org, and for account and session tokens the account (and conversation) they are bound to. */
 export interface Actor {
@@ -60,11 +61,10 @@ export interface PostResult {
 }
 
 const MANAGERS: ReadonlySet<string> = new Set(["owner", "admin"]);
-const OUTBOX_BATCH = 100;
-const OUTBOX_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
-const utf8 = new TextEncoder();
-const DRAIN_RETRY_MS = 2_000;
-const DRAIN_RETRY_MAX_MS = 60_000;
+const QUEUE_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
+const HUB_BATCH_BYTES = 1024 * 1024;
+const BACKSTOP_MS = 2_000;
+const SWEEP_MS = 30_000;
 
 /**
  * One room: its participants, its conversations' seq counters and message log, and the outbox of its events.
@@ -72,17 +72,21 @@ const DRAIN_RETRY_MAX_MS = 60_000;
  */
 export class Room extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
-  private draining = false;
-  private drainAgain = false;
-  private alarmArmed = false;
-  private drainFailures = 0;
-  private drainBatchLimit = OUTBOX_BATCH;
+  private readonly sockets: SocketRegistry;
+  private readonly toQueue: OutboxDrain;
+  private readonly toHub: OutboxDrain;
   private room: RoomRow | undefined;
+  /** Events written by the transaction in progress; sent to this room's sockets once it commits. */
+  private committed: ParleyEvent[] = [];
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(ROOM_SCHEMA);
+    this.sockets = new SocketRegistry(ctx);
+    const retry = (delay: number) => this.scheduleAlarm(Date.now() + delay);
+    this.toQueue = new OutboxDrain(this.sql, "queued", QUEUE_BATCH_BYTES, (bodies) => this.sendToQueue(bodies), retry);
+    this.toHub = new OutboxDrain(this.sql, "published", HUB_BATCH_BYTES, (bodies) => this.publishToHub(bodies), retry);
   }
 
   /** Creates the room; for a DM that already exists, answers it with `created: false`. */
@@ -200,6 +204,7 @@ export class Room extends DurableObject<Bindings> {
       const record = this.roomRecord(this.roomRow()!);
       this.enqueue(roomEvent(record, "participant_removed", toParticipant(current)), { room: record });
     });
+    this.closeSockets(`acc:${accountId}`, "no longer a participant of this room");
     return ok({ record: this.roomRecord(this.roomRow()!) });
   }
 
@@ -282,6 +287,7 @@ export class Room extends DurableObject<Bindings> {
       this.enqueue(conversationEvent(deleted, "deleted", deleted.conversation), { conversation: deleted });
       return deleted;
     });
+    this.closeSockets(`conv:${id}`, "the conversation was deleted");
     return ok(record);
   }
 
@@ -362,9 +368,12 @@ export class Room extends DurableObject<Bindings> {
         conversationId,
       );
       const conversation = this.conversationRecord(this.conversationRow(conversationId)!);
-      this.enqueue(conversationEvent(conversation, "message_posted", message), { conversation });
+      this.enqueue(messagePostedEvent(message), { conversation });
       return { message, created: true, conversation };
     });
+    // The ack waits only for the commit; the conversation's activity in D1 follows right behind it (the events
+    // consumer writes it too, so a failure here only delays it).
+    this.ctx.waitUntil(writeThrough(this.env.DB, [mirrorConversationStatement(this.env.DB, result.conversation)]));
     return ok(result);
   }
 
@@ -401,15 +410,158 @@ export class Room extends DurableObject<Bindings> {
     return ok({ items: page.map((row) => this.toMessage(row)), hasMore });
   }
 
-  /** Drains the outbox when a send failed or the object restarted with rows left. */
+  /** The alarm: drains what the outbox still holds and sweeps idle sockets, then plans the next run. */
   override async alarm(): Promise<void> {
-    this.alarmArmed = false;
-    await this.drain();
+    this.alarmAt = Number.POSITIVE_INFINITY; // this alarm has fired; none is pending until one is set again
+    await Promise.all([this.toQueue.run(), this.toHub.run()]);
+    const sockets = this.sockets.sweep();
+    if (sockets > 0) await this.scheduleAlarm(Date.now() + SWEEP_MS);
   }
 
-  /** The number of events not yet handed to the queue (for tests and health checks). */
+  /** The number of events not yet handed to the queue and the hub (for tests and health checks). */
   async pendingEvents(): Promise<number> {
     return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
+  }
+
+  /** Pages of `message_posted` events after `sinceSeq`, for recovery on the org hub; null when they cannot be replayed. */
+  async replayMessages(actor: Actor, conversationId: string, sinceSeq: number): Promise<Result<ParleyEvent[] | null>> {
+    return ok(this.replay(actor, conversationId, sinceSeq));
+  }
+
+  // --- sockets ------------------------------------------------------------------------------------------------
+
+  /** Accepts a room socket. The Worker checked the credential and membership before it forwarded the upgrade. */
+  override async fetch(request: Request): Promise<Response> {
+    const actor = actorFromRequest(request);
+    if (!actor || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json(
+        errorBody({ code: "BAD_REQUEST", message: "expected a WebSocket upgrade" }, requestIdOf(request)),
+        {
+          status: 400,
+        },
+      );
+    }
+    const access = actor.conversationId ? this.visibleConversation(actor, actor.conversationId) : this.access(actor);
+    if (!access.ok) {
+      return Response.json(
+        errorBody({ code: "FORBIDDEN", message: "not a participant of this room" }, requestIdOf(request)),
+        {
+          status: 403,
+        },
+      );
+    }
+    const tags = [
+      actor.accountId ? `acc:${actor.accountId}` : "key",
+      ...(actor.conversationId ? [`conv:${actor.conversationId}`] : []),
+    ];
+    const response = this.sockets.accept(actor, tags);
+    await this.scheduleAlarm(Date.now() + SWEEP_MS);
+    return response;
+  }
+
+  /** Handles one client frame; never throws: failures become error frames. */
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      const frame = this.sockets.parse(ws, message);
+      if (!frame || this.sockets.handleCommon(ws, frame)) return;
+      if (frame.type === "subscribe") this.subscribe(ws, frame);
+      else if (frame.type === "message.post") await this.postFromSocket(ws, frame);
+      else if (frame.type === "typing") this.typing(ws, frame);
+    } catch (error) {
+      console.error("room socket frame failed", String(error));
+      this.sockets.error(ws, undefined, "INTERNAL", "internal error");
+    }
+  }
+
+  /** Answers a client's close frame and forgets the socket. */
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.sockets.closed(ws, code, reason);
+  }
+
+  /** Forgets a socket that failed. */
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    console.error("room socket error", String(error));
+    this.sockets.closed(ws, CLOSE_CODES.internal, "socket error");
+  }
+
+  /** `subscribe`: acks, then with `sinceSeq` replays the conversation's later messages before anything live. */
+  private subscribe(ws: WebSocket, frame: SubscribeFrame): void {
+    const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
+    if (!pattern) return;
+    if (frame.sinceSeq === undefined) {
+      if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic });
+      return;
+    }
+    // Synchronous from here: no commit can interleave, so the replay joins the live stream with no gap and no duplicate.
+    const conversationId = recoverableConversation(pattern);
+    const events = conversationId ? this.replay(this.sockets.state(ws).actor, conversationId, frame.sinceSeq) : null;
+    if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic, recovered: events !== null });
+    for (const event of events ?? []) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+  }
+
+  /** The `message_posted` events after `sinceSeq`, or null when the conversation cannot be replayed to this actor. */
+  private replay(actor: Actor, conversationId: string, sinceSeq: number): ParleyEvent[] | null {
+    const found = this.visibleConversation(actor, conversationId);
+    if (!found.ok || found.value.last_seq - sinceSeq > REALTIME_LIMITS.replayMessages) return null;
+    return this.sql
+      .exec<MessageRow>(
+        "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+        conversationId,
+        sinceSeq,
+      )
+      .toArray()
+      .map((row) => messagePostedEvent(this.toMessage(row)));
+  }
+
+  /** `message.post`: the rules of the REST post; acked with the message. */
+  private async postFromSocket(ws: WebSocket, frame: MessagePostFrame): Promise<void> {
+    if (!this.sockets.take(ws, frame.id)) return;
+    const { actor } = this.sockets.state(ws);
+    let result: Result<PostResult>;
+    try {
+      result = await this.postMessage(actor, frame.conversationId, await preparePost(this.env.DB, actor, frame));
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      result = { ok: false, error: error.toInfo() };
+    }
+    if (!result.ok) this.sockets.error(ws, frame.id, result.error.code, result.error.message, result.error.details);
+    else if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, message: result.value.message });
+  }
+
+  /** `typing`: an ephemeral `conversation.typing` event to the room's other sockets and the org hub; never stored. */
+  private typing(ws: WebSocket, frame: { id?: string; conversationId: string }): void {
+    if (!this.sockets.take(ws, frame.id)) return;
+    const { actor } = this.sockets.state(ws);
+    const found = this.visibleConversation(actor, frame.conversationId);
+    if (!found.ok) return this.sockets.error(ws, frame.id, found.error.code, found.error.message);
+    if (!actor.accountId)
+      return this.sockets.error(ws, frame.id, "BAD_REQUEST", "typing needs an account or session token");
+    const room = this.roomRow()!;
+    const event = createEvent({
+      orgId: room.org_id,
+      source: "conversations",
+      resource: "conversation",
+      event: "typing",
+      resourceId: frame.conversationId,
+      data: { conversationId: frame.conversationId, roomId: room.id, accountId: actor.accountId },
+    });
+    this.broadcast(event, ws);
+    const published = hubStub(this.env, room.org_id).publish(room.id, [event]);
+    this.ctx.waitUntil(published.catch((error: unknown) => console.error("typing to hub failed", String(error))));
+    if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id });
+  }
+
+  /** Sends an event to this room's sockets that subscribed to it and may see it. */
+  private broadcast(event: ParleyEvent, except?: WebSocket): void {
+    this.sockets.deliver(
+      event,
+      (actor, ws) => ws !== except && (!actor.conversationId || event.resourceId === actor.conversationId),
+    );
+  }
+
+  /** Closes the sockets with a tag (an account removed from the room, a deleted conversation's sessions). */
+  private closeSockets(tag: string, reason: string): void {
+    for (const ws of this.ctx.getWebSockets(tag)) this.sockets.close(ws, CLOSE_CODES.forbidden, reason);
   }
 
   // --- access rules -------------------------------------------------------------------------------------------
@@ -541,72 +693,58 @@ export class Room extends DurableObject<Bindings> {
 
   // --- outbox -------------------------------------------------------------------------------------------------
 
-  /** Runs a write in one SQLite transaction, then hands its outbox rows to the queue. */
+  /**
+   * Runs a write in one SQLite transaction; once it committed, sends its events to this room's sockets and hands
+   * its outbox rows to the queue and the hub.
+   */
   private commit<T>(write: () => T): T {
     let result: T;
     try {
       result = this.ctx.storage.transactionSync(write);
     } catch (error) {
       this.room = undefined; // the transaction rolled back: forget anything read inside it
+      this.committed = [];
       throw error;
     }
-    if (!this.alarmArmed) {
-      // The alarm is the backstop: if this object stops before the drain below finishes, the alarm drains on restart.
-      this.alarmArmed = true;
-      void this.ctx.storage.setAlarm(Date.now() + DRAIN_RETRY_MS);
-    }
-    this.ctx.waitUntil(this.drain());
+    const events = this.committed;
+    this.committed = [];
+    for (const event of events) this.broadcast(event);
+    // The alarm is the backstop: if this object stops before the drains finish, the alarm drains on restart.
+    void this.scheduleAlarm(Date.now() + BACKSTOP_MS);
+    this.ctx.waitUntil(this.toQueue.run());
+    this.ctx.waitUntil(this.toHub.run());
     return result;
   }
 
   /** Writes an event to the outbox; called inside `commit`, so it lands with the change it describes. */
-  private enqueue(event: QueueBody["event"], mirror: Omit<QueueBody, "event">): void {
+  private enqueue(event: ParleyEvent, mirror: Omit<QueueBody, "event">): void {
     this.sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify({ event, ...mirror } satisfies QueueBody));
+    this.committed.push(event);
   }
 
-  /**
-   * Hands outbox rows to the events queue in order, deleting them once the queue accepted them. Batches respect the
-   * queue's size limits in UTF-8 bytes; after a failure the batch is halved, so one bad batch never blocks the rows
-   * behind it for good.
-   */
-  private async drain(): Promise<void> {
-    if (this.draining) {
-      this.drainAgain = true;
-      return;
+  private async sendToQueue(bodies: string[]): Promise<void> {
+    // Sent as text: the queue carries the committed JSON as it is, and counts its size in bytes.
+    await this.env.EVENTS.sendBatch(bodies.map((body) => ({ body, contentType: "text" as const })));
+  }
+
+  private async publishToHub(bodies: string[]): Promise<void> {
+    const room = this.roomRow();
+    if (!room) return;
+    const events = bodies.map((body) => (JSON.parse(body) as QueueBody).event);
+    await hubStub(this.env, room.org_id).publish(room.id, events);
+  }
+
+  private alarmAt: number | null = null;
+
+  /** Makes sure the alarm runs no later than `at`. */
+  private async scheduleAlarm(at: number): Promise<void> {
+    if (this.alarmAt === null) {
+      const current = await this.ctx.storage.getAlarm();
+      this.alarmAt ??= current ?? Number.POSITIVE_INFINITY;
     }
-    this.draining = true;
-    try {
-      do {
-        this.drainAgain = false;
-        const rows = this.sql
-          .exec<OutboxRow>("SELECT id, body FROM outbox ORDER BY id LIMIT ?", this.drainBatchLimit)
-          .toArray();
-        if (rows.length === 0) break;
-        const batch: { id: number; body: string }[] = [];
-        let bytes = 0;
-        for (const row of rows) {
-          const size = utf8.encode(row.body).byteLength;
-          if (batch.length > 0 && bytes + size > OUTBOX_BATCH_BYTES) break;
-          batch.push(row);
-          bytes += size;
-        }
-        // Sent as text: the queue carries the committed JSON as it is, and counts its size in bytes.
-        await this.env.EVENTS.sendBatch(batch.map((row) => ({ body: row.body, contentType: "text" as const })));
-        this.sql.exec("DELETE FROM outbox WHERE id <= ?", batch[batch.length - 1].id);
-        this.drainFailures = 0;
-        this.drainBatchLimit = OUTBOX_BATCH;
-        if (batch.length < rows.length || rows.length === OUTBOX_BATCH) this.drainAgain = true;
-      } while (this.drainAgain);
-    } catch (error) {
-      this.drainFailures++;
-      this.drainBatchLimit = Math.max(1, Math.floor(this.drainBatchLimit / 2));
-      const delay = Math.min(DRAIN_RETRY_MS * 2 ** (this.drainFailures - 1), DRAIN_RETRY_MAX_MS);
-      console.error("room outbox drain failed; retrying", { delay, error: String(error) });
-      await this.ctx.storage.setAlarm(Date.now() + delay);
-      this.alarmArmed = true;
-    } finally {
-      this.draining = false;
-    }
+    if (this.alarmAt > Date.now() && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    await this.ctx.storage.setAlarm(at);
   }
 }
 
@@ -645,4 +783,8 @@ function conversationEvent(record: ConversationRecord, event: string, data: unkn
     resourceId: record.conversation.id,
     data,
   });
+}
+
+function requestIdOf(request: Request): string {
+  return request.headers.get("x-request-id") ?? "unknown";
 }

@@ -48,8 +48,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id ON messages (conversation_i
   WHERE client_message_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS outbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  body TEXT NOT NULL
+  body TEXT NOT NULL,
+  queued INTEGER NOT NULL DEFAULT 0,
+  published INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS outbox_unqueued ON outbox (id) WHERE queued = 0;
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published = 0;
 `;
 
 /** A row of the `room` table. */
@@ -102,7 +106,7 @@ export interface MessageRow extends Record<string, SqlStorageValue> {
   created_at: string;
 }
 
-/** A row of the `outbox` table: one queue body as JSON. */
+/** A row of the `outbox` table: one queue body as JSON, and whether the queue and the org hub have it yet. */
 export interface OutboxRow extends Record<string, SqlStorageValue> {
   id: number;
   body: string;

@@ -29,6 +29,7 @@ import {
 } from "../protocol/messages";
 import { TokenResponseSchema } from "../protocol/orgs";
 import { roomIdOfConversation, roomStub } from "../room/client";
+import { preparePost } from "../room/post";
 
 /** The conversation id of the path and the stub of its room; ids not made by this service are 404. */
 function conversationTarget(c: Context<AppEnv>) {
@@ -36,30 +37,6 @@ function conversationTarget(c: Context<AppEnv>) {
   const roomId = roomIdOfConversation(id);
   if (!roomId) throw notFound("conversation");
   return { id, room: roomStub(c.env, roomId) };
-}
-
-/** Resolves attachment ids to attachments of the org; another org's or an unknown id is a 400 naming it. */
-async function resolveAttachments(
-  c: Context<AppEnv>,
-  orgId: string,
-  ids: string[] | undefined,
-): Promise<MessageAttachment[]> {
-  if (!ids || ids.length === 0) return [];
-  const rows = await createDb(c.env.DB)
-    .select({
-      id: attachments.id,
-      name: attachments.name,
-      contentType: attachments.contentType,
-      size: attachments.size,
-    })
-    .from(attachments)
-    .where(and(eq(attachments.orgId, orgId), inArray(attachments.id, ids)));
-  const byId = new Map(rows.map((row) => [row.id, row]));
-  const details = ids.flatMap((id, index) =>
-    byId.has(id) ? [] : [{ path: `attachmentIds.${index}`, message: "no attachment with this id in the org" }],
-  );
-  if (details.length > 0) throw new ApiError("BAD_REQUEST", "unknown attachments", details);
-  return [...new Set(ids)].map((id) => byId.get(id)!);
 }
 
 /** `/v1/conversations`: conversations across rooms, their sessions, and their ordered message history. */
@@ -193,34 +170,8 @@ export const conversationRoutes = new Hono<AppEnv>()
     async (c) => {
       const principal = orgPrincipal(c);
       const { id, room } = conversationTarget(c);
-      const input = c.req.valid("json");
-      let authorId: string;
-      if (principal.kind === "apiKey") {
-        if (!input.authorId) {
-          throw new ApiError("BAD_REQUEST", "invalid request body", [
-            { path: "authorId", message: "required when posting with an API key" },
-          ]);
-        }
-        authorId = input.authorId;
-      } else {
-        if (input.authorId !== undefined && input.authorId !== principal.accountId) {
-          throw new ApiError("FORBIDDEN", "a token posts only as its own account");
-        }
-        authorId = principal.accountId;
-      }
-      const result = unwrap(
-        await room.postMessage(actorOf(principal), id, {
-          authorId,
-          text: input.text,
-          data: input.data,
-          attachments: await resolveAttachments(c, principal.orgId, input.attachmentIds),
-          clientMessageId: input.clientMessageId,
-        }),
-      );
-      if (result.created) {
-        // The ack waits only for the room's commit; the conversation's activity in D1 follows right behind it.
-        c.executionCtx.waitUntil(writeThrough(c.env.DB, [mirrorConversationStatement(c.env.DB, result.conversation)]));
-      }
+      const input = await preparePost(c.env.DB, principal, c.req.valid("json"));
+      const result = unwrap(await room.postMessage(actorOf(principal), id, input));
       return c.json(result.message, result.created ? 201 : 200);
     },
   )

@@ -1,0 +1,90 @@
+/**
+ * The topic grammar of the contract (section 8), shared by the hub, the rooms and the notification rules.
+ *
+ * A topic is `events.{orgId}.{source}.{resource}.{event}.{resourceId}`: exactly six dot-separated segments of
+ * `[A-Za-z0-9_-]+`. A pattern may use `*` for one whole segment, and a trailing `>` for one or more remaining
+ * segments. The first segment is `events`, and the org segment is always the credential's own org, never a wildcard.
+ */
+
+const SEGMENT = /^[A-Za-z0-9_-]+$/;
+const SEGMENTS = 6;
+
+/** A parsed subscription pattern. */
+export interface TopicPattern {
+  /** The pattern as given. */
+  source: string;
+  /** Each segment: a literal, or `*`; a trailing `>` is kept as the last element. */
+  segments: string[];
+  /** Whether the pattern ends in `>`. */
+  tail: boolean;
+}
+
+/** Why a pattern was refused; `code` maps to the error frame's code. */
+export interface TopicError {
+  code: "BAD_REQUEST" | "FORBIDDEN";
+  message: string;
+}
+
+/**
+ * Parses a subscription pattern for a credential of `orgId`. Answers the pattern, or the reason it is refused:
+ * malformed patterns are `BAD_REQUEST`, another org (or a wildcard org) is `FORBIDDEN`.
+ */
+export function parseTopicPattern(pattern: unknown, orgId: string): TopicPattern | TopicError {
+  if (typeof pattern !== "string" || pattern.length === 0 || pattern.length > 512) {
+    return { code: "BAD_REQUEST", message: "topic must be a string of 1 to 512 characters" };
+  }
+  const segments = pattern.split(".");
+  const tail = segments[segments.length - 1] === ">";
+  const fixed = tail ? segments.slice(0, -1) : segments;
+  if (tail ? fixed.length < 2 || fixed.length >= SEGMENTS : fixed.length !== SEGMENTS) {
+    return {
+      code: "BAD_REQUEST",
+      message:
+        "topic must have exactly six segments (events.{orgId}.{source}.{resource}.{event}.{resourceId}), or end in '>'",
+    };
+  }
+  for (const segment of fixed) {
+    if (segment !== "*" && !SEGMENT.test(segment)) {
+      return {
+        code: "BAD_REQUEST",
+        message: `invalid topic segment '${segment}': use [A-Za-z0-9_-]+, '*' or a trailing '>'`,
+      };
+    }
+  }
+  if (fixed[0] !== "events") return { code: "BAD_REQUEST", message: "topic must start with 'events.'" };
+  if (fixed[1] !== orgId) return { code: "FORBIDDEN", message: "topic must name the credential's own org" };
+  return { source: pattern, segments: fixed, tail };
+}
+
+/** Whether a parse result is an error. */
+export function isTopicError(value: TopicPattern | TopicError): value is TopicError {
+  return "code" in value;
+}
+
+/** Whether a concrete topic matches a parsed pattern. */
+export function topicMatches(pattern: TopicPattern, topic: string): boolean {
+  const parts = topic.split(".");
+  if (parts.length !== SEGMENTS) return false;
+  const { segments, tail } = pattern;
+  if (tail ? parts.length <= segments.length : parts.length !== segments.length) return false;
+  for (let i = 0; i < segments.length; i++) {
+    if (segments[i] !== "*" && segments[i] !== parts[i]) return false;
+  }
+  return true;
+}
+
+/** Whether a string is a concrete topic (six literal segments). */
+export function isTopic(topic: string): boolean {
+  const parts = topic.split(".");
+  return parts.length === SEGMENTS && parts.every((part) => SEGMENT.test(part));
+}
+
+/**
+ * If a pattern names exactly one conversation's `message_posted` topic, that conversation's id: the only kind of
+ * subscription that `sinceSeq` recovery applies to.
+ */
+export function recoverableConversation(pattern: TopicPattern): string | null {
+  const [, , source, resource, event, resourceId] = pattern.segments;
+  if (pattern.tail || pattern.segments.includes("*")) return null;
+  return source === "conversations" && resource === "conversation" && event === "message_posted" ? resourceId : null;
+}

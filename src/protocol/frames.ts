@@ -1,0 +1,102 @@
+import { z } from "zod";
+import type { ParleyEvent } from "./events";
+import { MessageInputShape, requireContent, type Message } from "./messages";
+
+/** Limits of realtime connections (contract section 8). */
+export const REALTIME_LIMITS = {
+  /** Largest frame a client may send, in bytes; larger closes the socket with 1009. */
+  frameBytes: 64 * 1024,
+  /** Subscriptions per connection. */
+  subscriptions: 100,
+  /** Longest topic pattern. */
+  topicChars: 200,
+  /** `message.post` and `typing` frames a connection may send per second, sustained. */
+  postsPerSecond: 10,
+  /** ... and in a burst. */
+  postBurst: 20,
+  /** Most messages one `sinceSeq` subscription replays; beyond it the ack says `recovered: false`. */
+  replayMessages: 5_000,
+  /** A connection silent this long is sent a ping. */
+  pingAfterMs: 45_000,
+  /** A connection silent longer than this is closed. */
+  idleCloseMs: 75_000,
+} as const;
+
+/** WebSocket close codes of the contract. */
+export const CLOSE_CODES = {
+  normal: 1000,
+  goingAway: 1001,
+  policy: 1008,
+  tooLarge: 1009,
+  internal: 1011,
+  unauthorized: 4001,
+  forbidden: 4003,
+} as const;
+
+const frameId = z.string().min(1).max(64);
+
+/** `subscribe`: start receiving events whose topic matches; `sinceSeq` replays a conversation's messages after it. */
+export const SubscribeFrameSchema = z.object({
+  type: z.literal("subscribe"),
+  id: frameId.optional(),
+  topic: z.string().min(1).max(REALTIME_LIMITS.topicChars),
+  sinceSeq: z.number().int().min(0).optional(),
+});
+
+/** `unsubscribe`: stop a subscription made with the same topic. */
+export const UnsubscribeFrameSchema = z.object({
+  type: z.literal("unsubscribe"),
+  id: frameId.optional(),
+  topic: z.string().min(1).max(REALTIME_LIMITS.topicChars),
+});
+
+/** `ping` (answered with `pong`) and `pong` (the answer to a server ping). */
+export const PingFrameSchema = z.object({ type: z.literal("ping"), id: frameId.optional() });
+export const PongFrameSchema = z.object({ type: z.literal("pong"), id: frameId.optional() });
+
+/** `message.post` (room sockets): the same rules as `POST /v1/conversations/{id}/messages`. */
+export const MessagePostFrameSchema = z
+  .object({
+    type: z.literal("message.post"),
+    id: frameId.optional(),
+    conversationId: z.string().min(1).max(100),
+    ...MessageInputShape,
+  })
+  .superRefine(requireContent);
+
+/** `typing` (room sockets): an ephemeral `conversation.typing` event to the room. */
+export const TypingFrameSchema = z.object({
+  type: z.literal("typing"),
+  id: frameId.optional(),
+  conversationId: z.string().min(1).max(100),
+});
+
+/** Every frame a client may send. */
+export const ClientFrameSchema = z.discriminatedUnion("type", [
+  SubscribeFrameSchema,
+  UnsubscribeFrameSchema,
+  PingFrameSchema,
+  PongFrameSchema,
+  MessagePostFrameSchema,
+  TypingFrameSchema,
+]);
+export type ClientFrame = z.infer<typeof ClientFrameSchema>;
+export type SubscribeFrame = z.infer<typeof SubscribeFrameSchema>;
+export type MessagePostFrame = z.infer<typeof MessagePostFrameSchema>;
+
+/** Frames the server sends. */
+export type ServerFrame =
+  | { type: "ack"; id: string; message?: Message; recovered?: boolean; topic?: string }
+  | { type: "event"; topic: string; event: ParleyEvent }
+  | {
+      type: "error";
+      id?: string;
+      error: { code: string; message: string; details?: { path: string; message: string }[] };
+    }
+  | { type: "ping" }
+  | { type: "pong"; id?: string };
+
+/** The exact text of a client ping, answered by the runtime without waking a hibernated object. */
+export const PING_TEXT = JSON.stringify({ type: "ping" });
+/** The exact text of the pong that answers it. */
+export const PONG_TEXT = JSON.stringify({ type: "pong" });

@@ -1,0 +1,340 @@
+import type { ErrorCode } from "../errors";
+import { isTopicError, parseTopicPattern, topicMatches, type TopicPattern } from "../events/topics";
+import type { ParleyEvent } from "../protocol/events";
+import {
+  CLOSE_CODES,
+  ClientFrameSchema,
+  PING_TEXT,
+  PONG_TEXT,
+  REALTIME_LIMITS,
+  type ClientFrame,
+  type ServerFrame,
+} from "../protocol/frames";
+
+/** Who holds a socket; checked once before the socket is accepted, kept in its attachment. */
+export interface SocketActor {
+  orgId: string;
+  kind: "apiKey" | "account" | "session";
+  accountId?: string;
+  conversationId?: string;
+}
+
+/** What survives hibernation: the socket attachment (at most 16 KiB). */
+interface Attachment {
+  actor: SocketActor;
+  subs: string[];
+  /** Last time the client was heard from (ms), persisted at most every `SEEN_PERSIST_MS`. */
+  seen: number;
+}
+
+/** A socket's state in memory, rebuilt from its attachment after the object wakes. */
+export interface LiveSocket {
+  actor: SocketActor;
+  subs: Map<string, TopicPattern>;
+  seen: number;
+  persistedSeen: number;
+  tokens: number;
+  refilledAt: number;
+}
+
+/** Header the Worker uses to hand the checked principal to an object with the upgrade request. */
+export const ACTOR_HEADER = "x-parley-actor";
+const SEEN_PERSIST_MS = 20_000;
+const ATTACHMENT_BYTES = 15 * 1024;
+const utf8 = new TextEncoder();
+
+/**
+ * The hibernating sockets of one Durable Object (a room or an org hub): acceptance, per-socket state in the
+ * attachment, frame parsing and limits, subscriptions, matching delivery, rate limits and the idle sweep. It never
+ * throws into the runtime's socket handlers: failures become error frames or close codes.
+ */
+export class SocketRegistry {
+  private readonly live = new Map<WebSocket, LiveSocket>();
+
+  constructor(private readonly ctx: DurableObjectState) {
+    // Client pings are answered by the runtime itself, without waking a hibernated object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_TEXT, PONG_TEXT));
+  }
+
+  /** Accepts a new hibernating socket for a checked actor; answers the 101 response. */
+  accept(actor: SocketActor, tags: string[] = []): Response {
+    const pair = new WebSocketPair();
+    const [client, server] = [pair[0], pair[1]];
+    this.ctx.acceptWebSocket(server, tags);
+    const now = Date.now();
+    server.serializeAttachment({ actor, subs: [], seen: now } satisfies Attachment);
+    this.live.set(server, {
+      actor,
+      subs: new Map(),
+      seen: now,
+      persistedSeen: now,
+      tokens: REALTIME_LIMITS.postBurst,
+      refilledAt: now,
+    });
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** Every accepted socket, with its state. */
+  all(): [WebSocket, LiveSocket][] {
+    return this.ctx.getWebSockets().map((ws) => [ws, this.state(ws)] as [WebSocket, LiveSocket]);
+  }
+
+  /** The number of open sockets. */
+  count(): number {
+    return this.ctx.getWebSockets().length;
+  }
+
+  /** A socket's state, rebuilt from its attachment when the object woke from hibernation. */
+  state(ws: WebSocket): LiveSocket {
+    let state = this.live.get(ws);
+    if (!state) {
+      const attachment = ws.deserializeAttachment() as Attachment;
+      const subs = new Map<string, TopicPattern>();
+      for (const topic of attachment.subs) {
+        const pattern = parseTopicPattern(topic, attachment.actor.orgId);
+        if (!isTopicError(pattern)) subs.set(topic, pattern);
+      }
+      state = {
+        actor: attachment.actor,
+        subs,
+        seen: attachment.seen,
+        persistedSeen: attachment.seen,
+        tokens: REALTIME_LIMITS.postBurst,
+        refilledAt: Date.now(),
+      };
+      this.live.set(ws, state);
+    }
+    return state;
+  }
+
+  /**
+   * Parses a client frame. Oversize frames close the socket with 1009; binary, malformed or unknown frames get an
+   * error frame and answer null. Any frame counts as a sign of life.
+   */
+  parse(ws: WebSocket, message: string | ArrayBuffer): ClientFrame | null {
+    this.touch(ws);
+    const size = typeof message === "string" ? utf8.encode(message).byteLength : message.byteLength;
+    if (size > REALTIME_LIMITS.frameBytes) {
+      this.close(ws, CLOSE_CODES.tooLarge, "frame larger than 64 KiB");
+      return null;
+    }
+    if (typeof message !== "string") {
+      this.error(ws, undefined, "BAD_REQUEST", "frames are JSON text");
+      return null;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(message);
+    } catch {
+      this.error(ws, undefined, "BAD_REQUEST", "the frame is not valid JSON");
+      return null;
+    }
+    const result = ClientFrameSchema.safeParse(json);
+    if (!result.success) {
+      const id = typeof (json as { id?: unknown })?.id === "string" ? (json as { id: string }).id : undefined;
+      const type = (json as { type?: unknown })?.type;
+      const known = ["subscribe", "unsubscribe", "ping", "pong", "message.post", "typing"];
+      const message =
+        typeof type === "string" && !known.includes(type) ? `unknown frame type '${type}'` : "invalid frame";
+      this.error(
+        ws,
+        id,
+        "BAD_REQUEST",
+        message,
+        result.error.issues.map((issue) => ({
+          path: issue.path.map(String).join(".") || "(frame)",
+          message: issue.message,
+        })),
+      );
+      return null;
+    }
+    return result.data;
+  }
+
+  /** Answers the frames every socket understands (ping, pong); true when the frame was handled. */
+  handleCommon(ws: WebSocket, frame: ClientFrame): boolean {
+    if (frame.type === "ping") {
+      this.send(ws, { type: "pong", ...(frame.id ? { id: frame.id } : {}) });
+      if (frame.id) this.send(ws, { type: "ack", id: frame.id });
+      return true;
+    }
+    if (frame.type === "pong") {
+      if (frame.id) this.send(ws, { type: "ack", id: frame.id });
+      return true;
+    }
+    if (frame.type === "unsubscribe") {
+      const state = this.state(ws);
+      state.subs.delete(frame.topic);
+      this.persist(ws, state);
+      if (frame.id) this.send(ws, { type: "ack", id: frame.id, topic: frame.topic });
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Adds a subscription after checking the topic grammar, the org and the limits. Answers the parsed pattern, or
+   * null after sending the error frame.
+   */
+  subscribe(ws: WebSocket, topic: string, id: string | undefined): TopicPattern | null {
+    const state = this.state(ws);
+    const pattern = parseTopicPattern(topic, state.actor.orgId);
+    if (isTopicError(pattern)) {
+      this.error(ws, id, pattern.code, pattern.message);
+      return null;
+    }
+    if (!state.subs.has(topic) && state.subs.size >= REALTIME_LIMITS.subscriptions) {
+      this.error(ws, id, "BAD_REQUEST", `at most ${REALTIME_LIMITS.subscriptions} subscriptions per connection`);
+      return null;
+    }
+    state.subs.set(topic, pattern);
+    if (!this.persist(ws, state)) {
+      state.subs.delete(topic);
+      this.error(ws, id, "BAD_REQUEST", "the connection's subscriptions are too large");
+      return null;
+    }
+    return pattern;
+  }
+
+  /**
+   * Sends an event to every socket with a matching subscription that `visible` admits, once per socket however
+   * many subscriptions match. Answers the number of sockets it was sent to.
+   */
+  deliver(event: ParleyEvent, visible: (actor: SocketActor, ws: WebSocket) => boolean): number {
+    let text: string | undefined;
+    let sent = 0;
+    for (const ws of this.ctx.getWebSockets()) {
+      const state = this.state(ws);
+      if (state.subs.size === 0 || !matchesAny(state, event.topic) || !visible(state.actor, ws)) continue;
+      text ??= JSON.stringify({ type: "event", topic: event.topic, event } satisfies ServerFrame);
+      if (this.sendText(ws, text)) sent++;
+    }
+    return sent;
+  }
+
+  /** Whether one socket's subscriptions match a topic. */
+  matches(ws: WebSocket, topic: string): boolean {
+    return matchesAny(this.state(ws), topic);
+  }
+
+  /** Takes one token of the socket's posting budget; sends `RATE_LIMITED` and answers false when it is spent. */
+  take(ws: WebSocket, id: string | undefined): boolean {
+    const state = this.state(ws);
+    const now = Date.now();
+    state.tokens = Math.min(
+      REALTIME_LIMITS.postBurst,
+      state.tokens + ((now - state.refilledAt) / 1000) * REALTIME_LIMITS.postsPerSecond,
+    );
+    state.refilledAt = now;
+    if (state.tokens < 1) {
+      this.error(ws, id, "RATE_LIMITED", `at most ${REALTIME_LIMITS.postsPerSecond} posts per second per connection`);
+      return false;
+    }
+    state.tokens -= 1;
+    return true;
+  }
+
+  /** Sends a frame; false when the socket is gone. */
+  send(ws: WebSocket, frame: ServerFrame): boolean {
+    return this.sendText(ws, JSON.stringify(frame));
+  }
+
+  /** Sends an error frame; the socket stays open. */
+  error(
+    ws: WebSocket,
+    id: string | undefined,
+    code: ErrorCode,
+    message: string,
+    details?: { path: string; message: string }[],
+  ): void {
+    this.send(ws, {
+      type: "error",
+      ...(id ? { id } : {}),
+      error: { code, message, ...(details?.length ? { details } : {}) },
+    });
+  }
+
+  /** Closes a socket with a code and reason, forgetting its state. */
+  close(ws: WebSocket, code: number, reason: string): void {
+    this.live.delete(ws);
+    try {
+      ws.close(code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Forgets a socket the client closed, answering its close frame. */
+  closed(ws: WebSocket, code: number, reason: string): void {
+    this.live.delete(ws);
+    try {
+      ws.close(code === 1005 || code === 1006 ? CLOSE_CODES.normal : code, reason);
+    } catch {
+      // the runtime already answered the close
+    }
+  }
+
+  /**
+   * The keep-alive sweep: a socket silent (no frame, no auto-answered ping) for more than 75 s is closed; one
+   * silent for 45 s is sent a ping. Answers how many sockets remain.
+   */
+  sweep(now = Date.now()): number {
+    let remaining = 0;
+    for (const ws of this.ctx.getWebSockets()) {
+      const state = this.state(ws);
+      const autoPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+      const heard = Math.max(state.seen, autoPing);
+      if (now - heard > REALTIME_LIMITS.idleCloseMs) {
+        this.close(ws, CLOSE_CODES.goingAway, "idle: no ping for 75 s");
+        continue;
+      }
+      if (now - heard > REALTIME_LIMITS.pingAfterMs) this.send(ws, { type: "ping" });
+      remaining++;
+    }
+    return remaining;
+  }
+
+  private touch(ws: WebSocket): void {
+    const state = this.state(ws);
+    state.seen = Date.now();
+    if (state.seen - state.persistedSeen > SEEN_PERSIST_MS) this.persist(ws, state);
+  }
+
+  private persist(ws: WebSocket, state: LiveSocket): boolean {
+    const attachment: Attachment = { actor: state.actor, subs: [...state.subs.keys()], seen: state.seen };
+    if (utf8.encode(JSON.stringify(attachment)).byteLength > ATTACHMENT_BYTES) return false;
+    try {
+      ws.serializeAttachment(attachment);
+      state.persistedSeen = state.seen;
+    } catch (error) {
+      console.error("could not store socket attachment", String(error));
+      return false;
+    }
+    return true;
+  }
+
+  private sendText(ws: WebSocket, text: string): boolean {
+    try {
+      ws.send(text);
+      return true;
+    } catch {
+      this.live.delete(ws);
+      return false;
+    }
+  }
+}
+
+function matchesAny(state: LiveSocket, topic: string): boolean {
+  for (const pattern of state.subs.values()) if (topicMatches(pattern, topic)) return true;
+  return false;
+}
+
+/** Reads the actor the Worker attached to an upgrade request; null when absent or malformed. */
+export function actorFromRequest(request: Request): SocketActor | null {
+  try {
+    const actor = JSON.parse(request.headers.get(ACTOR_HEADER) ?? "null") as SocketActor | null;
+    return actor && typeof actor.orgId === "string" && typeof actor.kind === "string" ? actor : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,92 @@
+import { and, eq } from "drizzle-orm";
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { auth, orgPrincipal } from "../auth/middleware";
+import type { OrgPrincipal } from "../auth/principal";
+import { createDb } from "../db/client";
+import { participants, rooms } from "../db/schema";
+import type { AppEnv } from "../env";
+import { ApiError, notFound } from "../errors";
+import { describe } from "../http/openapi";
+import { idParam } from "../http/validate";
+import { ACTOR_HEADER, type SocketActor } from "../realtime/sockets";
+import { roomIdOfConversation } from "../room/client";
+
+/** Refuses anything but a WebSocket upgrade. */
+function requireUpgrade(c: Context<AppEnv>): void {
+  if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+    throw new ApiError("BAD_REQUEST", "this endpoint only accepts WebSocket upgrades (Upgrade: websocket)");
+  }
+}
+
+/** The upgrade request as an object receives it: the checked principal travels in a header only the Worker sets. */
+function forward(c: Context<AppEnv>, principal: OrgPrincipal): Request {
+  const actor: SocketActor = {
+    orgId: principal.orgId,
+    kind: principal.kind,
+    ...(principal.kind !== "apiKey" ? { accountId: principal.accountId } : {}),
+    ...(principal.kind === "session" ? { conversationId: principal.conversationId } : {}),
+  };
+  const headers = new Headers(c.req.raw.headers);
+  headers.set(ACTOR_HEADER, JSON.stringify(actor));
+  headers.set("x-request-id", c.get("requestId"));
+  headers.delete("authorization");
+  return new Request(c.req.url, { method: "GET", headers });
+}
+
+/** The realtime upgrades: `/v1/realtime` (the org hub) and `/v1/rooms/{id}/realtime` (one room). */
+export const realtimeRoutes = new Hono<AppEnv>()
+  .get(
+    "/realtime",
+    describe({
+      summary: "Org-wide event stream (WebSocket upgrade; `?token=` allowed)",
+      tags: ["realtime"],
+      description: "Frames are described in API.md section 8.",
+    }),
+    auth("apiKey", "account", "session"),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      requireUpgrade(c);
+      return c.env.HUBS.get(c.env.HUBS.idFromName(principal.orgId)).fetch(forward(c, principal));
+    },
+  )
+  .get(
+    "/rooms/:id/realtime",
+    describe({
+      summary: "One room's event stream and posting (WebSocket upgrade; `?token=` allowed)",
+      tags: ["realtime"],
+      description: "Frames are described in API.md section 8.",
+    }),
+    auth("apiKey", "account", "session"),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      const roomId = idParam(c, "id", "room");
+      requireUpgrade(c);
+      // Authorisation happens here, before the room's object is touched.
+      const db = createDb(c.env.DB);
+      const room = await db
+        .select({ id: rooms.id })
+        .from(rooms)
+        .where(and(eq(rooms.id, roomId), eq(rooms.orgId, principal.orgId)))
+        .get();
+      if (!room) throw notFound("room");
+      if (principal.kind !== "apiKey") {
+        if (principal.kind === "session" && roomIdOfConversation(principal.conversationId) !== roomId) {
+          throw new ApiError("FORBIDDEN", "a session token only connects to its conversation's room");
+        }
+        const member = await db
+          .select({ id: participants.accountId })
+          .from(participants)
+          .where(
+            and(
+              eq(participants.orgId, principal.orgId),
+              eq(participants.roomId, roomId),
+              eq(participants.accountId, principal.accountId),
+            ),
+          )
+          .get();
+        if (!member) throw new ApiError("FORBIDDEN", "not a participant of this room");
+      }
+      return c.env.ROOMS.get(c.env.ROOMS.idFromName(roomId)).fetch(forward(c, principal));
+    },
+  );
