@@ -1,0 +1,733 @@
+import type { ParleyEvent } from "../protocol/events";
+import { CLOSE_CODES, PING_TEXT, PONG_TEXT, REALTIME_LIMITS, type MessagePostFrame } from "../protocol/frames";
+import type { Message } from "../protocol/messages";
+
+/** The part of the WebSocket API this client uses: browsers, Node 22 and the `ws` package all provide it. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+/** A WebSocket constructor, e.g. the global `WebSocket` or the `ws` package's default export. */
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** A credential, or a function answering a fresh one before each connection (tokens expire). */
+export type TokenSource = string | (() => string | Promise<string>);
+
+/** Options of `RealtimeClient`. */
+export interface RealtimeClientOptions {
+  /** The realtime endpoint (`/v1/realtime` or `/v1/rooms/{id}/realtime`), as `http(s)://` or `ws(s)://`; see `realtimeUrl`. */
+  url: string;
+  /** Sent as `?token=` (browsers cannot set headers on a WebSocket). */
+  token: TokenSource;
+  /** A WebSocket constructor, for environments without a global one. */
+  WebSocket?: WebSocketConstructor;
+  /** Connect at construction (default true); otherwise call `connect()`. */
+  connect?: boolean;
+  /** How often to ping while connected (default 25 s; the server closes connections silent for 75 s). */
+  pingIntervalMs?: number;
+  /** A connection that answers nothing this long after a ping is dropped and reconnected (default 10 s). */
+  pongTimeoutMs?: number;
+  /** Exponential backoff with full jitter between reconnection attempts (default base 250 ms, max 10 s). */
+  backoff?: { baseMs?: number; maxMs?: number };
+  /** How long a request waits for its ack once sent (default 30 s; 0 waits for ever). */
+  requestTimeoutMs?: number;
+  /** Most `message.post` frames waiting to be sent or acked (default 100); beyond it `post` rejects with `BUFFER_FULL`. */
+  maxPendingPosts?: number;
+  /** Least time between two `typing` frames of one conversation (default 2 s). */
+  typingIntervalMs?: number;
+}
+
+/** Options of `subscribe`. */
+export interface SubscribeOptions {
+  /**
+   * For one conversation's `message_posted` topic: replay every message after this seq, then continue live. Later
+   * reconnections recover from the highest seq delivered, so pass it (e.g. 0, or the last seq read over REST) to have
+   * no gap from the start.
+   */
+  sinceSeq?: number;
+}
+
+/** What the server acked for a subscription: `recovered` answers a `sinceSeq`. */
+export interface SubscribeResult {
+  topic: string;
+  recovered?: boolean;
+}
+
+/** The fields of a room socket `message.post` (the REST post's rules). */
+export type RealtimePostInput = Omit<MessagePostFrame, "type" | "id" | "conversationId">;
+
+/** Why a connection closed, and whether the client reconnects. */
+export interface CloseInfo {
+  code: number;
+  reason: string;
+  reconnecting: boolean;
+  /** The wait before the next attempt, when reconnecting. */
+  delayMs?: number;
+}
+
+/** A conversation whose history the server could not replay (`recovered: false`): read it over REST after `afterSeq`. */
+export interface GapInfo {
+  topic: string;
+  conversationId: string;
+  afterSeq: number;
+}
+
+/** The events of `RealtimeClient.on` and their arguments. */
+export interface RealtimeEventMap {
+  /** A connection opened (the first one and every reconnection); subscriptions are being restored. */
+  open: [];
+  /** A reconnection opened after a drop; `attempt` counts the tries it took. */
+  reconnect: [info: { attempt: number }];
+  /** A connection closed. */
+  close: [info: CloseInfo];
+  /** An error frame without a request, a failed resubscription, or a protocol problem. */
+  error: [error: RealtimeError];
+  /** An event of a subscription, each delivered once; a conversation's messages in increasing seq. */
+  event: [event: ParleyEvent];
+  /** The message of a `conversation.message_posted` event, after the `event` listeners. */
+  message: [message: Message, event: ParleyEvent<Message>];
+  /** Recovery was refused: messages after `afterSeq` may be missing. */
+  gap: [info: GapInfo];
+}
+
+/** Connection states of `RealtimeClient`. */
+export type RealtimeState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
+
+/** An error frame of the server (its `code`, `message` and `details`), or a client-side failure (`TIMEOUT`, `CLOSED`, ...). */
+export class RealtimeError extends Error {
+  readonly code: string;
+  readonly details?: { path: string; message: string }[];
+
+  constructor(code: string, message: string, details?: { path: string; message: string }[]) {
+    super(message);
+    this.name = "RealtimeError";
+    this.code = code;
+    if (details) this.details = details;
+  }
+}
+
+/** The realtime URL of a server: the org stream, or one room's socket when `roomId` is given. */
+export function realtimeUrl(baseUrl: string, roomId?: string): string {
+  const base = baseUrl.replace(/\/+$/, "").replace(/\/v1$/, "");
+  return roomId ? `${base}/v1/rooms/${encodeURIComponent(roomId)}/realtime` : `${base}/v1/realtime`;
+}
+
+/** The topic of one kind of event of one resource, e.g. `topicOf(orgId, "conversation", "message_posted", convId)`. */
+export function topicOf(orgId: string, resource: string, event: string, resourceId = "*", source = "conversations") {
+  return `events.${orgId}.${source}.${resource}.${event}.${resourceId}`;
+}
+
+/** The conversation of a topic naming exactly one conversation's `message_posted`: the topics `sinceSeq` recovers. */
+export function recoverableConversationOf(topic: string): string | null {
+  const parts = topic.split(".");
+  if (parts.length !== 6) return null;
+  const [, , source, resource, event, resourceId] = parts;
+  if (source !== "conversations" || resource !== "conversation" || event !== "message_posted") return null;
+  return resourceId === "*" || resourceId === ">" ? null : resourceId;
+}
+
+interface Waiter<T> {
+  resolve: (value: T) => void;
+  reject: (error: RealtimeError) => void;
+}
+
+interface Subscription {
+  topic: string;
+  conversationId: string | null;
+  sinceSeq?: number;
+  /** The frame id of the subscribe in flight on the current connection. */
+  frameId?: string;
+  /** The seq the in-flight subscribe asked to recover after. */
+  sentSinceSeq?: number;
+  waiters: Waiter<SubscribeResult>[];
+}
+
+interface PendingPost extends Waiter<Message> {
+  id: string;
+  text: string;
+}
+
+type InFlight =
+  | { kind: "subscribe"; topic: string; timer?: ReturnType<typeof setTimeout> }
+  | { kind: "unsubscribe"; waiter: Waiter<void>; timer?: ReturnType<typeof setTimeout> }
+  | { kind: "post"; post: PendingPost; timer?: ReturnType<typeof setTimeout> };
+
+const OPEN = 1;
+const SEEN_EVENT_IDS = 10_000;
+const STABLE_AFTER_MS = 5_000;
+const utf8 = new TextEncoder();
+
+/** A random id for `clientMessageId`, so a post re-sent after a reconnection is never posted twice. */
+function randomId(): string {
+  const c = (
+    globalThis as { crypto?: { randomUUID?: () => string; getRandomValues?: (bytes: Uint8Array) => Uint8Array } }
+  ).crypto;
+  if (c?.randomUUID) return c.randomUUID();
+  const bytes = new Uint8Array(16);
+  if (c?.getRandomValues) c.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function reportListenerError(error: unknown): void {
+  const report = (globalThis as { reportError?: (error: unknown) => void }).reportError;
+  if (typeof report === "function") report(error);
+  else console.error("parley realtime listener failed", error);
+}
+
+/**
+ * A realtime connection (contract section 8) that survives drops: it pings, reconnects with backoff and full jitter,
+ * restores its subscriptions (recovering one conversation's messages with `sinceSeq`), re-sends unacknowledged posts,
+ * and delivers every event once, each conversation's messages in increasing seq.
+ */
+export class RealtimeClient {
+  readonly url: string;
+  readonly #token: TokenSource;
+  readonly #WebSocket: WebSocketConstructor;
+  readonly #pingIntervalMs: number;
+  readonly #pongTimeoutMs: number;
+  readonly #baseMs: number;
+  readonly #maxMs: number;
+  readonly #requestTimeoutMs: number;
+  readonly #maxPendingPosts: number;
+  readonly #typingIntervalMs: number;
+
+  #state: RealtimeState = "idle";
+  #ws: WebSocketLike | null = null;
+  #openedAt = 0;
+  #healthy = false;
+  #everOpened = false;
+  #attempt = 0;
+  #opening = false;
+  #nextFrameId = 1;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #pingTimer: ReturnType<typeof setInterval> | undefined;
+  #pongTimer: ReturnType<typeof setTimeout> | undefined;
+
+  readonly #subscriptions = new Map<string, Subscription>();
+  readonly #posts = new Map<string, PendingPost>();
+  readonly #inFlight = new Map<string, InFlight>();
+  readonly #lastSeq = new Map<string, number>();
+  readonly #seen = new Set<string>();
+  readonly #typingSentAt = new Map<string, number>();
+  readonly #listeners = new Map<keyof RealtimeEventMap, Set<(...args: never[]) => void>>();
+  readonly #openWaiters: Waiter<void>[] = [];
+
+  constructor(options: RealtimeClientOptions) {
+    const url = new URL(options.url);
+    if (url.protocol === "http:") url.protocol = "ws:";
+    else if (url.protocol === "https:") url.protocol = "wss:";
+    this.url = url.toString();
+    this.#token = options.token;
+    const Ctor =
+      options.WebSocket ?? ((globalThis as { WebSocket?: unknown }).WebSocket as WebSocketConstructor | undefined);
+    if (typeof Ctor !== "function") {
+      throw new TypeError("no global WebSocket: pass options.WebSocket (e.g. the `ws` package)");
+    }
+    this.#WebSocket = Ctor;
+    this.#pingIntervalMs = options.pingIntervalMs ?? 25_000;
+    this.#pongTimeoutMs = options.pongTimeoutMs ?? 10_000;
+    this.#baseMs = options.backoff?.baseMs ?? 250;
+    this.#maxMs = options.backoff?.maxMs ?? 10_000;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#maxPendingPosts = options.maxPendingPosts ?? 100;
+    this.#typingIntervalMs = options.typingIntervalMs ?? 2_000;
+    if (options.connect !== false) this.connect();
+  }
+
+  /** The connection's state. */
+  get state(): RealtimeState {
+    return this.#state;
+  }
+
+  /** The current underlying socket, or null between connections: for diagnostics and tests (closing it forces a reconnection). */
+  get socket(): WebSocketLike | null {
+    return this.#ws;
+  }
+
+  /** The topics subscribed to, restored after every reconnection. */
+  get topics(): string[] {
+    return [...this.#subscriptions.keys()];
+  }
+
+  /** The highest message seq delivered for a conversation, if any. */
+  lastSeq(conversationId: string): number | undefined {
+    return this.#lastSeq.get(conversationId);
+  }
+
+  /** Starts connecting, if not connected or connecting already. */
+  connect(): void {
+    if (this.#state === "idle") void this.#open();
+  }
+
+  /** Resolves when a connection is open (at once if one is); rejects if the client is closed first. */
+  opened(): Promise<void> {
+    if (this.#state === "open") return Promise.resolve();
+    if (this.#state === "closed") return Promise.reject(new RealtimeError("CLOSED", "the client is closed"));
+    return new Promise((resolve, reject) => this.#openWaiters.push({ resolve, reject }));
+  }
+
+  /** Adds a listener; answers a function that removes it. */
+  on<K extends keyof RealtimeEventMap>(name: K, listener: (...args: RealtimeEventMap[K]) => void): () => void {
+    let set = this.#listeners.get(name);
+    if (!set) this.#listeners.set(name, (set = new Set()));
+    set.add(listener as (...args: never[]) => void);
+    return () => this.off(name, listener);
+  }
+
+  /** Removes a listener added with `on`. */
+  off<K extends keyof RealtimeEventMap>(name: K, listener: (...args: RealtimeEventMap[K]) => void): void {
+    this.#listeners.get(name)?.delete(listener as (...args: never[]) => void);
+  }
+
+  /**
+   * Subscribes to a topic pattern (contract section 8 grammar); resolves with the server's ack, rejects with its
+   * error frame. The subscription is restored after every reconnection.
+   */
+  subscribe(topic: string, options: SubscribeOptions = {}): Promise<SubscribeResult> {
+    if (this.#state === "closed") return Promise.reject(new RealtimeError("CLOSED", "the client is closed"));
+    const conversationId = recoverableConversationOf(topic);
+    const subscription: Subscription = this.#subscriptions.get(topic) ?? { topic, conversationId, waiters: [] };
+    if (options.sinceSeq !== undefined) subscription.sinceSeq = options.sinceSeq;
+    this.#subscriptions.set(topic, subscription);
+    const result = new Promise<SubscribeResult>((resolve, reject) => subscription.waiters.push({ resolve, reject }));
+    if (this.#isOpen()) this.#sendSubscribe(subscription);
+    return result;
+  }
+
+  /** Ends a subscription; resolves with the server's ack (at once when disconnected: a new connection starts without it). */
+  unsubscribe(topic: string): Promise<void> {
+    const subscription = this.#subscriptions.get(topic);
+    this.#subscriptions.delete(topic);
+    if (subscription) {
+      if (subscription.frameId) this.#untrack(subscription.frameId);
+      for (const waiter of subscription.waiters.splice(0)) {
+        waiter.reject(new RealtimeError("UNSUBSCRIBED", `unsubscribed from ${topic} before the ack`));
+      }
+    }
+    if (!this.#isOpen()) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const id = this.#frameId();
+      this.#track(id, { kind: "unsubscribe", waiter: { resolve, reject } });
+      this.#sendText(JSON.stringify({ type: "unsubscribe", id, topic }));
+    });
+  }
+
+  /**
+   * Posts a message over a room socket (`message.post`); resolves with the acked message. A `clientMessageId` is
+   * generated when absent, so a post buffered across a reconnection is posted exactly once.
+   */
+  post(conversationId: string, body: RealtimePostInput): Promise<Message> {
+    if (this.#state === "closed") return Promise.reject(new RealtimeError("CLOSED", "the client is closed"));
+    if (this.#posts.size >= this.#maxPendingPosts) {
+      return Promise.reject(new RealtimeError("BUFFER_FULL", `more than ${this.#maxPendingPosts} posts are pending`));
+    }
+    const id = this.#frameId();
+    const text = JSON.stringify({
+      type: "message.post",
+      id,
+      conversationId,
+      ...body,
+      clientMessageId: body.clientMessageId ?? randomId(),
+    });
+    if (utf8.encode(text).byteLength > REALTIME_LIMITS.frameBytes) {
+      return Promise.reject(
+        new RealtimeError("PAYLOAD_TOO_LARGE", `a frame is at most ${REALTIME_LIMITS.frameBytes} bytes`),
+      );
+    }
+    return new Promise<Message>((resolve, reject) => {
+      const post: PendingPost = { id, text, resolve, reject };
+      this.#posts.set(id, post);
+      if (this.#isOpen()) this.#sendPost(post);
+    });
+  }
+
+  /** Tells the room the account is typing (room sockets); throttled per conversation, dropped while disconnected. */
+  typing(conversationId: string): void {
+    if (!this.#isOpen()) return;
+    const now = Date.now();
+    const last = this.#typingSentAt.get(conversationId);
+    if (last !== undefined && now - last < this.#typingIntervalMs) return;
+    this.#typingSentAt.set(conversationId, now);
+    this.#sendText(JSON.stringify({ type: "typing", conversationId }));
+  }
+
+  /** Drops the current connection and reconnects at once, e.g. after the network changed. */
+  reconnect(): void {
+    if (this.#state === "closed") return;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
+    this.#attempt = 0;
+    const ws = this.#ws;
+    if (ws) {
+      this.#detach(ws, 4000, "client reconnecting");
+      this.#disconnected(4000, "client reconnecting", 0);
+    } else if (!this.#opening) {
+      void this.#open();
+    }
+  }
+
+  /** Closes for good: no reconnection; pending requests reject with `CLOSED`. */
+  close(code: number = CLOSE_CODES.normal, reason = "client closed"): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    clearTimeout(this.#reconnectTimer);
+    this.#stopHeartbeat();
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) this.#detach(ws, code, reason);
+    const closed = () => new RealtimeError("CLOSED", "the client is closed");
+    for (const entry of this.#inFlight.values()) {
+      clearTimeout(entry.timer);
+      if (entry.kind === "unsubscribe") entry.waiter.resolve();
+    }
+    this.#inFlight.clear();
+    for (const subscription of this.#subscriptions.values()) {
+      for (const waiter of subscription.waiters.splice(0)) waiter.reject(closed());
+    }
+    this.#subscriptions.clear();
+    for (const post of this.#posts.values()) post.reject(closed());
+    this.#posts.clear();
+    for (const waiter of this.#openWaiters.splice(0)) waiter.reject(closed());
+    this.#emit("close", { code, reason, reconnecting: false });
+  }
+
+  #isClosed(): boolean {
+    return this.#state === "closed";
+  }
+
+  #isOpen(): boolean {
+    return this.#state === "open" && this.#ws !== null && this.#ws.readyState === OPEN;
+  }
+
+  #frameId(): string {
+    return String(this.#nextFrameId++);
+  }
+
+  async #open(): Promise<void> {
+    this.#state = this.#everOpened ? "reconnecting" : "connecting";
+    let token: string;
+    this.#opening = true;
+    try {
+      token = typeof this.#token === "function" ? await this.#token() : this.#token;
+    } catch (error) {
+      if (this.#isClosed()) return;
+      this.#emit("error", new RealtimeError("TOKEN", `the token source failed: ${String(error)}`));
+      this.#scheduleReconnect({ code: 1006, reason: "no token" });
+      return;
+    } finally {
+      this.#opening = false;
+    }
+    if (this.#isClosed()) return;
+    const url = new URL(this.url);
+    url.searchParams.set("token", token);
+    let ws: WebSocketLike;
+    try {
+      ws = new this.#WebSocket(url.toString());
+    } catch (error) {
+      this.#emit("error", new RealtimeError("CONNECT", `cannot open a WebSocket: ${String(error)}`));
+      this.#scheduleReconnect({ code: 1006, reason: "connect failed" });
+      return;
+    }
+    this.#ws = ws;
+    this.#healthy = false;
+    ws.onopen = () => {
+      if (ws === this.#ws) this.#opened();
+    };
+    ws.onmessage = (event) => {
+      if (ws === this.#ws) this.#received(event.data);
+    };
+    ws.onclose = (event) => {
+      if (ws === this.#ws) this.#disconnected(event.code, event.reason);
+    };
+    ws.onerror = () => {
+      // Always followed by a close event, which reconnects; browsers give no detail here.
+    };
+  }
+
+  #opened(): void {
+    const reconnected = this.#everOpened;
+    const attempt = this.#attempt;
+    this.#state = "open";
+    this.#everOpened = true;
+    this.#openedAt = Date.now();
+    this.#startHeartbeat();
+    for (const subscription of this.#subscriptions.values()) this.#sendSubscribe(subscription);
+    for (const post of this.#posts.values()) this.#sendPost(post);
+    for (const waiter of this.#openWaiters.splice(0)) waiter.resolve();
+    this.#emit("open");
+    if (reconnected) this.#emit("reconnect", { attempt });
+  }
+
+  #sendSubscribe(subscription: Subscription): void {
+    if (subscription.frameId) this.#untrack(subscription.frameId);
+    const id = this.#frameId();
+    subscription.frameId = id;
+    const last = subscription.conversationId ? this.#lastSeq.get(subscription.conversationId) : undefined;
+    const sinceSeq =
+      last !== undefined && subscription.conversationId
+        ? Math.max(last, subscription.sinceSeq ?? 0)
+        : subscription.sinceSeq;
+    subscription.sentSinceSeq = sinceSeq;
+    this.#track(id, { kind: "subscribe", topic: subscription.topic });
+    this.#sendText(
+      JSON.stringify({
+        type: "subscribe",
+        id,
+        topic: subscription.topic,
+        ...(sinceSeq !== undefined ? { sinceSeq } : {}),
+      }),
+    );
+  }
+
+  #sendPost(post: PendingPost): void {
+    this.#track(post.id, { kind: "post", post });
+    this.#sendText(post.text);
+  }
+
+  #track(id: string, entry: InFlight): void {
+    if (this.#requestTimeoutMs > 0) {
+      entry.timer = setTimeout(() => this.#timedOut(id), this.#requestTimeoutMs);
+    }
+    this.#inFlight.set(id, entry);
+  }
+
+  #untrack(id: string): void {
+    clearTimeout(this.#inFlight.get(id)?.timer);
+    this.#inFlight.delete(id);
+  }
+
+  #timedOut(id: string): void {
+    const entry = this.#inFlight.get(id);
+    if (!entry) return;
+    this.#inFlight.delete(id);
+    const error = new RealtimeError("TIMEOUT", `no ack for frame ${id} in ${this.#requestTimeoutMs} ms`);
+    if (entry.kind === "post") {
+      this.#posts.delete(id);
+      entry.post.reject(error);
+    } else if (entry.kind === "unsubscribe") {
+      entry.waiter.reject(error);
+    } else {
+      const subscription = this.#subscriptions.get(entry.topic);
+      if (subscription?.frameId === id) {
+        subscription.frameId = undefined;
+        for (const waiter of subscription.waiters.splice(0)) waiter.reject(error);
+      }
+    }
+  }
+
+  #sendText(text: string): void {
+    try {
+      this.#ws?.send(text);
+    } catch (error) {
+      // The socket is closing: its close event reconnects, and what was in flight is re-sent from its records.
+      this.#emit("error", new RealtimeError("SEND", `send failed: ${String(error)}`));
+    }
+  }
+
+  #received(data: unknown): void {
+    clearTimeout(this.#pongTimer);
+    this.#pongTimer = undefined;
+    if (typeof data !== "string") {
+      this.#emit("error", new RealtimeError("BAD_FRAME", "the server sent a binary frame"));
+      return;
+    }
+    let frame: { type?: unknown; id?: unknown; [key: string]: unknown };
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this.#emit("error", new RealtimeError("BAD_FRAME", "the server sent a frame that is not JSON"));
+      return;
+    }
+    if (!frame || typeof frame !== "object") return;
+    switch (frame.type) {
+      case "ping":
+        this.#sendText(PONG_TEXT);
+        return;
+      case "pong":
+        return;
+      case "ack":
+        this.#healthy = true;
+        if (typeof frame.id === "string") this.#acked(frame.id, frame as { message?: unknown; recovered?: unknown });
+        return;
+      case "error":
+        this.#failed(frame as { id?: string; error?: { code?: string; message?: string; details?: [] } });
+        return;
+      case "event":
+        this.#healthy = true;
+        this.#deliver(frame.event as ParleyEvent);
+        return;
+      default:
+        return;
+    }
+  }
+
+  #acked(id: string, frame: { message?: unknown; recovered?: unknown }): void {
+    const entry = this.#inFlight.get(id);
+    if (!entry) return;
+    this.#inFlight.delete(id);
+    clearTimeout(entry.timer);
+    if (entry.kind === "post") {
+      this.#posts.delete(id);
+      if (frame.message && typeof frame.message === "object") entry.post.resolve(frame.message as Message);
+      else entry.post.reject(new RealtimeError("BAD_FRAME", "the post's ack carries no message"));
+      return;
+    }
+    if (entry.kind === "unsubscribe") {
+      entry.waiter.resolve();
+      return;
+    }
+    const subscription = this.#subscriptions.get(entry.topic);
+    if (!subscription || subscription.frameId !== id) return;
+    subscription.frameId = undefined;
+    const recovered = typeof frame.recovered === "boolean" ? frame.recovered : undefined;
+    for (const waiter of subscription.waiters.splice(0)) waiter.resolve({ topic: entry.topic, recovered });
+    if (recovered === false && subscription.conversationId && subscription.sentSinceSeq !== undefined) {
+      this.#emit("gap", {
+        topic: entry.topic,
+        conversationId: subscription.conversationId,
+        afterSeq: subscription.sentSinceSeq,
+      });
+    }
+  }
+
+  #failed(frame: { id?: string; error?: { code?: string; message?: string; details?: [] } }): void {
+    const error = new RealtimeError(
+      frame.error?.code ?? "INTERNAL",
+      frame.error?.message ?? "the server answered an error",
+      frame.error?.details,
+    );
+    const entry = typeof frame.id === "string" ? this.#inFlight.get(frame.id) : undefined;
+    if (!entry || frame.id === undefined) {
+      this.#emit("error", error);
+      return;
+    }
+    this.#inFlight.delete(frame.id);
+    clearTimeout(entry.timer);
+    if (entry.kind === "post") {
+      this.#posts.delete(frame.id);
+      entry.post.reject(error);
+    } else if (entry.kind === "unsubscribe") {
+      entry.waiter.reject(error);
+    } else {
+      const subscription = this.#subscriptions.get(entry.topic);
+      if (!subscription || subscription.frameId !== frame.id) return;
+      this.#subscriptions.delete(entry.topic);
+      const waiters = subscription.waiters.splice(0);
+      for (const waiter of waiters) waiter.reject(error);
+      if (waiters.length === 0) this.#emit("error", error);
+    }
+  }
+
+  #deliver(event: ParleyEvent | undefined): void {
+    if (!event || typeof event !== "object" || typeof event.id !== "string") return;
+    if (this.#seen.has(event.id)) return;
+    const isMessage = event.type === "conversation.message_posted";
+    if (isMessage) {
+      const seq = (event.data as Message | undefined)?.seq;
+      if (typeof seq === "number") {
+        const last = this.#lastSeq.get(event.resourceId);
+        if (last !== undefined && seq <= last) return;
+        this.#lastSeq.set(event.resourceId, seq);
+      }
+    }
+    this.#seen.add(event.id);
+    if (this.#seen.size > SEEN_EVENT_IDS) this.#seen.delete(this.#seen.values().next().value!);
+    this.#emit("event", event);
+    if (isMessage) this.#emit("message", event.data as Message, event as ParleyEvent<Message>);
+  }
+
+  #startHeartbeat(): void {
+    this.#stopHeartbeat();
+    this.#pingTimer = setInterval(() => {
+      if (!this.#isOpen()) return;
+      this.#sendText(PING_TEXT);
+      if (this.#pongTimer === undefined && this.#pongTimeoutMs > 0) {
+        this.#pongTimer = setTimeout(() => {
+          this.#pongTimer = undefined;
+          const ws = this.#ws;
+          if (!ws) return;
+          this.#detach(ws, 4000, "ping timeout");
+          this.#disconnected(4000, "ping timeout");
+        }, this.#pongTimeoutMs);
+      }
+    }, this.#pingIntervalMs);
+  }
+
+  #stopHeartbeat(): void {
+    clearInterval(this.#pingTimer);
+    clearTimeout(this.#pongTimer);
+    this.#pingTimer = undefined;
+    this.#pongTimer = undefined;
+  }
+
+  /** Stops listening to a socket and closes it, without waiting for its close event. */
+  #detach(ws: WebSocketLike, code: number, reason: string): void {
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onerror = () => {};
+    try {
+      ws.close(code, reason);
+    } catch {
+      // Already closed.
+    }
+  }
+
+  #disconnected(code: number, reason: string, delayMs?: number): void {
+    if (this.#state === "closed") return;
+    const wasOpen = this.#state === "open";
+    this.#ws = null;
+    this.#stopHeartbeat();
+    for (const [id, entry] of this.#inFlight) {
+      clearTimeout(entry.timer);
+      if (entry.kind === "unsubscribe") entry.waiter.resolve();
+      if (entry.kind === "subscribe") {
+        const subscription = this.#subscriptions.get(entry.topic);
+        if (subscription?.frameId === id) subscription.frameId = undefined;
+      }
+    }
+    this.#inFlight.clear();
+    if (wasOpen && (this.#healthy || Date.now() - this.#openedAt >= STABLE_AFTER_MS)) this.#attempt = 0;
+    if (!this.#shouldReconnect(code)) {
+      this.close(code, reason);
+      return;
+    }
+    this.#scheduleReconnect({ code, reason }, delayMs);
+  }
+
+  #shouldReconnect(code: number): boolean {
+    // A static token refused after the upgrade stays refused: only a token source can bring a fresh one.
+    const refused = code === CLOSE_CODES.unauthorized || code === CLOSE_CODES.forbidden;
+    return !(refused && typeof this.#token === "string");
+  }
+
+  #scheduleReconnect(info: { code: number; reason: string }, delayMs?: number): void {
+    this.#state = "reconnecting";
+    const ceiling = Math.min(this.#maxMs, this.#baseMs * 2 ** this.#attempt);
+    const delay = delayMs ?? Math.floor(Math.random() * ceiling);
+    this.#attempt++;
+    this.#emit("close", { ...info, reconnecting: true, delayMs: delay });
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
+      if (this.#state === "reconnecting") void this.#open();
+    }, delay);
+  }
+
+  #emit<K extends keyof RealtimeEventMap>(name: K, ...args: RealtimeEventMap[K]): void {
+    const set = this.#listeners.get(name) as Set<(...args: RealtimeEventMap[K]) => void> | undefined;
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(...args);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+  }
+}
