@@ -8,7 +8,7 @@ import { newId } from "../lib/ids";
 import type { AccountType } from "../protocol/accounts";
 import type { Conversation, CreateConversation, UpdateConversation } from "../protocol/conversations";
 import type { HistoryPage, HistoryQuery, Message, MessageAttachment } from "../protocol/messages";
-import type { Participant, Role, Room as RoomView, RoomType, UpdateParticipant, UpdateRoom } from "../protocol/rooms";
+import type { Participant, Role, RoomType, UpdateParticipant, UpdateRoom } from "../protocol/rooms";
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, REALTIME_LIMITS, type MessagePostFrame, type SubscribeFrame } from "../protocol/frames";
 import { actorFromRequest, SocketRegistry } from "../realtime/sockets";

@@ -6,7 +6,7 @@ import { auth, orgPrincipal } from "../auth/middleware";
 import { issueToken } from "../auth/tokens";
 import { createDb } from "../db/client";
 import { mirrorConversationStatement, purgeConversationStatement, writeThrough } from "../db/mirror";
-import { attachments, conversations, participants } from "../db/schema";
+import { conversations, participants } from "../db/schema";
 import type { AppEnv } from "../env";
 import { ApiError, notFound, unwrap } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
@@ -20,13 +20,7 @@ import {
   UpdateConversationSchema,
   type Conversation,
 } from "../protocol/conversations";
-import {
-  HistoryPageSchema,
-  HistoryQuerySchema,
-  MessageSchema,
-  PostMessageSchema,
-  type MessageAttachment,
-} from "../protocol/messages";
+import { HistoryPageSchema, HistoryQuerySchema, MessageSchema, PostMessageSchema } from "../protocol/messages";
 import { TokenResponseSchema } from "../protocol/orgs";
 import { roomIdOfConversation, roomStub } from "../room/client";
 import { preparePost } from "../room/post";
