@@ -40,8 +40,14 @@ export async function resolvePrincipal(c: Context<AppEnv>): Promise<Principal> {
     .get();
   if (!account) throw new ApiError("UNAUTHORIZED", "the token's account no longer exists");
   return claims.kind === "session"
-    ? { kind: "session", orgId: claims.orgId, accountId: claims.accountId, conversationId: claims.conversationId! }
-    : { kind: "account", orgId: claims.orgId, accountId: claims.accountId };
+    ? {
+        kind: "session",
+        orgId: claims.orgId,
+        accountId: claims.accountId,
+        conversationId: claims.conversationId!,
+        expiresAt: claims.exp! * 1000,
+      }
+    : { kind: "account", orgId: claims.orgId, accountId: claims.accountId, expiresAt: claims.exp! * 1000 };
 }
 
 /**

@@ -4,8 +4,8 @@ import type { Actor } from "../room/room";
 export type Principal =
   | { kind: "admin" }
   | { kind: "apiKey"; orgId: string; keyId: string }
-  | { kind: "account"; orgId: string; accountId: string }
-  | { kind: "session"; orgId: string; accountId: string; conversationId: string };
+  | { kind: "account"; orgId: string; accountId: string; expiresAt: number }
+  | { kind: "session"; orgId: string; accountId: string; conversationId: string; expiresAt: number };
 
 /** Principal kinds that belong to an org. */
 export type OrgPrincipal = Exclude<Principal, { kind: "admin" }>;

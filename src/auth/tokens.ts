@@ -15,6 +15,8 @@ export interface TokenClaims {
   orgId: string;
   accountId: string;
   conversationId?: string;
+  /** Expiry, in seconds since the epoch (verified tokens only). */
+  exp?: number;
 }
 
 function secretOf(env: Bindings): string {
@@ -58,9 +60,9 @@ export async function verifyToken(env: Bindings, token: string): Promise<TokenCl
   }
   const { typ, org, sub, conv, exp } = payload;
   if (typeof exp !== "number" || typeof org !== "string" || typeof sub !== "string") return null;
-  if (typ === "account") return { kind: "account", orgId: org, accountId: sub };
+  if (typ === "account") return { kind: "account", orgId: org, accountId: sub, exp };
   if (typ === "session" && typeof conv === "string") {
-    return { kind: "session", orgId: org, accountId: sub, conversationId: conv };
+    return { kind: "session", orgId: org, accountId: sub, conversationId: conv, exp };
   }
   return null;
 }

@@ -17,6 +17,8 @@ export interface SocketActor {
   kind: "apiKey" | "account" | "session";
   accountId?: string;
   conversationId?: string;
+  /** When the token behind the socket expires (ms since the epoch); the sweep closes the socket then, with 4001. */
+  expiresAt?: number;
 }
 
 /** What survives hibernation: the socket attachment (at most 16 KiB). */
@@ -275,8 +277,8 @@ export class SocketRegistry {
   }
 
   /**
-   * The keep-alive sweep: a socket silent (no frame, no auto-answered ping) for more than 75 s is closed; one
-   * silent for 45 s is sent a ping. Answers how many sockets remain.
+   * The keep-alive sweep: a socket whose token expired is closed with 4001; one silent (no frame, no auto-answered
+   * ping) for more than 75 s is closed; one silent for 45 s is sent a ping. Answers how many sockets remain.
    */
   sweep(now = Date.now()): number {
     let remaining = 0;
@@ -284,6 +286,10 @@ export class SocketRegistry {
       const state = this.state(ws);
       const autoPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       const heard = Math.max(state.seen, autoPing);
+      if (state.actor.expiresAt !== undefined && now >= state.actor.expiresAt) {
+        this.close(ws, CLOSE_CODES.unauthorized, "token expired");
+        continue;
+      }
       if (now - heard > REALTIME_LIMITS.idleCloseMs) {
         this.close(ws, CLOSE_CODES.goingAway, "idle: no ping for 75 s");
         continue;

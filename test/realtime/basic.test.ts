@@ -43,3 +43,25 @@ describe("realtime basics", () => {
     expect(await socket.next((fr) => fr.type === "ack" && fr.id === "2")).toMatchObject({ recovered: true });
   });
 });
+
+describe("token expiry on open sockets", () => {
+  it("closes a socket with 4001 once its token has expired", async () => {
+    const { env, evictDurableObject, runInDurableObject, runDurableObjectAlarm } = await import("cloudflare:test");
+    const f = await createFixture();
+    const token = await accountToken(f.apiKey, f.alice.id, 60);
+    const socket = await connect(`/v1/rooms/${f.room.id}/realtime`, token);
+    const stub = env.ROOMS.get(env.ROOMS.idFromName(f.room.id));
+    // The token outlives the test, so its expiry is moved into the past in the socket's attachment, and the room
+    // hibernates so that it reads the attachment afresh.
+    await runInDurableObject(stub, (_instance, state) => {
+      for (const ws of state.getWebSockets()) {
+        const attachment = ws.deserializeAttachment();
+        expect(attachment.actor.expiresAt).toBeGreaterThan(Date.now());
+        ws.serializeAttachment({ ...attachment, actor: { ...attachment.actor, expiresAt: Date.now() - 1 } });
+      }
+    });
+    await evictDurableObject(stub, { webSockets: "hibernate" });
+    await runDurableObjectAlarm(stub);
+    expect((await socket.closed).code).toBe(4001);
+  });
+});
