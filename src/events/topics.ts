@@ -13,7 +13,7 @@ const SEGMENTS = 6;
 export interface TopicPattern {
   /** The pattern as given. */
   source: string;
-  /** Each segment: a literal, or `*`; a trailing `>` is kept as the last element. */
+  /** Each segment before any trailing `>`: a literal, or `*`. */
   segments: string[];
   /** Whether the pattern ends in `>`. */
   tail: boolean;

@@ -169,7 +169,7 @@ export class Hub extends DurableObject<Bindings> {
   /** Whether a principal may see an event: the contract's rule, applied to every event whatever the wildcard. */
   private visible(actor: SocketActor, event: ParleyEvent, roomId: string | null): boolean {
     if (actor.kind === "apiKey") return true;
-    if (event.source === "notifications") return event.resourceId === actor.accountId;
+    if (event.source === "notifications") return actor.kind === "account" && event.resourceId === actor.accountId;
     if (actor.kind === "session") {
       return event.resourceId === actor.conversationId || conversationOf(event) === actor.conversationId;
     }
