@@ -16,9 +16,26 @@
 //   BENCH_READS              reads per history variant (default 300)
 //   BENCH_SEED_CONCURRENCY   posts in flight while seeding (default 64)
 //   BENCH_KEEP=1             keep the temporary state directory and the server log
+//   BENCH_IN_PLACE=1         run the app from the working tree instead of a snapshot of it (see snapshotApp)
+//   BENCH_LOG_LEVEL          passed to wrangler dev as --log-level (default: unset, wrangler's default, which logs
+//                            every request; `warn` drops that per-request cost from both Parley and the floor)
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  cpSync,
+  linkSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import os from "node:os";
 import { dirname, join, relative } from "node:path";
@@ -50,6 +67,8 @@ const CONFIG = {
   historyLimit: 50,
 };
 const KEEP = process.env.BENCH_KEEP === "1";
+const IN_PLACE = process.env.BENCH_IN_PLACE === "1";
+const LOG_LEVEL = process.env.BENCH_LOG_LEVEL || null;
 const STARTUP_TIMEOUT_MS = 90_000;
 
 function log(message) {
@@ -119,21 +138,74 @@ function killServerNow() {
   server.pid = null;
 }
 
+/**
+ * How often wrangler dev has reloaded the worker so far. It watches src/ and reloads on every change there, so an edit
+ * made while the bench runs puts a reload (a stall, cold objects, maybe other code) inside a measurement.
+ */
+function serverReloads() {
+  if (!server.logPath || !existsSync(server.logPath)) return 0;
+  return readFileSync(server.logPath, "utf8").split("Reloading local server").length - 1;
+}
+
 function serverLogTail(lines = 40) {
   if (!server.logPath || !existsSync(server.logPath)) return "";
   const text = readFileSync(server.logPath, "utf8").trimEnd().split("\n");
   return text.slice(-lines).join("\n");
 }
 
+/** Mirrors a directory tree with hard links: cheap, and later replacements of the originals do not reach it. */
+function linkTree(src, dst) {
+  mkdirSync(dst);
+  for (const entry of readdirSync(src, { withFileTypes: true })) {
+    const from = join(src, entry.name);
+    const to = join(dst, entry.name);
+    if (entry.isDirectory()) linkTree(from, to);
+    else if (entry.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
+    else linkSync(from, to);
+  }
+}
+
+/**
+ * A copy of the project to run the app from. wrangler dev watches every input of the bundle, node_modules included,
+ * and reloads the worker on any change; run from the working tree, an edit or an `npm install` made during a long run
+ * lands inside a measurement (a stall, cold objects, other code, a broken build, or a 503 "worker restarted
+ * mid-request"). The snapshot pins the code and dependencies the run started with. node_modules is mirrored with hard
+ * links (npm replaces files rather than rewriting them); where that is impossible (another filesystem) it is linked
+ * as a whole, and a change there still reloads the worker.
+ */
+function snapshotApp(dir) {
+  const skip = new Set(["node_modules", ".git", ".wrangler", "bench", "test", "coverage", "dist"]);
+  mkdirSync(dir);
+  for (const entry of readdirSync(root)) {
+    // Local secrets stay where they are: scripts/dev.mjs makes the snapshot's .dev.vars from .dev.vars.example.
+    if (skip.has(entry) || (entry.startsWith(".dev.vars") && entry !== ".dev.vars.example")) continue;
+    cpSync(join(root, entry), join(dir, entry), { recursive: true });
+  }
+  try {
+    linkTree(join(root, "node_modules"), join(dir, "node_modules"));
+  } catch (error) {
+    log(`cannot hard-link node_modules (${error.code ?? error.message}); linking the directory instead`);
+    rmSync(join(dir, "node_modules"), { recursive: true, force: true });
+    symlinkSync(join(root, "node_modules"), join(dir, "node_modules"), "dir");
+  }
+  return dir;
+}
+
 async function startServer() {
   const [port, inspectorPort] = await freePorts(2);
   server.stateDir = mkdtempSync(join(os.tmpdir(), "parley-bench-"));
+  const appDir = IN_PLACE ? root : snapshotApp(join(server.stateDir, "app"));
+  log(
+    IN_PLACE
+      ? "running the app from the working tree"
+      : `running the app from a snapshot of the working tree in ${appDir}`,
+  );
   const persistTo = join(server.stateDir, "state");
   server.logPath = join(server.stateDir, "server.log");
   const adminToken = `bench-admin-${randomBytes(16).toString("hex")}`;
   const jwtSecret = randomBytes(16).toString("hex"); // 32 characters
   const args = [
-    join(root, "scripts", "dev.mjs"),
+    join(appDir, "scripts", "dev.mjs"),
     "--port",
     String(port),
     "--inspector-port",
@@ -145,10 +217,11 @@ async function startServer() {
     "--var",
     `JWT_SECRET:${jwtSecret}`,
   ];
+  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
   log(`starting the app on 127.0.0.1:${port} (inspector ${inspectorPort}), state in ${server.stateDir}`);
   const out = openSync(server.logPath, "a");
   const child = spawn(process.execPath, args, {
-    cwd: root,
+    cwd: appDir,
     detached: true, // its own process group, so the whole tree can be killed with kill(-pid)
     stdio: ["ignore", out, out],
     env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
@@ -169,7 +242,9 @@ async function startServer() {
       throw new Error(`the dev server exited before answering (${server.exitInfo}); log:\n${serverLogTail()}`);
     }
     if (Date.now() > deadline) {
-      throw new Error(`GET /healthz did not answer 200 within ${STARTUP_TIMEOUT_MS / 1000} s; log:\n${serverLogTail()}`);
+      throw new Error(
+        `GET /healthz did not answer 200 within ${STARTUP_TIMEOUT_MS / 1000} s; log:\n${serverLogTail()}`,
+      );
     }
     try {
       const res = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(2000) });
@@ -288,13 +363,21 @@ function describeRun(label, s) {
 
 /** Warms both routes up, then runs the floor and Parley one after the other under the same load shape. */
 async function sideBySide(label, shape, send, warmup) {
+  const reloadsBefore = serverReloads();
   await load({ ...shape, ...warmup, send: floor });
   await load({ ...shape, ...warmup, send });
   const floorStats = await load({ ...shape, send: floor });
   describeRun(`${label} floor`, floorStats);
   const parleyStats = await load({ ...shape, send });
   describeRun(`${label} parley`, parleyStats);
-  return { parley: parleyStats, floor: floorStats };
+  return { parley: parleyStats, floor: floorStats, reloads: reloadsDuring(label, reloadsBefore) };
+}
+
+function reloadsDuring(label, before) {
+  const reloads = serverReloads() - before;
+  if (reloads > 0)
+    log(`WARNING: wrangler dev reloaded the worker ${reloads} time(s) during '${label}' (its sources changed)`);
+  return reloads;
 }
 
 // --- the benchmark ----------------------------------------------------------------------------------------------
@@ -308,6 +391,7 @@ function machineInfo() {
     // not installed
   }
   const git = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" });
+  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: root, encoding: "utf8" });
   return {
     node: process.version,
     wrangler,
@@ -317,6 +401,7 @@ function machineInfo() {
     totalMemGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
     commit: git.status === 0 ? git.stdout.trim() : null,
+    srcUncommitted: dirty.status === 0 ? dirty.stdout.trim() !== "" : null,
   };
 }
 
@@ -347,6 +432,7 @@ async function seedHistory(ctx) {
   });
   const every = n >= 100_000 ? 10_000 : Math.max(1, Math.ceil(n / 10));
   log(`seeding ${n} messages into ${conversation.id} with ${CONFIG.seedConcurrency} in flight`);
+  const reloadsBefore = serverReloads();
   let lastReported = 0;
   const stats = await load({
     concurrency: CONFIG.seedConcurrency,
@@ -355,7 +441,10 @@ async function seedHistory(ctx) {
     onDone(done, elapsedMs) {
       if (done - lastReported >= every || done === n) {
         lastReported = done;
-        log(`  seeded ${done}/${n} (${((done / elapsedMs) * 1000).toFixed(0)} messages/s so far)`);
+        log(
+          `  seeded ${done}/${n} after ${(elapsedMs / 1000).toFixed(0)} s ` +
+            `(${((done / elapsedMs) * 1000).toFixed(0)} messages/s so far)`,
+        );
       }
     },
   });
@@ -373,7 +462,12 @@ async function seedHistory(ctx) {
     send: floor,
   });
   describeRun(`floor at concurrency ${CONFIG.seedConcurrency}`, floorStats);
-  return { conversationId: conversation.id, parley: stats, floor: floorStats };
+  return {
+    conversationId: conversation.id,
+    parley: stats,
+    floor: floorStats,
+    reloads: reloadsDuring("seeding", reloadsBefore),
+  };
 }
 
 /** The history variants of a conversation of n messages, each with a check of the page it must answer. */
@@ -381,25 +475,26 @@ function historyVariants(n) {
   const limit = CONFIG.historyLimit;
   const before = Math.max(limit + 1, Math.round(n / 2)); // 50,000 of 100,000
   const after = Math.max(0, n - Math.max(limit + 1, Math.round(n / 100))); // 99,000 of 100,000
-  const range = (from, to) => ({ from, to });
+  // hasMore: more messages lie beyond the page in the direction of the query.
+  const range = (from, to, hasMore) => ({ from, to, hasMore });
   return [
     {
       key: "latest",
       label: `history latest page (limit=${limit})`,
       query: `limit=${limit}`,
-      expect: range(n - limit + 1, n),
+      expect: range(n - limit + 1, n, n - limit + 1 > 1),
     },
     {
       key: "beforeSeq",
       label: `history beforeSeq=${before}`,
       query: `beforeSeq=${before}&limit=${limit}`,
-      expect: range(before - limit, before - 1),
+      expect: range(before - limit, before - 1, before - limit > 1),
     },
     {
       key: "afterSeq",
       label: `history afterSeq=${after}`,
       query: `afterSeq=${after}&limit=${limit}`,
-      expect: range(after + 1, after + limit),
+      expect: range(after + 1, after + limit, after + limit < n),
     },
   ];
 }
@@ -409,9 +504,10 @@ function checkPage(variant, text) {
   const seqs = page.items.map((m) => m.seq);
   const want = [];
   for (let s = variant.expect.from; s <= variant.expect.to; s++) want.push(s);
-  if (seqs.length !== want.length || seqs.some((s, i) => s !== want[i]) || page.hasMore !== true) {
+  if (seqs.length !== want.length || seqs.some((s, i) => s !== want[i]) || page.hasMore !== variant.expect.hasMore) {
     throw new Error(
-      `${variant.label}: expected seq ${variant.expect.from}..${variant.expect.to} with hasMore true, got ` +
+      `${variant.label}: expected seq ${variant.expect.from}..${variant.expect.to} with hasMore ` +
+        `${variant.expect.hasMore}, got ` +
         `${seqs.length} items (${seqs[0]}..${seqs[seqs.length - 1]}), hasMore ${page.hasMore}`,
     );
   }
@@ -427,37 +523,46 @@ function fmtRate(x, unit) {
 
 function buildTable(results) {
   const rows = [];
-  const lat = (metric, p, f, key) => rows.push([metric, fmtMs(p[key]), fmtMs(f[key]), `${(p[key] / f[key]).toFixed(2)}x`]);
+  // A `*` marks a measurement during which wrangler dev reloaded the worker.
+  const mark = (phase, metric) => (phase.reloads > 0 ? `${metric} *` : metric);
+  const lat = (metric, p, f, key) =>
+    rows.push([metric, fmtMs(p[key]), fmtMs(f[key]), `${(p[key] / f[key]).toFixed(2)}x`]);
   const thr = (metric, p, f, unit) =>
-    rows.push([metric, fmtRate(p.perSecond, unit), fmtRate(f.perSecond, "req/s"), `${(f.perSecond / p.perSecond).toFixed(2)}x`]);
+    rows.push([
+      metric,
+      fmtRate(p.perSecond, unit),
+      fmtRate(f.perSecond, "req/s"),
+      `${(f.perSecond / p.perSecond).toFixed(2)}x`,
+    ]);
 
   const a = results.postC1;
-  lat(`post, c=1, p50 (n=${a.parley.count})`, a.parley, a.floor, "p50Ms");
-  lat(`post, c=1, p99`, a.parley, a.floor, "p99Ms");
+  lat(mark(a, `post, c=1, p50 (n=${a.parley.count})`), a.parley, a.floor, "p50Ms");
+  lat(mark(a, `post, c=1, p99`), a.parley, a.floor, "p99Ms");
   const b = results.postC32;
-  thr(`post, c=${CONFIG.concurrency}, throughput (n=${b.parley.count})`, b.parley, b.floor, "msg/s");
-  lat(`post, c=${CONFIG.concurrency}, p50`, b.parley, b.floor, "p50Ms");
-  lat(`post, c=${CONFIG.concurrency}, p99`, b.parley, b.floor, "p99Ms");
+  thr(mark(b, `post, c=${CONFIG.concurrency}, throughput (n=${b.parley.count})`), b.parley, b.floor, "msg/s");
+  lat(mark(b, `post, c=${CONFIG.concurrency}, p50`), b.parley, b.floor, "p50Ms");
+  lat(mark(b, `post, c=${CONFIG.concurrency}, p99`), b.parley, b.floor, "p99Ms");
   const s = results.seeding;
-  thr(`seeding, c=${CONFIG.seedConcurrency}, throughput (n=${s.parley.count})`, s.parley, s.floor, "msg/s");
-  lat(`seeding, c=${CONFIG.seedConcurrency}, p50`, s.parley, s.floor, "p50Ms");
-  lat(`seeding, c=${CONFIG.seedConcurrency}, p99`, s.parley, s.floor, "p99Ms");
+  thr(mark(s, `seeding, c=${CONFIG.seedConcurrency}, throughput (n=${s.parley.count})`), s.parley, s.floor, "msg/s");
+  lat(mark(s, `seeding, c=${CONFIG.seedConcurrency}, p50`), s.parley, s.floor, "p50Ms");
+  lat(mark(s, `seeding, c=${CONFIG.seedConcurrency}, p99`), s.parley, s.floor, "p99Ms");
   for (const v of results.history.variants) {
-    lat(`${v.label}, c=1, p50 (n=${v.parley.count})`, v.parley, v.floor, "p50Ms");
-    lat(`${v.label}, c=1, p99`, v.parley, v.floor, "p99Ms");
+    lat(mark(v, `${v.label}, c=1, p50 (n=${v.parley.count})`), v.parley, v.floor, "p50Ms");
+    lat(mark(v, `${v.label}, c=1, p99`), v.parley, v.floor, "p99Ms");
   }
 
   const header = ["metric", "Parley", "floor (GET /healthz)", "ratio"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  const line = (cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
 async function main() {
   const machine = machineInfo();
-  log(`node ${machine.node}, ${machine.cpus} cpus (${machine.cpuModel}), ${machine.os}, load ${machine.loadAvg.join(" ")}`);
-  log(`config ${JSON.stringify(CONFIG)}`);
+  log(
+    `node ${machine.node}, ${machine.cpus} cpus (${machine.cpuModel}), ${machine.os}, load ${machine.loadAvg.join(" ")}`,
+  );
+  log(`config ${JSON.stringify({ ...CONFIG, wranglerLogLevel: LOG_LEVEL, inPlace: IN_PLACE })}`);
   const startedAt = new Date();
 
   const { base, adminToken } = await startServer();
@@ -498,11 +603,26 @@ async function main() {
   const table = buildTable(results);
   console.log("");
   console.log("Parley REST benchmark vs the floor (GET /healthz, same server, same run)");
-  console.log(`node ${machine.node}, wrangler ${machine.wrangler}, ${machine.cpus} cpus (${machine.cpuModel}), ${machine.os}`);
-  console.log(`commit ${machine.commit ?? "?"}, load average at start ${machine.loadAvg.join(" ")}`);
+  console.log(
+    `node ${machine.node}, wrangler ${machine.wrangler}, ${machine.cpus} cpus (${machine.cpuModel}), ${machine.os}`,
+  );
+  console.log(
+    `commit ${machine.commit ?? "?"}${machine.srcUncommitted ? " + uncommitted changes in src/" : ""}, ` +
+      `load average at start ${machine.loadAvg.join(" ")}, at end ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(" ")}`,
+  );
   console.log("ratio: Parley/floor for latencies, floor/Parley for throughput; so > 1 always means Parley is slower.");
   console.log("");
   console.log(table);
+  const reloads = serverReloads();
+  if (reloads > 0) {
+    console.log(
+      `* wrangler dev reloaded the worker during this measurement (its sources changed while the bench ran): ` +
+        `${reloads} reload(s) in the whole run; rows marked * mix a stall, cold objects and maybe other code.`,
+    );
+  }
   console.log("");
 
   const resultsDir = join(root, "bench", ".results");
@@ -510,8 +630,20 @@ async function main() {
   const file = join(resultsDir, `rest-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ bench: "rest", startedAt: startedAt.toISOString(), machine, config: CONFIG, results, table }, null, 2) +
-      "\n",
+    JSON.stringify(
+      {
+        bench: "rest",
+        startedAt: startedAt.toISOString(),
+        machine,
+        config: { ...CONFIG, wranglerLogLevel: LOG_LEVEL, inPlace: IN_PLACE },
+        serverReloads: reloads,
+        loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
+        results,
+        table,
+      },
+      null,
+      2,
+    ) + "\n",
   );
   log(`results written to ${relative(root, file)}`);
 }
@@ -521,7 +653,8 @@ async function cleanupAndExit(code) {
   if (exiting) return;
   exiting = true;
   await stopServer();
-  if (server.stateDir && !KEEP && code === 0) rmSync(server.stateDir, { recursive: true, force: true });
+  // Kept after a failure (its server.log shows what the app said), or when asked; removed otherwise.
+  if (server.stateDir && !KEEP && code !== 1) rmSync(server.stateDir, { recursive: true, force: true });
   else if (server.stateDir) log(`state and server log kept in ${server.stateDir}`);
   process.exit(code);
 }
@@ -537,6 +670,7 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
 main().then(
   () => cleanupAndExit(0),
   (error) => {
+    if (exiting) return; // interrupted: the failure is the interruption's doing
     console.error(`[bench] FAILED: ${error instanceof RequestFailed ? error.message : (error.stack ?? error)}`);
     void cleanupAndExit(1);
   },
