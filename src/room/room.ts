@@ -16,7 +16,7 @@ import { recoverableConversation } from "../events/topics";
 import { preparePost } from "./post";
 import { hubStub } from "../hub/client";
 import { OutboxDrain } from "./outbox";
-import { ROOM_SCHEMA, type ConversationRow, type MessageRow, type ParticipantRow, type RoomRow } from "./storage";
+import { migrateRoom, type ConversationRow, type MessageRow, type ParticipantRow, type RoomRow } from "./storage";
 
 /** Who is asking: the org, and for account and session tokens the account (and conversation) they are bound to. */
 export interface Actor {
@@ -76,13 +76,16 @@ export class Room extends DurableObject<Bindings> {
   private readonly toQueue: OutboxDrain;
   private readonly toHub: OutboxDrain;
   private room: RoomRow | undefined;
+  /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
+  private readonly activity = new Map<string, ConversationRecord>();
+  private activityFlushing = false;
   /** Events written by the transaction in progress; sent to this room's sockets once it commits. */
   private committed: ParleyEvent[] = [];
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.sql.exec(ROOM_SCHEMA);
+    migrateRoom(ctx.storage);
     this.sockets = new SocketRegistry(ctx);
     const retry = (delay: number) => this.scheduleAlarm(Date.now() + delay);
     this.toQueue = new OutboxDrain(this.sql, "queued", QUEUE_BATCH_BYTES, (bodies) => this.sendToQueue(bodies), retry);
@@ -371,9 +374,7 @@ export class Room extends DurableObject<Bindings> {
       this.enqueue(messagePostedEvent(message), { conversation });
       return { message, created: true, conversation };
     });
-    // The ack waits only for the commit; the conversation's activity in D1 follows right behind it (the events
-    // consumer writes it too, so a failure here only delays it).
-    this.ctx.waitUntil(writeThrough(this.env.DB, [mirrorConversationStatement(this.env.DB, result.conversation)]));
+    this.markActivity(result.conversation);
     return ok(result);
   }
 
@@ -549,6 +550,33 @@ export class Room extends DurableObject<Bindings> {
     const published = hubStub(this.env, room.org_id).publish(room.id, [event]);
     this.ctx.waitUntil(published.catch((error: unknown) => console.error("typing to hub failed", String(error))));
     if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id });
+  }
+
+  /**
+   * The ack waits only for the commit; the conversation's activity (count, last message) follows right behind it
+   * into D1, one write per conversation however many messages arrived meanwhile. The events consumer writes it too,
+   * so a failure here only delays it.
+   */
+  private markActivity(record: ConversationRecord): void {
+    this.activity.set(record.conversation.id, record);
+    if (this.activityFlushing) return;
+    this.activityFlushing = true;
+    this.ctx.waitUntil(
+      (async () => {
+        try {
+          while (this.activity.size > 0) {
+            const records = [...this.activity.values()];
+            this.activity.clear();
+            await writeThrough(
+              this.env.DB,
+              records.map((r) => mirrorConversationStatement(this.env.DB, r)),
+            );
+          }
+        } finally {
+          this.activityFlushing = false;
+        }
+      })(),
+    );
   }
 
   /** Sends an event to this room's sockets that subscribed to it and may see it. */

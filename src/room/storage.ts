@@ -1,5 +1,10 @@
-/** The Room object's SQLite schema; idempotent, applied when the object starts. */
-export const ROOM_SCHEMA = `
+/**
+ * The Room object's SQLite schema, as ordered migrations. `migrateRoom` applies those an object has not applied
+ * yet, so rooms created by older code are brought up to date when they start. Never edit a migration that shipped:
+ * add the next one.
+ */
+const MIGRATIONS: string[] = [
+  `
 CREATE TABLE IF NOT EXISTS room (
   singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
   id TEXT NOT NULL,
@@ -48,13 +53,32 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id ON messages (conversation_i
   WHERE client_message_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS outbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  body TEXT NOT NULL,
-  queued INTEGER NOT NULL DEFAULT 0,
-  published INTEGER NOT NULL DEFAULT 0
+  body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_unqueued ON outbox (id) WHERE queued = 0;
-CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published = 0;
-`;
+`,
+  // The outbox feeds two sinks, the events queue and the org hub, each marking what it has.
+  `
+ALTER TABLE outbox ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN published INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_unqueued ON outbox (id) WHERE queued = 0;
+CREATE INDEX outbox_unpublished ON outbox (id) WHERE published = 0;
+`,
+];
+
+/** Brings a room's storage to the current schema, one migration at a time, each in its own transaction. */
+export function migrateRoom(storage: DurableObjectStorage): void {
+  const sql = storage.sql;
+  sql.exec(
+    "CREATE TABLE IF NOT EXISTS schema_version (singleton INTEGER PRIMARY KEY CHECK (singleton = 1), version INTEGER NOT NULL)",
+  );
+  const applied = sql.exec<{ version: number }>("SELECT version FROM schema_version").toArray()[0]?.version ?? 0;
+  for (let version = applied; version < MIGRATIONS.length; version++) {
+    storage.transactionSync(() => {
+      sql.exec(MIGRATIONS[version]);
+      sql.exec("INSERT OR REPLACE INTO schema_version (singleton, version) VALUES (1, ?)", version + 1);
+    });
+  }
+}
 
 /** A row of the `room` table. */
 export interface RoomRow extends Record<string, SqlStorageValue> {

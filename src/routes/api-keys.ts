@@ -1,6 +1,6 @@
 import { and, desc, eq, isNull, lt } from "drizzle-orm";
 import { Hono } from "hono";
-import { createApiKey } from "../auth/api-keys";
+import { createApiKey, forgetApiKey } from "../auth/api-keys";
 import { auth, orgPrincipal } from "../auth/middleware";
 import { createDb } from "../db/client";
 import { apiKeys } from "../db/schema";
@@ -74,6 +74,7 @@ export const apiKeyRoutes = new Hono<AppEnv>()
         .where(and(eq(apiKeys.id, id), eq(apiKeys.orgId, orgId), isNull(apiKeys.revokedAt)))
         .returning({ id: apiKeys.id });
       if (revoked.length === 0) throw notFound("api key");
+      forgetApiKey(id);
       return c.body(null, 204);
     },
   );

@@ -856,8 +856,15 @@ describe("room socket ordering and recovery", () => {
     const token = await accountToken(f.apiKey, f.bob.id);
     const topic = conversationTopic(f.orgId, f.conversation.id);
 
+    // The posts come in DISCONNECTS + 1 slices; slice k + 1 starts only once connection k was dropped, so every
+    // disconnect falls in the middle of the posting however fast the posts are, and messages keep being posted
+    // while the client is away.
+    const sliceOf = (i: number) => Math.floor((i * (DISCONNECTS + 1)) / TOTAL);
+    const sliceEnd = (k: number) => Array.from({ length: TOTAL }, (_, i) => i).filter((i) => sliceOf(i) <= k).length;
     const posted = new Counter();
+    const dropped = new Counter();
     const posting = pool(TOTAL, 8, async (i) => {
+      await dropped.reached(sliceOf(i));
       await postOk(f.apiKey, f.conversation.id, { text: `m${i}`, authorId: f.alice.id });
       posted.increment();
     });
@@ -873,7 +880,7 @@ describe("room socket ordering and recovery", () => {
       if (connection < DISCONNECTS) {
         // read while the posts pass this connection's share of the total (spreading the disconnects over the
         // posting), then drop the connection: whatever arrives after this point is treated as lost
-        await posted.reached(Math.round(((connection + 1) * TOTAL) / (DISCONNECTS + 1)));
+        await posted.reached(sliceEnd(connection));
         // every other connection first reads what the room sent so far; the others are dropped at once
         if (connection % 2 === 0) await socket.flush();
         postedAtClose.push(posted.value);
@@ -886,6 +893,7 @@ describe("room socket ordering and recovery", () => {
       }
       const seen = socket.log.slice();
       socket.ws.close(4000, "forced");
+      dropped.increment();
       const ackAt = seen.indexOf(seen.find((frame) => frame.type === "ack" && frame.id === `c${connection}`));
       expect(seen.slice(0, ackAt).filter((frame) => frame.type === "event")).toEqual([]);
       const seqs = seqsOf(seen);

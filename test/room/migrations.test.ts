@@ -1,0 +1,31 @@
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { call, createFixture, post } from "../helpers/api";
+
+describe("room storage migrations", () => {
+  it("brings a room stored by older code (single-sink outbox, no schema version) up to date on start", async () => {
+    const f = await createFixture();
+    await post(f.apiKey, f.conversation.id, { text: "before", authorId: f.alice.id });
+    const stub = env.ROOMS.get(env.ROOMS.idFromName(f.room.id));
+    // Put the storage back in the shape the first release wrote: the outbox without its sink columns, no version.
+    await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) => {
+      state.storage.sql.exec(`DROP TABLE schema_version;
+        DROP TABLE outbox;
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);`);
+    });
+    await evictDurableObject(stub);
+
+    const posted = await post(f.apiKey, f.conversation.id, { text: "after", authorId: f.alice.id });
+    expect(posted.status, JSON.stringify(posted.body)).toBe(201);
+    expect(posted.body.seq).toBe(2);
+    const history = await call("GET", `/v1/conversations/${f.conversation.id}/messages`, { token: f.apiKey });
+    expect(history.body.items.map((m: { text: string }) => m.text)).toEqual(["before", "after"]);
+    const columns = await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) =>
+      state.storage.sql
+        .exec<{ name: string }>("SELECT name FROM pragma_table_info('outbox')")
+        .toArray()
+        .map((c) => c.name),
+    );
+    expect(columns).toEqual(expect.arrayContaining(["queued", "published"]));
+  });
+});
