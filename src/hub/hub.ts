@@ -1,12 +1,11 @@
 import { DurableObject } from "cloudflare:workers";
 import { chunks, D1_MAX_IDS } from "../db/client";
 import type { Bindings } from "../env";
-import { errorBody } from "../errors";
 import { recoverableConversation } from "../events/topics";
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, type SubscribeFrame } from "../protocol/frames";
 import type { Participant, Room } from "../protocol/rooms";
-import { actorFromRequest, SocketRegistry, type SocketActor } from "../realtime/sockets";
+import { SocketRegistry, upgradeActor, type SocketActor } from "../realtime/sockets";
 import { roomIdOfConversation, roomStub } from "../room/client";
 
 const SWEEP_MS = 30_000;
@@ -46,13 +45,8 @@ export class Hub extends DurableObject<Bindings> {
 
   /** Accepts an org socket; the Worker authenticated it before it forwarded the upgrade. */
   override async fetch(request: Request): Promise<Response> {
-    const actor = actorFromRequest(request);
-    if (!actor || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      const requestId = request.headers.get("x-request-id") ?? "unknown";
-      return Response.json(errorBody({ code: "BAD_REQUEST", message: "expected a WebSocket upgrade" }, requestId), {
-        status: 400,
-      });
-    }
+    const actor = upgradeActor(request);
+    if (actor instanceof Response) return actor;
     if (actor.kind === "account" && actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
     const response = this.sockets.accept(actor, actor.accountId ? [`acc:${actor.accountId}`] : []);
     if (!this.alarmSet) {
@@ -124,16 +118,10 @@ export class Hub extends DurableObject<Bindings> {
   private async subscribe(ws: WebSocket, frame: SubscribeFrame): Promise<void> {
     const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
     if (!pattern) return;
-    if (frame.sinceSeq === undefined) {
-      if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic });
-      return;
-    }
+    if (frame.sinceSeq === undefined) return this.sockets.ackSubscribe(ws, frame);
     const conversationId = recoverableConversation(pattern);
     const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
-    if (!conversationId || !roomId) {
-      if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic, recovered: false });
-      return;
-    }
+    if (!conversationId || !roomId) return this.sockets.ackSubscribe(ws, frame, false);
     const buffers = this.recovering.get(ws) ?? new Map<string, ParleyEvent[]>();
     this.recovering.set(ws, buffers);
     buffers.set(conversationId, []);
@@ -150,8 +138,7 @@ export class Hub extends DurableObject<Bindings> {
     }
     const buffered = buffers.get(conversationId) ?? [];
     buffers.delete(conversationId);
-    if (frame.id)
-      this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic, recovered: replayed !== null });
+    this.sockets.ackSubscribe(ws, frame, replayed !== null);
     let last = frame.sinceSeq;
     for (const event of [...(replayed ?? []), ...buffered]) {
       const seq = seqOf(event);

@@ -1,4 +1,4 @@
-import type { ErrorCode } from "../errors";
+import { errorBody, type ErrorCode } from "../errors";
 import { isTopicError, parseTopicPattern, topicMatches, type TopicPattern } from "../events/topics";
 import type { ParleyEvent } from "../protocol/events";
 import {
@@ -198,6 +198,12 @@ export class SocketRegistry {
     return pattern;
   }
 
+  /** Acks a `subscribe` frame that has an id; `recovered` only for subscriptions made with `sinceSeq`. */
+  ackSubscribe(ws: WebSocket, frame: { id?: string; topic: string }, recovered?: boolean): void {
+    if (!frame.id) return;
+    this.send(ws, { type: "ack", id: frame.id, topic: frame.topic, ...(recovered === undefined ? {} : { recovered }) });
+  }
+
   /**
    * Sends an event to every socket with a matching subscription that `visible` admits, once per socket however
    * many subscriptions match. Answers the number of sockets it was sent to.
@@ -335,12 +341,22 @@ function matchesAny(state: LiveSocket, topic: string): boolean {
   return false;
 }
 
-/** Reads the actor the Worker attached to an upgrade request; null when absent or malformed. */
-export function actorFromRequest(request: Request): SocketActor | null {
+/** An upgrade refused by an object, in the contract's error shape. */
+export function refuseUpgrade(request: Request, status: 400 | 403, code: ErrorCode, message: string): Response {
+  return Response.json(errorBody({ code, message }, request.headers.get("x-request-id") ?? "unknown"), { status });
+}
+
+/** The actor the Worker attached to an upgrade request, or the 400 that refuses a request that is not one. */
+export function upgradeActor(request: Request): SocketActor | Response {
+  let actor: SocketActor | null = null;
   try {
-    const actor = JSON.parse(request.headers.get(ACTOR_HEADER) ?? "null") as SocketActor | null;
-    return actor && typeof actor.orgId === "string" && typeof actor.kind === "string" ? actor : null;
+    actor = JSON.parse(request.headers.get(ACTOR_HEADER) ?? "null") as SocketActor | null;
   } catch {
-    return null;
+    actor = null;
   }
+  const valid = actor && typeof actor.orgId === "string" && typeof actor.kind === "string";
+  if (!valid || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+    return refuseUpgrade(request, 400, "BAD_REQUEST", "expected a WebSocket upgrade from the worker");
+  }
+  return actor!;
 }

@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Bindings } from "../env";
-import { ApiError, errorBody, fail, ok, type Result } from "../errors";
+import { ApiError, fail, ok, type Result } from "../errors";
 import { mirrorConversationStatement, writeThrough } from "../db/mirror";
 import { createEvent, messagePostedEvent } from "../events/envelope";
 import type { ConversationRecord, QueueBody, RoomRecord } from "../events/queue";
@@ -11,7 +11,7 @@ import type { HistoryPage, HistoryQuery, Message, MessageAttachment } from "../p
 import type { Participant, Role, RoomType, UpdateParticipant, UpdateRoom } from "../protocol/rooms";
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, REALTIME_LIMITS, type MessagePostFrame, type SubscribeFrame } from "../protocol/frames";
-import { actorFromRequest, SocketRegistry } from "../realtime/sockets";
+import { refuseUpgrade, SocketRegistry, upgradeActor } from "../realtime/sockets";
 import { recoverableConversation } from "../events/topics";
 import { preparePost } from "./post";
 import { hubStub } from "../hub/client";
@@ -433,24 +433,10 @@ export class Room extends DurableObject<Bindings> {
 
   /** Accepts a room socket. The Worker checked the credential and membership before it forwarded the upgrade. */
   override async fetch(request: Request): Promise<Response> {
-    const actor = actorFromRequest(request);
-    if (!actor || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return Response.json(
-        errorBody({ code: "BAD_REQUEST", message: "expected a WebSocket upgrade" }, requestIdOf(request)),
-        {
-          status: 400,
-        },
-      );
-    }
+    const actor = upgradeActor(request);
+    if (actor instanceof Response) return actor;
     const access = actor.conversationId ? this.visibleConversation(actor, actor.conversationId) : this.access(actor);
-    if (!access.ok) {
-      return Response.json(
-        errorBody({ code: "FORBIDDEN", message: "not a participant of this room" }, requestIdOf(request)),
-        {
-          status: 403,
-        },
-      );
-    }
+    if (!access.ok) return refuseUpgrade(request, 403, "FORBIDDEN", "not a participant of this room");
     const tags = [
       actor.accountId ? `acc:${actor.accountId}` : "key",
       ...(actor.conversationId ? [`conv:${actor.conversationId}`] : []),
@@ -489,14 +475,11 @@ export class Room extends DurableObject<Bindings> {
   private subscribe(ws: WebSocket, frame: SubscribeFrame): void {
     const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
     if (!pattern) return;
-    if (frame.sinceSeq === undefined) {
-      if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic });
-      return;
-    }
+    if (frame.sinceSeq === undefined) return this.sockets.ackSubscribe(ws, frame);
     // Synchronous from here: no commit can interleave, so the replay joins the live stream with no gap and no duplicate.
     const conversationId = recoverableConversation(pattern);
     const events = conversationId ? this.replay(this.sockets.state(ws).actor, conversationId, frame.sinceSeq) : null;
-    if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id, topic: frame.topic, recovered: events !== null });
+    this.sockets.ackSubscribe(ws, frame, events !== null);
     for (const event of events ?? []) this.sockets.send(ws, { type: "event", topic: event.topic, event });
   }
 
@@ -811,8 +794,4 @@ function conversationEvent(record: ConversationRecord, event: string, data: unkn
     resourceId: record.conversation.id,
     data,
   });
-}
-
-function requestIdOf(request: Request): string {
-  return request.headers.get("x-request-id") ?? "unknown";
 }
