@@ -63,7 +63,12 @@ export function isTopicError(value: TopicPattern | TopicError): value is TopicEr
 
 /** Whether a concrete topic matches a parsed pattern. */
 export function topicMatches(pattern: TopicPattern, topic: string): boolean {
-  const parts = topic.split(".");
+  return segmentsMatch(pattern, topic.split("."));
+}
+
+/** Whether a concrete topic, already split into its segments, matches a parsed pattern (for matching one event
+ * against many patterns). */
+export function segmentsMatch(pattern: TopicPattern, parts: string[]): boolean {
   if (parts.length !== SEGMENTS) return false;
   const { segments, tail } = pattern;
   if (tail ? parts.length <= segments.length : parts.length !== segments.length) return false;

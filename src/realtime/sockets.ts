@@ -1,5 +1,5 @@
 import { errorBody, type ErrorCode } from "../errors";
-import { isTopicError, parseTopicPattern, topicMatches, type TopicPattern } from "../events/topics";
+import { isTopicError, parseTopicPattern, segmentsMatch, type TopicPattern } from "../events/topics";
 import type { ParleyEvent } from "../protocol/events";
 import {
   CLOSE_CODES,
@@ -42,6 +42,7 @@ export interface LiveSocket {
 /** Header the Worker uses to hand the checked principal to an object with the upgrade request. */
 export const ACTOR_HEADER = "x-parley-actor";
 const SEEN_PERSIST_MS = 20_000;
+const SWEEP_EVERY_MS = 25_000;
 const ATTACHMENT_BYTES = 15 * 1024;
 const utf8 = new TextEncoder();
 
@@ -52,6 +53,8 @@ const utf8 = new TextEncoder();
  */
 export class SocketRegistry {
   private readonly live = new Map<WebSocket, LiveSocket>();
+  /** When the last sweep ran; alarms that come sooner (the outbox's) skip it. */
+  private sweptAt = 0;
 
   constructor(private readonly ctx: DurableObjectState) {
     // Client pings are answered by the runtime itself, without waking a hibernated object.
@@ -211,18 +214,14 @@ export class SocketRegistry {
   deliver(event: ParleyEvent, visible: (actor: SocketActor, ws: WebSocket) => boolean): number {
     let text: string | undefined;
     let sent = 0;
+    const parts = event.topic.split(".");
     for (const ws of this.ctx.getWebSockets()) {
       const state = this.state(ws);
-      if (state.subs.size === 0 || !matchesAny(state, event.topic) || !visible(state.actor, ws)) continue;
+      if (state.subs.size === 0 || !matchesAny(state, parts) || !visible(state.actor, ws)) continue;
       text ??= JSON.stringify({ type: "event", topic: event.topic, event } satisfies ServerFrame);
       if (this.sendText(ws, text)) sent++;
     }
     return sent;
-  }
-
-  /** Whether one socket's subscriptions match a topic. */
-  matches(ws: WebSocket, topic: string): boolean {
-    return matchesAny(this.state(ws), topic);
   }
 
   /** Takes one token of the socket's posting budget; sends `RATE_LIMITED` and answers false when it is spent. */
@@ -284,9 +283,12 @@ export class SocketRegistry {
 
   /**
    * The keep-alive sweep: a socket whose token expired is closed with 4001; one silent (no frame, no auto-answered
-   * ping) for more than 75 s is closed; one silent for 45 s is sent a ping. Answers how many sockets remain.
+   * ping) for more than 75 s is closed; one silent for 45 s is sent a ping. Runs at most every 25 s, however often
+   * the object's alarm fires. Answers how many sockets remain.
    */
   sweep(now = Date.now()): number {
+    if (now - this.sweptAt < SWEEP_EVERY_MS) return this.count();
+    this.sweptAt = now;
     let remaining = 0;
     for (const ws of this.ctx.getWebSockets()) {
       const state = this.state(ws);
@@ -336,8 +338,8 @@ export class SocketRegistry {
   }
 }
 
-function matchesAny(state: LiveSocket, topic: string): boolean {
-  for (const pattern of state.subs.values()) if (topicMatches(pattern, topic)) return true;
+function matchesAny(state: LiveSocket, parts: string[]): boolean {
+  for (const pattern of state.subs.values()) if (segmentsMatch(pattern, parts)) return true;
   return false;
 }
 

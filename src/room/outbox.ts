@@ -1,17 +1,29 @@
 import type { OutboxRow } from "./storage";
 
-/** Which delivery an outbox drain marks: the events queue, or the org hub. */
-export type OutboxSink = "queued" | "published";
+/** Where outbox rows go: the events queue (`queued`) and the org hub (`published`), each with its own flag. */
+export interface OutboxSinks {
+  /** Sends rows to the events queue; the batch respects the queue's limit in bytes. */
+  queue(bodies: string[]): Promise<void>;
+  /** Publishes rows to the org hub. */
+  hub(bodies: string[]): Promise<void>;
+}
+
+interface Row extends OutboxRow {
+  queued: number;
+  published: number;
+}
 
 const BATCH_ROWS = 100;
+const QUEUE_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
 const utf8 = new TextEncoder();
 
 /**
- * Drains one sink of a room's transactional outbox: rows go out in id order, in batches within a byte budget, and
- * are marked once the sink accepted them; rows both sinks have are deleted. One drain runs at a time; a failure
- * halves the next batch (so one bad batch never blocks the rows behind it) and asks for a retry after a backoff.
+ * Drains a room's transactional outbox to both sinks in one pass: rows go out in id order to the queue and the hub
+ * at the same time, and a batch both accepted is deleted with one statement. A sink that fails keeps its rows (the
+ * other marks what it took), the next batch is halved so one bad batch never blocks the rows behind it, and a retry
+ * is asked for after a backoff. One drain runs at a time; writes during a drain make it go round again.
  */
-export class OutboxDrain {
+export class Outbox {
   private running = false;
   private again = false;
   private failures = 0;
@@ -19,14 +31,12 @@ export class OutboxDrain {
 
   constructor(
     private readonly sql: SqlStorage,
-    private readonly sink: OutboxSink,
-    private readonly maxBytes: number,
-    private readonly send: (bodies: string[]) => Promise<void>,
+    private readonly sinks: OutboxSinks,
     private readonly retryIn: (delayMs: number) => Promise<void>,
   ) {}
 
-  /** Runs the drain until the sink has every row, or a send fails. */
-  async run(): Promise<void> {
+  /** Runs the drain until both sinks have every row, or a send fails. */
+  async drain(): Promise<void> {
     if (this.running) {
       this.again = true;
       return;
@@ -36,21 +46,28 @@ export class OutboxDrain {
       do {
         this.again = false;
         const rows = this.sql
-          .exec<OutboxRow>(`SELECT id, body FROM outbox WHERE ${this.sink} = 0 ORDER BY id LIMIT ?`, this.limit)
+          .exec<Row>(
+            "SELECT id, body, queued, published FROM outbox WHERE queued = 0 OR published = 0 ORDER BY id LIMIT ?",
+            this.limit,
+          )
           .toArray();
         if (rows.length === 0) break;
-        const batch: OutboxRow[] = [];
-        let bytes = 0;
-        for (const row of rows) {
-          const size = utf8.encode(row.body).byteLength;
-          if (batch.length > 0 && bytes + size > this.maxBytes) break;
-          batch.push(row);
-          bytes += size;
-        }
-        await this.send(batch.map((row) => row.body));
+        const batch = withinBytes(rows, QUEUE_BATCH_BYTES);
+        const toQueue = batch.filter((row) => row.queued === 0).map((row) => row.body);
+        const toHub = batch.filter((row) => row.published === 0).map((row) => row.body);
+        const [queued, published] = await Promise.allSettled([
+          toQueue.length > 0 ? this.sinks.queue(toQueue) : Promise.resolve(),
+          toHub.length > 0 ? this.sinks.hub(toHub) : Promise.resolve(),
+        ]);
         const last = batch[batch.length - 1].id;
-        this.sql.exec(`UPDATE outbox SET ${this.sink} = 1 WHERE ${this.sink} = 0 AND id <= ?`, last);
-        this.sql.exec("DELETE FROM outbox WHERE queued = 1 AND published = 1 AND id <= ?", last);
+        if (queued.status === "fulfilled" && published.status === "fulfilled") {
+          this.sql.exec("DELETE FROM outbox WHERE id <= ?", last);
+        } else {
+          if (queued.status === "fulfilled") this.sql.exec("UPDATE outbox SET queued = 1 WHERE id <= ?", last);
+          if (published.status === "fulfilled") this.sql.exec("UPDATE outbox SET published = 1 WHERE id <= ?", last);
+          const failed = [queued, published].find((r): r is PromiseRejectedResult => r.status === "rejected");
+          throw failed!.reason;
+        }
         this.failures = 0;
         this.limit = BATCH_ROWS;
         if (batch.length < rows.length || rows.length === BATCH_ROWS) this.again = true;
@@ -59,15 +76,27 @@ export class OutboxDrain {
       this.failures++;
       this.limit = Math.max(1, Math.floor(this.limit / 2));
       const delay = Math.min(2_000 * 2 ** (this.failures - 1), 60_000);
-      console.error(`room outbox (${this.sink}) drain failed; retrying`, { delay, error: String(error) });
+      console.error("room outbox drain failed; retrying", { delay, error: String(error) });
       await this.retryIn(delay);
     } finally {
       this.running = false;
     }
   }
 
-  /** Whether rows are waiting for this sink. */
+  /** How many rows wait for at least one sink. */
   pending(): number {
-    return this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM outbox WHERE ${this.sink} = 0`).one().n;
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
   }
+}
+
+/** The leading rows whose bodies fit in `maxBytes` (always at least one). */
+function withinBytes(rows: Row[], maxBytes: number): Row[] {
+  let bytes = 0;
+  let count = 0;
+  for (const row of rows) {
+    bytes += utf8.encode(row.body).byteLength;
+    if (count > 0 && bytes > maxBytes) break;
+    count++;
+  }
+  return rows.slice(0, count);
 }

@@ -15,7 +15,7 @@ import { refuseUpgrade, SocketRegistry, upgradeActor } from "../realtime/sockets
 import { recoverableConversation } from "../events/topics";
 import { preparePost } from "./post";
 import { hubStub } from "../hub/client";
-import { OutboxDrain } from "./outbox";
+import { Outbox } from "./outbox";
 import { migrateRoom, type ConversationRow, type MessageRow, type ParticipantRow, type RoomRow } from "./storage";
 
 /** Who is asking: the org, and for account and session tokens the account (and conversation) they are bound to. */
@@ -61,8 +61,6 @@ export interface PostResult {
 }
 
 const MANAGERS: ReadonlySet<string> = new Set(["owner", "admin"]);
-const QUEUE_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
-const HUB_BATCH_BYTES = 1024 * 1024;
 const BACKSTOP_MS = 2_000;
 const SWEEP_MS = 30_000;
 
@@ -73,9 +71,9 @@ const SWEEP_MS = 30_000;
 export class Room extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
   private readonly sockets: SocketRegistry;
-  private readonly toQueue: OutboxDrain;
-  private readonly toHub: OutboxDrain;
+  private readonly outbox: Outbox;
   private room: RoomRow | undefined;
+  private members: Map<string, ParticipantRow> | undefined;
   /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
   private readonly activity = new Map<string, ConversationRecord>();
   private activityFlushing = false;
@@ -88,8 +86,11 @@ export class Room extends DurableObject<Bindings> {
     migrateRoom(ctx.storage);
     this.sockets = new SocketRegistry(ctx);
     const retry = (delay: number) => this.scheduleAlarm(Date.now() + delay);
-    this.toQueue = new OutboxDrain(this.sql, "queued", QUEUE_BATCH_BYTES, (bodies) => this.sendToQueue(bodies), retry);
-    this.toHub = new OutboxDrain(this.sql, "published", HUB_BATCH_BYTES, (bodies) => this.publishToHub(bodies), retry);
+    this.outbox = new Outbox(
+      this.sql,
+      { queue: (bodies) => this.sendToQueue(bodies), hub: (bodies) => this.publishToHub(bodies) },
+      retry,
+    );
   }
 
   /** Creates the room; for a DM that already exists, answers it with `created: false`. */
@@ -414,14 +415,14 @@ export class Room extends DurableObject<Bindings> {
   /** The alarm: drains what the outbox still holds and sweeps idle sockets, then plans the next run. */
   override async alarm(): Promise<void> {
     this.alarmAt = Number.POSITIVE_INFINITY; // this alarm has fired; none is pending until one is set again
-    await Promise.all([this.toQueue.run(), this.toHub.run()]);
+    await this.outbox.drain();
     const sockets = this.sockets.sweep();
     if (sockets > 0) await this.scheduleAlarm(Date.now() + SWEEP_MS);
   }
 
   /** The number of events not yet handed to the queue and the hub (for tests and health checks). */
   async pendingEvents(): Promise<number> {
-    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
+    return this.outbox.pending();
   }
 
   /** Pages of `message_posted` events after `sinceSeq`, for recovery on the org hub; null when they cannot be replayed. */
@@ -622,8 +623,15 @@ export class Room extends DurableObject<Bindings> {
     return this.room;
   }
 
+  /** A participant, from the room's participants read once and kept until a write changes them. */
   private participant(accountId: string): ParticipantRow | undefined {
-    return this.sql.exec<ParticipantRow>("SELECT * FROM participants WHERE account_id = ?", accountId).toArray()[0];
+    this.members ??= new Map(
+      this.sql
+        .exec<ParticipantRow>("SELECT * FROM participants")
+        .toArray()
+        .map((row) => [row.account_id, row]),
+    );
+    return this.members.get(accountId);
   }
 
   private conversationRow(id: string): ConversationRow | undefined {
@@ -631,6 +639,7 @@ export class Room extends DurableObject<Bindings> {
   }
 
   private insertParticipant(spec: ParticipantSpec, joinedAt: string): void {
+    this.members = undefined;
     this.sql.exec(
       "INSERT INTO participants (account_id, account_type, role, auto_respond, joined_at) VALUES (?, ?, ?, ?, ?)",
       spec.accountId,
@@ -644,6 +653,7 @@ export class Room extends DurableObject<Bindings> {
   private bumpVersion(): void {
     this.sql.exec("UPDATE room SET version = version + 1");
     this.room = undefined;
+    this.members = undefined;
   }
 
   private roomRecord(row: RoomRow): RoomRecord {
@@ -714,6 +724,7 @@ export class Room extends DurableObject<Bindings> {
       result = this.ctx.storage.transactionSync(write);
     } catch (error) {
       this.room = undefined; // the transaction rolled back: forget anything read inside it
+      this.members = undefined;
       this.committed = [];
       throw error;
     }
@@ -722,8 +733,7 @@ export class Room extends DurableObject<Bindings> {
     for (const event of events) this.broadcast(event);
     // The alarm is the backstop: if this object stops before the drains finish, the alarm drains on restart.
     void this.scheduleAlarm(Date.now() + BACKSTOP_MS);
-    this.ctx.waitUntil(this.toQueue.run());
-    this.ctx.waitUntil(this.toHub.run());
+    this.ctx.waitUntil(this.outbox.drain());
     return result;
   }
 
