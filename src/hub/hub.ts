@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { chunks, D1_MAX_IDS } from "../db/client";
 import type { Bindings } from "../env";
-import { recoverableConversation } from "../events/topics";
+import { recoverableConversation } from "../protocol/topics";
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, type SubscribeFrame } from "../protocol/frames";
 import type { Participant, Room } from "../protocol/rooms";

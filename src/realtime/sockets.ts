@@ -1,5 +1,5 @@
 import { errorBody, type ErrorCode } from "../errors";
-import { isTopicError, parseTopicPattern, segmentsMatch, type TopicPattern } from "../events/topics";
+import { isTopicError, parseTopicPattern, segmentsMatch, type TopicPattern } from "../protocol/topics";
 import type { ParleyEvent } from "../protocol/events";
 import {
   CLOSE_CODES,

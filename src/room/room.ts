@@ -12,7 +12,7 @@ import type { Participant, Role, RoomType, UpdateParticipant, UpdateRoom } from 
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, REALTIME_LIMITS, type MessagePostFrame, type SubscribeFrame } from "../protocol/frames";
 import { refuseUpgrade, SocketRegistry, upgradeActor } from "../realtime/sockets";
-import { recoverableConversation } from "../events/topics";
+import { recoverableConversation } from "../protocol/topics";
 import { preparePost } from "./post";
 import { hubStub } from "../hub/client";
 import { Outbox } from "./outbox";

@@ -15,7 +15,7 @@ export { realtimeUrl } from "./realtime";
 /** A topic `events.{orgId}.{source}.{resource}.{event}.{resourceId}`, wildcard resource id by default. */
 export { topicOf } from "./realtime";
 /** The conversation of a topic that `sinceSeq` can recover, or null. */
-export { recoverableConversationOf } from "./realtime";
+export { recoverableConversationOf } from "../protocol/topics";
 
 /** Option, input and result types of the REST client. */
 export type {

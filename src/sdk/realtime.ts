@@ -1,6 +1,7 @@
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, PING_TEXT, PONG_TEXT, REALTIME_LIMITS, type MessagePostFrame } from "../protocol/frames";
 import type { Message } from "../protocol/messages";
+import { recoverableConversationOf } from "../protocol/topics";
 
 /** The part of the WebSocket API this client uses: browsers, Node 22 and the `ws` package all provide it. */
 export interface WebSocketLike {
@@ -121,15 +122,6 @@ export function realtimeUrl(baseUrl: string, roomId?: string): string {
 /** The topic of one kind of event of one resource, e.g. `topicOf(orgId, "conversation", "message_posted", convId)`. */
 export function topicOf(orgId: string, resource: string, event: string, resourceId = "*", source = "conversations") {
   return `events.${orgId}.${source}.${resource}.${event}.${resourceId}`;
-}
-
-/** The conversation of a topic naming exactly one conversation's `message_posted`: the topics `sinceSeq` recovers. */
-export function recoverableConversationOf(topic: string): string | null {
-  const parts = topic.split(".");
-  if (parts.length !== 6) return null;
-  const [, , source, resource, event, resourceId] = parts;
-  if (source !== "conversations" || resource !== "conversation" || event !== "message_posted") return null;
-  return resourceId === "*" || resourceId === ">" ? null : resourceId;
 }
 
 interface Waiter<T> {

@@ -89,7 +89,13 @@ export function isTopic(topic: string): boolean {
  * subscription that `sinceSeq` recovery applies to.
  */
 export function recoverableConversation(pattern: TopicPattern): string | null {
-  const [, , source, resource, event, resourceId] = pattern.segments;
-  if (pattern.tail || pattern.segments.includes("*")) return null;
+  return pattern.tail ? null : recoverableConversationOf(pattern.segments.join("."));
+}
+
+/** The same for a topic string (clients use it to know which subscriptions they can recover). */
+export function recoverableConversationOf(topic: string): string | null {
+  const parts = topic.split(".");
+  if (parts.length !== SEGMENTS || parts.includes("*") || parts.includes(">")) return null;
+  const [, , source, resource, event, resourceId] = parts;
   return source === "conversations" && resource === "conversation" && event === "message_posted" ? resourceId : null;
 }

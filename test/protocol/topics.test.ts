@@ -6,7 +6,7 @@ import {
   recoverableConversation,
   topicMatches,
   type TopicPattern,
-} from "../../src/events/topics";
+} from "../../src/protocol/topics";
 
 // Contract section 8, "Topics": exactly six dot-separated segments; a segment is [A-Za-z0-9_-]+ or `*` (one whole
 // segment); a trailing `>` matches one or more remaining segments; the org segment is the credential's own org
