@@ -18,38 +18,27 @@
 // ratio of every figure to the floor and writes JSON to bench/.results/. See bench/README.md.
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
-import { createServer } from "node:net";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { dirname, join, relative } from "node:path";
+import { join, relative } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+import {
+  freePorts,
+  intEnv as positiveIntEnv,
+  killProcessGroupNow,
+  log,
+  logTail,
+  percentile,
+  reloadsIn,
+  root,
+  sleep,
+  snapshotApp,
+  stopProcessGroup,
+} from "./lib.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-
-function intEnv(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 0) {
-    console.error(`[bench] ${name} must be a non-negative integer, got '${raw}'`);
-    process.exit(2);
-  }
-  return value;
-}
+/** An integer setting from the environment; 0 is allowed (e.g. no refinement steps). */
+const intEnv = (name, fallback) => positiveIntEnv(name, fallback, 0);
 
 function listEnv(name, fallback) {
   const raw = process.env[name];
@@ -116,105 +105,29 @@ if (!SERVERS.includes("floor")) {
   process.exit(2);
 }
 
-function log(message) {
-  console.log(`[bench] ${message}`);
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 // --- servers ----------------------------------------------------------------------------------------------------
-
-/** Free TCP ports on 127.0.0.1: listens on port 0 for each, then closes them all. */
-async function freePorts(count) {
-  const servers = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer();
-      await new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, "127.0.0.1", resolve);
-      });
-      servers.push(server);
-    }
-    return servers.map((server) => server.address().port);
-  } finally {
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  }
-}
 
 /** Every server started by this run, by name: { name, pid, exited, exitInfo, stateDir, logPath, base }. */
 const servers = new Map();
 let runDir = null; // temporary directory holding every server's state and log
 
-function groupAlive(pid) {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Kills a server's whole process group (node, wrangler, esbuild, workerd): TERM, then KILL. */
+/** Stops a server's whole process group (node, wrangler, esbuild, workerd). */
 async function stopServer(server) {
   const pid = server.pid;
-  if (!pid) return;
   server.pid = null;
-  try {
-    process.kill(-pid, "SIGTERM");
-  } catch {
-    // already gone
-  }
-  const deadline = Date.now() + 5000;
-  while (groupAlive(pid) && Date.now() < deadline) await sleep(100);
-  if (groupAlive(pid)) {
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
+  await stopProcessGroup(pid);
 }
 
 /** Last resort on process exit: synchronous, so it works in the 'exit' handler. */
 function killServersNow() {
   for (const server of servers.values()) {
-    if (!server.pid) continue;
-    try {
-      process.kill(-server.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
+    killProcessGroupNow(server.pid);
     server.pid = null;
   }
 }
 
-function serverLogTail(server, lines = 40) {
-  if (!server.logPath || !existsSync(server.logPath)) return "";
-  return readFileSync(server.logPath, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-}
-
-function serverReloads(server) {
-  if (!server.logPath || !existsSync(server.logPath)) return 0;
-  return readFileSync(server.logPath, "utf8").split("Reloading local server").length - 1;
-}
-
-/**
- * A copy of the project (node_modules linked, not copied) to run Parley from, as bench/rest.mjs does: wrangler dev
- * reloads the worker whenever a source file changes, and others edit src/ while benchmarks run.
- */
-function snapshotApp(dir) {
-  const skip = new Set(["node_modules", ".git", ".wrangler", "bench", "coverage", "dist"]);
-  mkdirSync(dir);
-  for (const entry of readdirSync(root)) {
-    if (skip.has(entry) || (entry.startsWith(".dev.vars") && entry !== ".dev.vars.example")) continue;
-    cpSync(join(root, entry), join(dir, entry), { recursive: true });
-  }
-  symlinkSync(join(root, "node_modules"), join(dir, "node_modules"), "dir");
-  return dir;
-}
+const serverLogTail = (server, lines) => logTail(server.logPath, lines);
+const serverReloads = (server) => reloadsIn(server.logPath);
 
 /** Spawns a server in its own process group, its output to a log file; answers once GET /healthz answers 200. */
 async function spawnServer(name, args, cwd) {
@@ -821,12 +734,6 @@ const kib = (bytes) => (bytes / 1024).toFixed(1);
 // --- load -------------------------------------------------------------------------------------------------------
 
 let phaseSeq = 0;
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
-}
 
 const round3 = (x) => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : null);
 

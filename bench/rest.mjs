@@ -21,39 +21,23 @@
 //                            every request; `warn` drops that per-request cost from both Parley and the floor)
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  cpSync,
-  linkSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
-import { createServer } from "node:net";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { dirname, join, relative } from "node:path";
+import { join, relative } from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
-
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-
-function intEnv(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1) {
-    console.error(`[bench] ${name} must be a positive integer, got '${raw}'`);
-    process.exit(2);
-  }
-  return value;
-}
+import {
+  freePorts,
+  intEnv,
+  killProcessGroupNow,
+  log,
+  logTail,
+  percentile,
+  reloadsIn,
+  root,
+  sleep,
+  snapshotApp,
+  stopProcessGroup,
+} from "./lib.mjs";
 
 const POSTS = intEnv("BENCH_POSTS", 500);
 const CONFIG = {
@@ -71,125 +55,25 @@ const IN_PLACE = process.env.BENCH_IN_PLACE === "1";
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL || null;
 const STARTUP_TIMEOUT_MS = 90_000;
 
-function log(message) {
-  console.log(`[bench] ${message}`);
-}
-
 // --- the server -------------------------------------------------------------------------------------------------
-
-/** Free TCP ports on 127.0.0.1: listens on port 0 for each, then closes them all. */
-async function freePorts(count) {
-  const servers = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer();
-      await new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, "127.0.0.1", resolve);
-      });
-      servers.push(server);
-    }
-    return servers.map((server) => server.address().port);
-  } finally {
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  }
-}
 
 const server = { child: null, pid: null, exited: false, exitInfo: null, stateDir: null, logPath: null };
 
-function groupAlive(pid) {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Kills the dev server's whole process group (node scripts/dev.mjs, wrangler, workerd): TERM, then KILL. */
+/** Stops the dev server's whole process group (node scripts/dev.mjs, wrangler, workerd). */
 async function stopServer() {
   const pid = server.pid;
-  if (!pid) return;
   server.pid = null;
-  try {
-    process.kill(-pid, "SIGTERM");
-  } catch {
-    // already gone
-  }
-  const deadline = Date.now() + 5000;
-  while (groupAlive(pid) && Date.now() < deadline) await sleep(100);
-  if (groupAlive(pid)) {
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
+  await stopProcessGroup(pid);
 }
 
 /** Last resort on process exit: synchronous, so it works in the 'exit' handler. */
 function killServerNow() {
-  if (!server.pid) return;
-  try {
-    process.kill(-server.pid, "SIGKILL");
-  } catch {
-    // already gone
-  }
+  killProcessGroupNow(server.pid);
   server.pid = null;
 }
 
-/**
- * How often wrangler dev has reloaded the worker so far. It watches src/ and reloads on every change there, so an edit
- * made while the bench runs puts a reload (a stall, cold objects, maybe other code) inside a measurement.
- */
-function serverReloads() {
-  if (!server.logPath || !existsSync(server.logPath)) return 0;
-  return readFileSync(server.logPath, "utf8").split("Reloading local server").length - 1;
-}
-
-function serverLogTail(lines = 40) {
-  if (!server.logPath || !existsSync(server.logPath)) return "";
-  const text = readFileSync(server.logPath, "utf8").trimEnd().split("\n");
-  return text.slice(-lines).join("\n");
-}
-
-/** Mirrors a directory tree with hard links: cheap, and later replacements of the originals do not reach it. */
-function linkTree(src, dst) {
-  mkdirSync(dst);
-  for (const entry of readdirSync(src, { withFileTypes: true })) {
-    const from = join(src, entry.name);
-    const to = join(dst, entry.name);
-    if (entry.isDirectory()) linkTree(from, to);
-    else if (entry.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
-    else linkSync(from, to);
-  }
-}
-
-/**
- * A copy of the project to run the app from. wrangler dev watches every input of the bundle, node_modules included,
- * and reloads the worker on any change; run from the working tree, an edit or an `npm install` made during a long run
- * lands inside a measurement (a stall, cold objects, other code, a broken build, or a 503 "worker restarted
- * mid-request"). The snapshot pins the code and dependencies the run started with. node_modules is mirrored with hard
- * links (npm replaces files rather than rewriting them); where that is impossible (another filesystem) it is linked
- * as a whole, and a change there still reloads the worker.
- */
-function snapshotApp(dir) {
-  const skip = new Set(["node_modules", ".git", ".wrangler", "bench", "test", "coverage", "dist"]);
-  mkdirSync(dir);
-  for (const entry of readdirSync(root)) {
-    // Local secrets stay where they are: scripts/dev.mjs makes the snapshot's .dev.vars from .dev.vars.example.
-    if (skip.has(entry) || (entry.startsWith(".dev.vars") && entry !== ".dev.vars.example")) continue;
-    cpSync(join(root, entry), join(dir, entry), { recursive: true });
-  }
-  try {
-    linkTree(join(root, "node_modules"), join(dir, "node_modules"));
-  } catch (error) {
-    log(`cannot hard-link node_modules (${error.code ?? error.message}); linking the directory instead`);
-    rmSync(join(dir, "node_modules"), { recursive: true, force: true });
-    symlinkSync(join(root, "node_modules"), join(dir, "node_modules"), "dir");
-  }
-  return dir;
-}
+const serverReloads = () => reloadsIn(server.logPath);
+const serverLogTail = (lines) => logTail(server.logPath, lines);
 
 async function startServer() {
   const [port, inspectorPort] = await freePorts(2);
@@ -296,16 +180,6 @@ async function requestJson(method, path, token, body) {
 }
 
 // --- measurement ------------------------------------------------------------------------------------------------
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
-}
 
 function summarize(latencies, elapsedMs) {
   const sorted = Float64Array.from(latencies).sort();

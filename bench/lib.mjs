@@ -1,0 +1,150 @@
+// Helpers shared by the benchmarks: ports, process groups, server logs, the app snapshot, statistics.
+import {
+  cpSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root. */
+export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** Prints a progress line. */
+export function log(message) {
+  console.log(`[bench] ${message}`);
+}
+
+/** Waits `ms` milliseconds. */
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** An integer from the environment, at least `min`; exits with a message when it is not one. */
+export function intEnv(name, fallback, min = 1) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) {
+    console.error(`[bench] ${name} must be an integer of at least ${min}, got '${raw}'`);
+    process.exit(2);
+  }
+  return value;
+}
+
+/** Free TCP ports on 127.0.0.1: listens on port 0 for each, then closes them all. */
+export async function freePorts(count) {
+  const servers = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const server = createServer();
+      await new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", resolve);
+      });
+      servers.push(server);
+    }
+    return servers.map((server) => server.address().port);
+  } finally {
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  }
+}
+
+function groupAlive(pid) {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stops a whole process group (node, wrangler, esbuild, workerd): TERM, then KILL after 5 s. */
+export async function stopProcessGroup(pid) {
+  if (!pid) return;
+  try {
+    process.kill(-pid, "SIGTERM");
+  } catch {
+    return; // already gone
+  }
+  const deadline = Date.now() + 5000;
+  while (groupAlive(pid) && Date.now() < deadline) await sleep(100);
+  if (groupAlive(pid)) killProcessGroupNow(pid);
+}
+
+/** Kills a process group at once; synchronous, so it works in an 'exit' handler. */
+export function killProcessGroupNow(pid) {
+  if (!pid) return;
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+/** The last lines of a server log. */
+export function logTail(logPath, lines = 40) {
+  if (!logPath || !existsSync(logPath)) return "";
+  return readFileSync(logPath, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+}
+
+/**
+ * How often wrangler dev has reloaded the worker so far, from its log. It reloads on every change of the bundle's
+ * inputs, so a reload inside a measurement means a stall, cold objects, maybe other code.
+ */
+export function reloadsIn(logPath) {
+  if (!logPath || !existsSync(logPath)) return 0;
+  return readFileSync(logPath, "utf8").split("Reloading local server").length - 1;
+}
+
+/** Mirrors a directory tree with hard links: cheap, and later replacements of the originals do not reach it. */
+function linkTree(src, dst) {
+  mkdirSync(dst);
+  for (const entry of readdirSync(src, { withFileTypes: true })) {
+    const from = join(src, entry.name);
+    const to = join(dst, entry.name);
+    if (entry.isDirectory()) linkTree(from, to);
+    else if (entry.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
+    else linkSync(from, to);
+  }
+}
+
+/**
+ * A copy of the project to run the app from. wrangler dev watches every input of the bundle, node_modules included,
+ * and reloads the worker on any change; run from the working tree, an edit or an `npm install` made during a long run
+ * lands inside a measurement (a stall, cold objects, other code, a broken build, or a 503 "worker restarted
+ * mid-request"). The snapshot pins the code and dependencies the run started with. node_modules is mirrored with hard
+ * links (npm replaces files rather than rewriting them); where that is impossible (another filesystem) it is linked
+ * as a whole, and a change there still reloads the worker. Local secrets stay behind: scripts/dev.mjs makes the
+ * snapshot's .dev.vars from .dev.vars.example.
+ */
+export function snapshotApp(dir) {
+  const skip = new Set(["node_modules", ".git", ".wrangler", "bench", "test", "coverage", "dist"]);
+  mkdirSync(dir);
+  for (const entry of readdirSync(root)) {
+    if (skip.has(entry) || (entry.startsWith(".dev.vars") && entry !== ".dev.vars.example")) continue;
+    cpSync(join(root, entry), join(dir, entry), { recursive: true });
+  }
+  try {
+    linkTree(join(root, "node_modules"), join(dir, "node_modules"));
+  } catch (error) {
+    log(`cannot hard-link node_modules (${error.code ?? error.message}); linking the directory instead`);
+    rmSync(join(dir, "node_modules"), { recursive: true, force: true });
+    symlinkSync(join(root, "node_modules"), join(dir, "node_modules"), "dir");
+  }
+  return dir;
+}
+
+/** The p-th percentile of sorted numbers (nearest rank). */
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
+}
