@@ -268,3 +268,38 @@ export function closedWithin(socket: LoggedSocket, timeoutMs = 5_000): Promise<{
     });
   });
 }
+
+/**
+ * Recovery while posts race the replay: with `before` messages already in the conversation, subscribes with
+ * `sinceSeq` while more are posted. A third of the `racing` posts go out before the subscribe frame, a third between
+ * the frame and its ack, the rest after the ack, so the ack always lands in the middle of the posting however fast
+ * posts are. Then asserts the socket got no event before the ack and every seq after `sinceSeq` exactly once, in order.
+ */
+export async function expectRecoveryWhilePosting(
+  socket: LoggedSocket,
+  f: { apiKey: string; orgId: string; conversation: { id: string }; alice: { id: string } },
+  { before, racing, sinceSeq }: { before: number; racing: number; sinceSeq: number },
+) {
+  const sent = new Counter();
+  const acked = new Counter();
+  const third = Math.floor(racing / 3);
+  const posting = pool(racing, 4, async (i) => {
+    if (i >= third) await sent.reached(1);
+    if (i >= 2 * third) await acked.reached(1);
+    await postOk(f.apiKey, f.conversation.id, { text: `during ${i}`, authorId: f.alice.id });
+  });
+  posting.catch(() => {}); // awaited below; keeps an early failure from being reported as unhandled
+  const topic = `events.${f.orgId}.conversations.conversation.message_posted.${f.conversation.id}`;
+  const answer = request(socket, { type: "subscribe", id: "rec", topic, sinceSeq });
+  sent.increment();
+  const ack = await answer;
+  acked.increment();
+  expect(ack).toMatchObject({ type: "ack", id: "rec", recovered: true });
+  await posting;
+  const total = before + racing;
+  await socket.waitLog((frame) => frame.type === "event" && frame.event.data.seq === total, 10_000);
+  await socket.flush();
+  const ackAt = socket.log.indexOf(ack);
+  expect(socket.log.slice(0, ackAt).filter((frame) => frame.type === "event")).toEqual([]);
+  expect(seqsOf(socket.log)).toEqual(range(sinceSeq + 1, total));
+}

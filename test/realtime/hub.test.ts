@@ -12,6 +12,7 @@ import {
   createConversation,
   createRoom,
   createUser,
+  expectRecoveryWhilePosting,
   hubObject,
   inObject,
   openHub,
@@ -400,26 +401,7 @@ describe("hub recovery", () => {
       await postOk(f.apiKey, f.conversation.id, { text: `before ${i}`, authorId: f.alice.id });
     });
     const socket = await openHub(await accountToken(f.apiKey, f.bob.id));
-    const posted = new Counter();
-    const posting = pool(60, 4, async (i) => {
-      await postOk(f.apiKey, f.conversation.id, { text: `during ${i}`, authorId: f.alice.id });
-      posted.increment();
-    });
-    await posted.reached(3);
-    const ack = await request(socket, {
-      type: "subscribe",
-      id: "rec",
-      topic: conversationTopic(f.orgId, f.conversation.id),
-      sinceSeq: 10,
-    });
-    expect(ack).toMatchObject({ type: "ack", id: "rec", recovered: true });
-    expect(posted.value).toBeLessThan(60);
-    await posting;
-    await socket.waitLog((frame) => frame.type === "event" && frame.event.data.seq === 80, 10_000);
-    await socket.flush();
-    const ackAt = socket.log.indexOf(ack);
-    expect(socket.log.slice(0, ackAt).filter((frame) => frame.type === "event")).toEqual([]);
-    expect(seqsOf(socket.log)).toEqual(range(11, 80));
+    await expectRecoveryWhilePosting(socket, f, { before: 20, racing: 60, sinceSeq: 10 });
   });
 
   it("recovers across repeated reconnects to the hub while posting", async () => {
