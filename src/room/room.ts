@@ -16,7 +16,14 @@ import { recoverableConversation } from "../protocol/topics";
 import { preparePost } from "./post";
 import { hubStub } from "../hub/client";
 import { Outbox } from "./outbox";
-import { migrateRoom, type ConversationRow, type MessageRow, type ParticipantRow, type RoomRow } from "./storage";
+import {
+  hasRoomStorage,
+  migrateRoom,
+  type ConversationRow,
+  type MessageRow,
+  type ParticipantRow,
+  type RoomRow,
+} from "./storage";
 
 /** Who is asking: the org, and for account and session tokens the account (and conversation) they are bound to. */
 export interface Actor {
@@ -72,6 +79,8 @@ export class Room extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
   private readonly sockets: SocketRegistry;
   private readonly outbox: Outbox;
+  /** Whether this object holds a room's storage (false for an id no room was ever created with). */
+  private stored: boolean;
   private room: RoomRow | undefined;
   private members: Map<string, ParticipantRow> | undefined;
   /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
@@ -83,7 +92,10 @@ export class Room extends DurableObject<Bindings> {
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    migrateRoom(ctx.storage);
+    // A room that was never created has no storage, and a request for an unknown id must not give it any: the
+    // schema is written by `init`, or brought up to date here for a room that exists.
+    this.stored = hasRoomStorage(this.sql);
+    if (this.stored) migrateRoom(ctx.storage);
     this.sockets = new SocketRegistry(ctx);
     const retry = (delay: number) => this.scheduleAlarm(Date.now() + delay);
     this.outbox = new Outbox(
@@ -95,6 +107,10 @@ export class Room extends DurableObject<Bindings> {
 
   /** Creates the room; for a DM that already exists, answers it with `created: false`. */
   async init(input: InitRoom): Promise<Result<{ record: RoomRecord; created: boolean }>> {
+    if (!this.stored) {
+      migrateRoom(this.ctx.storage);
+      this.stored = true;
+    }
     const existing = this.roomRow();
     if (existing) {
       if (input.dmKey !== null && existing.dm_key === input.dmKey && existing.org_id === input.orgId) {
@@ -415,6 +431,7 @@ export class Room extends DurableObject<Bindings> {
   /** The alarm: drains what the outbox still holds and sweeps idle sockets, then plans the next run. */
   override async alarm(): Promise<void> {
     this.alarmAt = Number.POSITIVE_INFINITY; // this alarm has fired; none is pending until one is set again
+    if (!this.stored) return;
     await this.outbox.drain();
     const sockets = this.sockets.sweep();
     if (sockets > 0) await this.scheduleAlarm(Date.now() + SWEEP_MS);
@@ -422,7 +439,7 @@ export class Room extends DurableObject<Bindings> {
 
   /** The number of events not yet handed to the queue and the hub (for tests and health checks). */
   async pendingEvents(): Promise<number> {
-    return this.outbox.pending();
+    return this.stored ? this.outbox.pending() : 0;
   }
 
   /** Pages of `message_posted` events after `sinceSeq`, for recovery on the org hub; null when they cannot be replayed. */
@@ -619,6 +636,7 @@ export class Room extends DurableObject<Bindings> {
 
   /** The room row, read once and kept until a write changes it. */
   private roomRow(): RoomRow | undefined {
+    if (!this.stored) return undefined;
     this.room ??= this.sql.exec<RoomRow>("SELECT * FROM room").toArray()[0];
     return this.room;
   }

@@ -65,6 +65,11 @@ CREATE INDEX outbox_unpublished ON outbox (id) WHERE published = 0;
 `,
 ];
 
+/** Whether an object has a room's storage at all (any schema version). */
+export function hasRoomStorage(sql: SqlStorage): boolean {
+  return sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'room'").toArray().length > 0;
+}
+
 /** Brings a room's storage to the current schema, one migration at a time, each in its own transaction. */
 export function migrateRoom(storage: DurableObjectStorage): void {
   const sql = storage.sql;

@@ -29,3 +29,21 @@ describe("room storage migrations", () => {
     expect(columns).toEqual(expect.arrayContaining(["queued", "published"]));
   });
 });
+
+describe("unknown rooms", () => {
+  it("answers 404 for a room id never created, without giving its object any storage", async () => {
+    const f = await createFixture();
+    const unknown = "room_01m7zzzzzzzzzzzzzzzzzzzzzz";
+    const response = await call("GET", `/v1/rooms/${unknown}`, { token: f.apiKey });
+    expect(response.status).toBe(404);
+    expect(
+      (await call("GET", `/v1/conversations/conv_01m7zzzzzzzzzzzzzzzzzzzzzz0123456789/messages`, { token: f.apiKey }))
+        .status,
+    ).toBe(404);
+    const stub = env.ROOMS.get(env.ROOMS.idFromName(unknown));
+    const tables = await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) =>
+      state.storage.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'").toArray(),
+    );
+    expect(tables).toEqual([]);
+  });
+});
