@@ -35,11 +35,11 @@ export const ErrorBodySchema = z
   })
   .meta({ id: "Error" });
 
-/** `ttlSeconds` of issued tokens: 60 s to 30 days, default one hour. */
+/** `ttlSeconds` of issued tokens: 1 s to 30 days, default one hour. */
 export const ttlSecondsSchema = z
   .number()
   .int()
-  .min(60)
+  .min(1)
   .max(30 * 24 * 3600)
   .default(3600);
 

@@ -476,7 +476,7 @@ describe("sessions", () => {
     expectError(
       await call("POST", `/v1/conversations/${c.id}/sessions`, {
         token: s.apiKey,
-        body: { accountId: s.alice.id, ttlSeconds: 1 },
+        body: { accountId: s.alice.id, ttlSeconds: 0 },
       }),
       400,
       "BAD_REQUEST",
