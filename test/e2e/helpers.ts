@@ -1,3 +1,4 @@
+import { eventually as waitFor } from "../helpers/wait";
 import { expect, inject } from "vitest";
 import { ParleyClient, ParleyError } from "../../src/sdk";
 
@@ -46,21 +47,6 @@ export async function expectParleyError(promise: Promise<unknown>, status: numbe
   return parley;
 }
 
-/** Polls until `check` answers a truthy value or the time runs out. */
-export async function eventually<T>(
-  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  timeoutMs = 20_000,
-  intervalMs = 25,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
-
 /** Collects an async iterable into an array. */
 export async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const items: T[] = [];
@@ -70,3 +56,10 @@ export async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
 
 /** The integers from..to. */
 export const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** `eventually` with the longer wait an end-to-end run over HTTP needs. */
+export const eventually = <T>(
+  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  timeoutMs = 20_000,
+  intervalMs = 25,
+) => waitFor(check, timeoutMs, intervalMs);

@@ -17,15 +17,19 @@ export async function call(
     headers["content-type"] ??= "application/json";
     body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
   }
-  const response = await SELF.fetch(`https://parley.test${path}`, { method, headers, body });
+  return readResponse(await SELF.fetch(`https://parley.test${path}`, { method, headers, body }));
+}
+
+/** A response as tests read it: status, headers, and the body as JSON (its text when it is not JSON, null if empty). */
+export async function readResponse(response: Response) {
   const text = await response.text();
-  let json: any = null;
+  let body: any = null;
   try {
-    json = text ? JSON.parse(text) : null;
+    body = text ? JSON.parse(text) : null;
   } catch {
-    json = text;
+    body = text;
   }
-  return { status: response.status, headers: response.headers, body: json };
+  return { status: response.status, headers: response.headers, body };
 }
 
 /** Asserts a response is the contract's error with this status and code. */
@@ -34,6 +38,24 @@ export function expectError(response: { status: number; body: any }, status: num
   expect(response.body.error.code).toBe(code);
   expect(typeof response.body.error.message).toBe("string");
   expect(typeof response.body.error.requestId).toBe("string");
+}
+
+/** Asserts a 400 with the contract's `details` (each a non-empty path and message), one of them at `path` when given. */
+export function expectBadRequest(response: { status: number; body: any }, path?: string) {
+  expectError(response, 400, "BAD_REQUEST");
+  const details = response.body.error.details;
+  expect(Array.isArray(details), JSON.stringify(response.body)).toBe(true);
+  expect(details.length).toBeGreaterThan(0);
+  for (const detail of details) {
+    expect(typeof detail.path).toBe("string");
+    expect(typeof detail.message).toBe("string");
+    expect(detail.message.length).toBeGreaterThan(0);
+  }
+  if (path !== undefined)
+    expect(
+      details.map((d: any) => d.path),
+      JSON.stringify(details),
+    ).toContain(path);
 }
 
 /** A fresh org with its API key. */
@@ -84,19 +106,5 @@ export async function post(apiKey: string, conversationId: string, body: Record<
   return call("POST", `/v1/conversations/${conversationId}/messages`, { token: apiKey, body });
 }
 
-/** Polls until `check` answers a truthy value or the time runs out. */
-export async function eventually<T>(
-  check: () => Promise<T | undefined | null | false>,
-  timeoutMs = 15_000,
-  intervalMs = 50,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
-
 export { env };
+export { eventually } from "./wait";

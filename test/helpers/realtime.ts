@@ -1,6 +1,6 @@
 import { env, runInDurableObject, SELF } from "cloudflare:test";
 import { expect } from "vitest";
-import { call, createAccount } from "./api";
+import { call, createAccount, readResponse } from "./api";
 import { connect, type TestSocket } from "./sockets";
 
 /**
@@ -191,14 +191,7 @@ export async function upgrade(path: string, options: { token?: string; header?: 
     response.webSocket?.close(1000, "done");
     return { status: 101, headers: response.headers, body: null };
   }
-  const text = await response.text();
-  let body: any = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // not JSON: the assertion on the shape will say so
-  }
-  return { status: response.status, headers: response.headers, body };
+  return readResponse(response);
 }
 
 /** The stub of a room's object, untyped (for `runInDurableObject`, `evictDurableObject` and alarms). */

@@ -1,5 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { accountToken, call, createAccount, createFixture, createOrg, env, expectError, post } from "../helpers/api";
+import {
+  accountToken,
+  call,
+  createAccount,
+  createFixture,
+  createOrg,
+  env,
+  expectBadRequest,
+  expectError,
+  post,
+} from "../helpers/api";
 
 // Contract sections 1 and 6: posting messages and reading a conversation's ordered history.
 
@@ -47,24 +57,6 @@ async function addParticipant(f: Fixture, accountId: string, extra: Record<strin
     body: { accountId, ...extra },
   });
   expect(response.status, JSON.stringify(response.body)).toBe(201);
-}
-
-/** Asserts a 400 with the contract's `details`, one of them at `path` when given. */
-function expectBadRequest(response: { status: number; body: any }, path?: string) {
-  expectError(response, 400, "BAD_REQUEST");
-  const details = response.body.error.details;
-  expect(Array.isArray(details), JSON.stringify(response.body)).toBe(true);
-  expect(details.length).toBeGreaterThan(0);
-  for (const detail of details) {
-    expect(typeof detail.path).toBe("string");
-    expect(typeof detail.message).toBe("string");
-  }
-  if (path !== undefined) {
-    expect(
-      details.map((d: any) => d.path),
-      JSON.stringify(details),
-    ).toContain(path);
-  }
 }
 
 async function messageCount(f: Fixture, conversationId = f.conversation.id) {
