@@ -32,7 +32,10 @@ export type Step = z.infer<typeof StepSchema>;
 export const FlowSchema = z.strictObject({
   onStart: z.array(StepSchema).max(20).optional(),
   onMessage: z.array(StepSchema).max(20).optional(),
+  /** Whether `onMessage` also runs for other agents' messages (never for the agent's own); default false. */
+  replyToAgents: z.boolean().optional(),
 });
+export type Flow = z.infer<typeof FlowSchema>;
 
 /** Settings of an agent account. */
 export const AgentSettingsSchema = z
@@ -45,7 +48,7 @@ export const AgentSettingsSchema = z
 export type AgentSettings = z.infer<typeof AgentSettingsSchema>;
 
 /** The flow an agent without `flow` runs. */
-export const DEFAULT_FLOW = { onMessage: [{ type: "assistant" }] } as const;
+export const DEFAULT_FLOW: Flow = { onMessage: [{ type: "assistant" }] };
 
 /** Account kinds. */
 export const AccountTypeSchema = z.enum(["user", "agent"]);

@@ -23,6 +23,9 @@ export type RoomRpc = Pick<
   | "listMessages"
   | "pendingEvents"
   | "replayMessages"
+  | "openStream"
+  | "appendStream"
+  | "closeStream"
 >;
 
 /**

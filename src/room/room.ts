@@ -12,7 +12,8 @@ import type { Participant, Role, RoomType, UpdateParticipant, UpdateRoom } from 
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, REALTIME_LIMITS, type MessagePostFrame, type SubscribeFrame } from "../protocol/frames";
 import { refuseUpgrade, SocketRegistry, upgradeActor } from "../realtime/sockets";
-import { recoverableConversation } from "../protocol/topics";
+import { recoverableConversation, topicMatches, type TopicPattern } from "../protocol/topics";
+import type { MessageStream } from "../protocol/flows";
 import { preparePost } from "./post";
 import { hubStub } from "../hub/client";
 import { Outbox } from "./outbox";
@@ -23,6 +24,7 @@ import {
   type MessageRow,
   type ParticipantRow,
   type RoomRow,
+  type StreamRow,
 } from "./storage";
 
 /** Who is asking: the org, and for account and session tokens the account (and conversation) they are bound to. */
@@ -334,65 +336,202 @@ export class Room extends DurableObject<Bindings> {
     if (author.role === "observer") return fail("FORBIDDEN", "observers cannot post");
 
     if (input.clientMessageId !== undefined) {
-      const previous = this.sql
-        .exec<MessageRow>(
-          "SELECT * FROM messages WHERE conversation_id = ? AND client_message_id = ?",
-          conversationId,
-          input.clientMessageId,
-        )
-        .toArray()[0];
-      if (previous) {
-        return ok({
-          message: this.toMessage(previous),
-          created: false,
-          conversation: this.conversationRecord(found.value),
-        });
-      }
+      const previous = this.messageByClientId(conversationId, input.clientMessageId);
+      if (previous) return ok({ message: previous, created: false, conversation: this.conversationRecord(found.value) });
     }
 
-    const now = new Date().toISOString();
-    const result = this.commit(() => {
-      const seq = found.value.last_seq + 1;
-      const message: Message = {
-        id: newId("msg"),
-        orgId: actor.orgId,
-        roomId: this.roomRow()!.id,
-        conversationId,
-        seq,
-        authorId: input.authorId,
-        type: author.account_type === "agent" ? "bot" : "user",
-        text: input.text ?? null,
-        data: input.data ?? null,
-        attachments: input.attachments,
-        clientMessageId: input.clientMessageId ?? null,
-        createdAt: now,
-      };
-      this.sql.exec(
-        `INSERT INTO messages (conversation_id, seq, id, author_id, type, text, data, attachments, client_message_id, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        conversationId,
-        seq,
-        message.id,
-        message.authorId,
-        message.type,
-        message.text,
-        message.data === null ? null : JSON.stringify(message.data),
-        JSON.stringify(message.attachments),
-        message.clientMessageId,
-        now,
-      );
-      this.sql.exec(
-        "UPDATE conversations SET last_seq = ?, last_message_at = ?, version = version + 1 WHERE id = ?",
-        seq,
-        now,
-        conversationId,
-      );
-      const conversation = this.conversationRecord(this.conversationRow(conversationId)!);
-      this.enqueue(messagePostedEvent(message), { conversation });
-      return { message, created: true, conversation };
-    });
+    const result = this.commit(() => this.writeMessage(found.value.id, author, input, newId("msg")));
     this.markActivity(result.conversation);
     return ok(result);
+  }
+
+  // --- assistant streams ----------------------------------------------------------------------------------------
+
+  /**
+   * Opens an assistant reply stream (its id is also the reply's `clientMessageId`). If that reply was already
+   * posted (a retried step) it is answered and nothing opens; a stream already open (a retry mid-stream) restarts
+   * its text but keeps its indexes, and its next delta carries the new text as a snapshot.
+   */
+  async openStream(
+    actor: Actor,
+    conversationId: string,
+    streamId: string,
+    authorId: string,
+  ): Promise<Result<{ message: Message | null }>> {
+    const found = this.visibleConversation(actor, conversationId);
+    if (!found.ok) return found;
+    const author = this.participant(authorId);
+    if (!author || author.role === "observer") return fail("FORBIDDEN", "the author may not post in this room");
+    const posted = this.messageByClientId(conversationId, streamId);
+    if (posted) return ok({ message: posted });
+    this.sql.exec(
+      `INSERT INTO streams (stream_id, conversation_id, author_id, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (stream_id) DO UPDATE SET text = '', restarted = 1, updated_at = excluded.updated_at`,
+      streamId,
+      conversationId,
+      authorId,
+      new Date().toISOString(),
+    );
+    return ok({ message: null });
+  }
+
+  /** Appends a delta to an open stream and sends its `message_stream` event to the room's sockets and the org hub. */
+  async appendStream(streamId: string, delta: string): Promise<Result<{ index: number }>> {
+    const before = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE stream_id = ?", streamId).toArray()[0];
+    if (!before) return fail("NOT_FOUND", "no open stream with this id");
+    const row: StreamRow = {
+      ...before,
+      next_index: before.next_index + 1,
+      text: before.text + delta,
+      restarted: 0,
+      updated_at: new Date().toISOString(),
+    };
+    this.sql.exec(
+      "UPDATE streams SET next_index = ?, text = ?, restarted = 0, updated_at = ? WHERE stream_id = ?",
+      row.next_index,
+      row.text,
+      row.updated_at,
+      streamId,
+    );
+    const index = before.next_index;
+    // After a restart the clients' text is stale: this delta carries the whole new text as a snapshot.
+    const event = this.streamEvent(row, { index, delta, done: false, ...(before.restarted ? { text: row.text } : {}) });
+    this.broadcast(event);
+    await this.publishEphemeral(event);
+    return ok({ index });
+  }
+
+  /**
+   * Closes a stream: with no error, commits the reply as one `bot` message (idempotent on the stream id) together
+   * with the final `done` event; with an error, only the `done` event carrying it. Both go through the outbox, so
+   * they reach the hub after every delta and before anything posted later.
+   */
+  async closeStream(streamId: string, error?: string): Promise<Result<{ message: Message | null }>> {
+    const row = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE stream_id = ?", streamId).toArray()[0];
+    if (!row) return fail("NOT_FOUND", "no open stream with this id");
+    const posted = this.messageByClientId(row.conversation_id, streamId);
+    const author = this.participant(row.author_id);
+    const conversation = this.conversationRow(row.conversation_id);
+    const failure =
+      error ??
+      (!conversation || conversation.deleted_at ? "the conversation was deleted" : undefined) ??
+      (!author || author.role === "observer" ? "the agent may no longer post in this room" : undefined) ??
+      (row.text === "" && !posted ? "the model returned no text" : undefined);
+    const messageId = posted?.id ?? newId("msg");
+    const result = this.commit(() => {
+      this.sql.exec("DELETE FROM streams WHERE stream_id = ?", streamId);
+      const done = this.streamEvent(row, {
+        index: row.next_index,
+        delta: "",
+        text: row.text,
+        done: true,
+        ...(failure ? { error: failure } : { messageId }),
+      });
+      this.enqueue(done, {});
+      if (failure || posted) return null;
+      return this.writeMessage(row.conversation_id, author!, {
+        authorId: row.author_id,
+        text: row.text,
+        attachments: [],
+        clientMessageId: streamId,
+      }, messageId);
+    });
+    if (result) this.markActivity(result.conversation);
+    return ok({ message: result?.message ?? posted ?? null });
+  }
+
+  /** The `message_stream` event of a stream's state. */
+  private streamEvent(row: StreamRow, fields: Omit<MessageStream, "streamId" | "authorId" | "conversationId">) {
+    const room = this.roomRow()!;
+    return createEvent<MessageStream>({
+      orgId: room.org_id,
+      source: "conversations",
+      resource: "conversation",
+      event: "message_stream",
+      resourceId: row.conversation_id,
+      data: { streamId: row.stream_id, authorId: row.author_id, conversationId: row.conversation_id, ...fields },
+    });
+  }
+
+  /** Sends an event that is not stored (typing, stream deltas) to the org hub; a failure only costs that event. */
+  private async publishEphemeral(event: ParleyEvent): Promise<void> {
+    const room = this.roomRow()!;
+    try {
+      await hubStub(this.env, room.org_id).publish(room.id, [event]);
+    } catch (error) {
+      console.error("ephemeral event to hub failed", event.type, String(error));
+    }
+  }
+
+  /** Snapshots of the streams in flight that a new subscription matches: the text so far, then live deltas follow. */
+  private streamSnapshots(ws: WebSocket, pattern: TopicPattern): void {
+    const { actor } = this.sockets.state(ws);
+    const rows = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE next_index > 0").toArray();
+    for (const row of rows) {
+      if (actor.conversationId && actor.conversationId !== row.conversation_id) continue;
+      const event = this.streamEvent(row, { index: row.next_index - 1, delta: "", text: row.text, done: false });
+      if (topicMatches(pattern, event.topic)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+    }
+  }
+
+  private messageByClientId(conversationId: string, clientMessageId: string): Message | null {
+    const row = this.sql
+      .exec<MessageRow>(
+        "SELECT * FROM messages WHERE conversation_id = ? AND client_message_id = ?",
+        conversationId,
+        clientMessageId,
+      )
+      .toArray()[0];
+    return row ? this.toMessage(row) : null;
+  }
+
+  /** Appends a message to a conversation: the next gapless `seq`, its row, and its event; runs inside `commit`. */
+  private writeMessage(
+    conversationId: string,
+    author: ParticipantRow,
+    input: PostInput,
+    id: string,
+  ): { message: Message; created: true; conversation: ConversationRecord } {
+    const now = new Date().toISOString();
+    const room = this.roomRow()!;
+    const seq = this.conversationRow(conversationId)!.last_seq + 1;
+    const message: Message = {
+      id,
+      orgId: room.org_id,
+      roomId: room.id,
+      conversationId,
+      seq,
+      authorId: input.authorId,
+      type: author.account_type === "agent" ? "bot" : "user",
+      text: input.text ?? null,
+      data: input.data ?? null,
+      attachments: input.attachments,
+      clientMessageId: input.clientMessageId ?? null,
+      createdAt: now,
+    };
+    this.sql.exec(
+      `INSERT INTO messages (conversation_id, seq, id, author_id, type, text, data, attachments, client_message_id, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      conversationId,
+      seq,
+      message.id,
+      message.authorId,
+      message.type,
+      message.text,
+      message.data === null ? null : JSON.stringify(message.data),
+      JSON.stringify(message.attachments),
+      message.clientMessageId,
+      now,
+    );
+    this.sql.exec(
+      "UPDATE conversations SET last_seq = ?, last_message_at = ?, version = version + 1 WHERE id = ?",
+      seq,
+      now,
+      conversationId,
+    );
+    const conversation = this.conversationRecord(this.conversationRow(conversationId)!);
+    this.enqueue(messagePostedEvent(message), { conversation });
+    return { message, created: true, conversation };
   }
 
   /** One page of a conversation's history, always in ascending `seq` (contract section 6). */
@@ -493,7 +632,10 @@ export class Room extends DurableObject<Bindings> {
   private subscribe(ws: WebSocket, frame: SubscribeFrame): void {
     const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
     if (!pattern) return;
-    if (frame.sinceSeq === undefined) return this.sockets.ackSubscribe(ws, frame);
+    if (frame.sinceSeq === undefined) {
+      this.sockets.ackSubscribe(ws, frame);
+      return this.streamSnapshots(ws, pattern);
+    }
     // Synchronous from here: no commit can interleave, so the replay joins the live stream with no gap and no duplicate.
     const conversationId = recoverableConversation(pattern);
     const events = conversationId ? this.replay(this.sockets.state(ws).actor, conversationId, frame.sinceSeq) : null;
@@ -548,8 +690,7 @@ export class Room extends DurableObject<Bindings> {
       data: { conversationId: frame.conversationId, roomId: room.id, accountId: actor.accountId },
     });
     this.broadcast(event, ws);
-    const published = hubStub(this.env, room.org_id).publish(room.id, [event]);
-    this.ctx.waitUntil(published.catch((error: unknown) => console.error("typing to hub failed", String(error))));
+    this.ctx.waitUntil(this.publishEphemeral(event));
     if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id });
   }
 

@@ -63,6 +63,18 @@ ALTER TABLE outbox ADD COLUMN published INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX outbox_unqueued ON outbox (id) WHERE queued = 0;
 CREATE INDEX outbox_unpublished ON outbox (id) WHERE published = 0;
 `,
+  // Assistant replies in flight: the text so far survives an eviction, so the stream resumes where it was.
+  `
+CREATE TABLE streams (
+  stream_id TEXT PRIMARY KEY,
+  conversation_id TEXT NOT NULL,
+  author_id TEXT NOT NULL,
+  next_index INTEGER NOT NULL DEFAULT 0,
+  text TEXT NOT NULL DEFAULT '',
+  restarted INTEGER NOT NULL DEFAULT 0,
+  updated_at TEXT NOT NULL
+);
+`,
 ];
 
 /** Whether an object has a room's storage at all (any schema version). */
@@ -139,4 +151,15 @@ export interface MessageRow extends Record<string, SqlStorageValue> {
 export interface OutboxRow extends Record<string, SqlStorageValue> {
   id: number;
   body: string;
+}
+
+/** An assistant reply in flight. */
+export interface StreamRow extends Record<string, SqlStorageValue> {
+  stream_id: string;
+  conversation_id: string;
+  author_id: string;
+  next_index: number;
+  text: string;
+  restarted: number;
+  updated_at: string;
 }

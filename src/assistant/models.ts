@@ -1,0 +1,82 @@
+import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
+import { streamText, type LanguageModel } from "ai";
+import { createWorkersAI } from "workers-ai-provider";
+import type { Bindings } from "../env";
+import { echoReply } from "./echo";
+
+/** One message of a model prompt. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+/** The model used when neither the step nor the agent names one: offline, so `npm run dev` needs no account. */
+export const DEFAULT_MODEL = "local:echo";
+
+/** A model failure that says what went wrong without internal detail. */
+export class ModelError extends Error {
+  override readonly name = "ModelError";
+}
+
+/**
+ * Streams a model's reply as text deltas. `model` is `provider:model`: `local:echo` (built in), `openai:<model>` (any
+ * OpenAI-compatible server at `OPENAI_BASE_URL`), `workers-ai:<model>` (the `AI` binding). Errors, garbage and
+ * timeouts surface as a thrown `ModelError`; `signal` aborts the call.
+ */
+export async function* streamModel(
+  env: Bindings,
+  model: string,
+  messages: ChatMessage[],
+  signal: AbortSignal,
+): AsyncGenerator<string> {
+  const colon = model.indexOf(":");
+  const provider = model.slice(0, colon);
+  const name = model.slice(colon + 1);
+  if (provider === "local") {
+    if (name !== "echo") throw new ModelError(`unknown local model '${name}'`);
+    yield* echoReply(messages, signal);
+    return;
+  }
+  const result = streamText({
+    model: languageModel(env, provider, name),
+    messages,
+    abortSignal: signal,
+    maxRetries: 0,
+  });
+  for await (const part of result.fullStream) {
+    if (part.type === "text-delta") {
+      if (part.text) yield part.text;
+    } else if (part.type === "error") {
+      throw new ModelError(describeError(part.error));
+    } else if (part.type === "abort") {
+      throw new ModelError("the model call was aborted");
+    }
+  }
+}
+
+function languageModel(env: Bindings, provider: string, name: string): LanguageModel {
+  if (provider === "openai") {
+    if (!env.OPENAI_BASE_URL) throw new ModelError("OPENAI_BASE_URL is not configured");
+    return createOpenAICompatible({
+      name: "openai",
+      baseURL: env.OPENAI_BASE_URL.replace(/\/+$/, ""),
+      apiKey: env.OPENAI_API_KEY || undefined,
+    }).chatModel(name);
+  }
+  if (provider === "workers-ai") {
+    if (!env.AI) throw new ModelError("the AI binding is not configured");
+    return createWorkersAI({ binding: env.AI }) (name as Parameters<ReturnType<typeof createWorkersAI>>[0]);
+  }
+  throw new ModelError(`unknown model provider '${provider}'`);
+}
+
+/** A short, safe description of a provider error (status and message, never a stack). */
+function describeError(error: unknown): string {
+  if (error && typeof error === "object") {
+    const status = (error as { statusCode?: unknown }).statusCode;
+    const message = (error as { message?: unknown }).message;
+    const text = typeof message === "string" ? message.slice(0, 200) : "the model failed";
+    return typeof status === "number" ? `model answered ${status}: ${text}` : text;
+  }
+  return "the model failed";
+}

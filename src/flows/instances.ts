@@ -1,0 +1,69 @@
+import type { Bindings } from "../env";
+import { queuedRuns } from "./runs";
+
+/** Parameters of one flow instance: an agent taking part in one conversation, in one generation. */
+export interface FlowParams {
+  orgId: string;
+  roomId: string;
+  conversationId: string;
+  agentId: string;
+  generation: number;
+}
+
+/** The Workflow instance id of a (conversation, agent) generation. */
+export function instanceId(params: Pick<FlowParams, "conversationId" | "agentId" | "generation">): string {
+  return `${params.conversationId}-${params.agentId}-${params.generation}`;
+}
+
+/** Creates the instance of a generation; answers false when it already exists. */
+export async function createInstance(env: Bindings, params: FlowParams): Promise<boolean> {
+  try {
+    await env.FLOWS.create({ id: instanceId(params), params });
+    return true;
+  } catch (error) {
+    if (await exists(env, params)) return false;
+    throw error;
+  }
+}
+
+async function exists(env: Bindings, params: FlowParams): Promise<boolean> {
+  try {
+    await env.FLOWS.get(instanceId(params));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Makes sure the flow of a (conversation, agent) runs its queued runs: creates the current generation's instance, or
+ * wakes it. An instance that is ending hands over to the next generation itself when runs are still queued, so a
+ * wake that reaches an instance too late is never lost.
+ */
+export async function wakeFlow(env: Bindings, params: Omit<FlowParams, "generation">): Promise<void> {
+  const row = await env.DB.prepare(
+    `INSERT INTO flow_instances (conversation_id, agent_id, org_id, generation) VALUES (?, ?, ?, 0)
+     ON CONFLICT (conversation_id, agent_id) DO UPDATE SET generation = generation RETURNING generation`,
+  )
+    .bind(params.conversationId, params.agentId, params.orgId)
+    .first<{ generation: number }>();
+  const current = { ...params, generation: row!.generation };
+  if (await createInstance(env, current)) return;
+  const instance = await env.FLOWS.get(instanceId(current));
+  await instance.sendEvent({ type: "wake", payload: {} });
+}
+
+/**
+ * The end of a generation: moves the (conversation, agent) to the next one, then starts it at once if runs are
+ * queued (otherwise the next trigger starts it). Checking after the move closes the race with a trigger that still
+ * woke this generation.
+ */
+export async function handOver(env: Bindings, params: FlowParams): Promise<void> {
+  await env.DB.prepare(
+    "UPDATE flow_instances SET generation = ? WHERE conversation_id = ? AND agent_id = ? AND generation = ?",
+  )
+    .bind(params.generation + 1, params.conversationId, params.agentId, params.generation)
+    .run();
+  const queued = await queuedRuns(env.DB, params.conversationId, params.agentId, 1);
+  if (queued.length > 0) await createInstance(env, { ...params, generation: params.generation + 1 });
+}

@@ -1,0 +1,154 @@
+import { and, desc, eq, inArray, lt } from "drizzle-orm";
+import type { Bindings } from "../env";
+import { createDb } from "../db/client";
+import { flowRuns } from "../db/schema";
+import { createEvent } from "../events/envelope";
+import { publishOrgEvents } from "../events/publish";
+import { sha256 } from "../lib/crypto";
+import { base32, newId } from "../lib/ids";
+import type { ParleyEvent } from "../protocol/events";
+import type { FlowRun, FlowRunStatus, FlowTrigger } from "../protocol/flows";
+
+/** A flow run's row. */
+export type FlowRunRow = typeof flowRuns.$inferSelect;
+
+/** A trigger of one agent's flow in one conversation. */
+export interface RunTrigger {
+  orgId: string;
+  agentId: string;
+  conversationId: string;
+  roomId: string;
+  trigger: FlowTrigger;
+  messageId: string | null;
+  eventId: string;
+  seq: number;
+  at: string;
+}
+
+/** The contract's FlowRun from its row. */
+export function toFlowRun(row: FlowRunRow): FlowRun {
+  return {
+    id: row.id,
+    agentId: row.agentId,
+    conversationId: row.conversationId,
+    trigger: row.trigger,
+    ...(row.messageId ? { messageId: row.messageId } : {}),
+    status: row.status,
+    ...(row.error ? { error: row.error } : {}),
+    startedAt: row.startedAt,
+    updatedAt: row.updatedAt,
+  };
+}
+
+/** The `flows.flow.run` event of a run in one status; its id is the same however often it is published. */
+export async function flowRunEvent(orgId: string, row: FlowRunRow): Promise<ParleyEvent<FlowRun>> {
+  const digest = await sha256(`${row.id}:${row.status}`);
+  return createEvent({
+    id: `evt_${base32(digest).slice(0, 26)}`,
+    orgId,
+    source: "flows",
+    resource: "flow",
+    event: "run",
+    resourceId: row.id,
+    occurredAt: row.updatedAt,
+    data: toFlowRun(row),
+  });
+}
+
+/** Publishes the `flows.flow.run` events of runs. */
+export async function publishRuns(env: Bindings, rows: FlowRunRow[]): Promise<void> {
+  const byOrg = new Map<string, FlowRunRow[]>();
+  for (const row of rows) byOrg.set(row.orgId, [...(byOrg.get(row.orgId) ?? []), row]);
+  await Promise.all(
+    [...byOrg].map(async ([orgId, runs]) =>
+      publishOrgEvents(env, orgId, await Promise.all(runs.map((row) => flowRunEvent(orgId, row)))),
+    ),
+  );
+}
+
+/**
+ * Queues runs for triggers; a trigger that already has its run (a redelivered event) queues nothing.
+ * Answers the runs this call created.
+ */
+export async function queueRuns(db: D1Database, triggers: RunTrigger[]): Promise<FlowRunRow[]> {
+  if (triggers.length === 0) return [];
+  const d = createDb(db);
+  const statements = triggers.map((t) =>
+    d
+      .insert(flowRuns)
+      .values({
+        id: newId("run"),
+        orgId: t.orgId,
+        agentId: t.agentId,
+        conversationId: t.conversationId,
+        roomId: t.roomId,
+        trigger: t.trigger,
+        triggerKey: t.messageId ?? "start",
+        messageId: t.messageId,
+        eventId: t.eventId,
+        seq: t.seq,
+        status: "queued",
+        startedAt: t.at,
+        updatedAt: t.at,
+      })
+      .onConflictDoNothing()
+      .returning(),
+  );
+  const results = await d.batch(statements as [(typeof statements)[0], ...typeof statements]);
+  return results.flat();
+}
+
+/** The queued runs of one (conversation, agent), in trigger order. */
+export async function queuedRuns(db: D1Database, conversationId: string, agentId: string, limit: number) {
+  return createDb(db)
+    .select()
+    .from(flowRuns)
+    .where(
+      and(
+        eq(flowRuns.conversationId, conversationId),
+        eq(flowRuns.agentId, agentId),
+        eq(flowRuns.status, "queued"),
+      ),
+    )
+    .orderBy(flowRuns.seq)
+    .limit(limit);
+}
+
+/** Moves a run to a status (with its error) and answers the row, or null when it is not in one of `from`. */
+export async function setRunStatus(
+  db: D1Database,
+  id: string,
+  from: FlowRunStatus[],
+  status: FlowRunStatus,
+  error: string | null = null,
+): Promise<FlowRunRow | null> {
+  const now = new Date().toISOString();
+  const rows = await createDb(db)
+    .update(flowRuns)
+    .set({ status, error, updatedAt: now, ...(status === "running" ? { startedAt: now } : {}) })
+    .where(and(eq(flowRuns.id, id), inArray(flowRuns.status, from)))
+    .returning();
+  return rows[0] ?? null;
+}
+
+/** A page of an org's runs, newest first. */
+export async function listRuns(
+  db: D1Database,
+  orgId: string,
+  filter: { conversationId?: string; agentId?: string; status?: FlowRunStatus; before?: string; limit: number },
+) {
+  return createDb(db)
+    .select()
+    .from(flowRuns)
+    .where(
+      and(
+        eq(flowRuns.orgId, orgId),
+        filter.conversationId ? eq(flowRuns.conversationId, filter.conversationId) : undefined,
+        filter.agentId ? eq(flowRuns.agentId, filter.agentId) : undefined,
+        filter.status ? eq(flowRuns.status, filter.status) : undefined,
+        filter.before ? lt(flowRuns.id, filter.before) : undefined,
+      ),
+    )
+    .orderBy(desc(flowRuns.id))
+    .limit(filter.limit);
+}

@@ -1,0 +1,97 @@
+// A real OpenAI-compatible chat completions server for tests and benchmarks, run in Node. It streams Server-Sent
+// Events the way OpenAI does. The model name picks its behaviour:
+//   any name      streams "Model reply to: <last user message>" a word at a time (`<name>@<ms>` sets the delay)
+//   fail          answers 500
+//   garbage       streams events that are not JSON
+//   hang          sends one token, then nothing more
+// Every request body is kept; GET /requests answers them (tests find theirs by a marker in the prompt).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+
+/** A running model server. */
+export interface ModelServer {
+  /** Base URL for OPENAI_BASE_URL, ending in /v1. */
+  url: string;
+  server: Server;
+  close(): Promise<void>;
+}
+
+interface ChatRequest {
+  model: string;
+  stream?: boolean;
+  messages: { role: string; content: unknown }[];
+}
+
+/** Starts the model server on a free port of 127.0.0.1. */
+export async function startModelServer(): Promise<ModelServer> {
+  const requests: ChatRequest[] = [];
+  const server = createServer((req, res) => {
+    handle(req, res, requests).catch(() => res.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  server.unref();
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    server,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** The reply the server streams for a prompt: deterministic, so tests can assert it. */
+export function expectedReply(lastUserMessage: string): string {
+  return `Model reply to: ${lastUserMessage}`;
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, requests: ChatRequest[]): Promise<void> {
+  if (req.method === "GET" && req.url === "/requests") {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify(requests));
+    return;
+  }
+  if (req.method !== "POST" || req.url !== "/v1/chat/completions") {
+    res.writeHead(404, { "content-type": "application/json" });
+    res.end(JSON.stringify({ error: { message: "not found" } }));
+    return;
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as ChatRequest;
+  requests.push(body);
+  const [model, delayText] = body.model.split("@");
+  const delay = delayText ? Number(delayText) : 2;
+  if (model === "fail") {
+    res.writeHead(500, { "content-type": "application/json" });
+    res.end(JSON.stringify({ error: { message: "the model is down", type: "server_error" } }));
+    return;
+  }
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+  const send = (data: unknown) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
+  const chunk = (content: string | null, finish: string | null = null) => ({
+    id: "chatcmpl-test",
+    object: "chat.completion.chunk",
+    created: Math.floor(Date.now() / 1000),
+    model: body.model,
+    choices: [{ index: 0, delta: content === null ? {} : { role: "assistant", content }, finish_reason: finish }],
+  });
+  if (model === "garbage") {
+    send("{this is not json");
+    send("]]]");
+    res.end();
+    return;
+  }
+  const last = [...body.messages].reverse().find((m) => m.role === "user");
+  const tokens = expectedReply(typeof last?.content === "string" ? last.content : "").match(/\s*\S+/g) ?? [];
+  if (model === "hang") {
+    send(chunk(tokens[0] ?? "…"));
+    return; // never ends: the client's timeout must
+  }
+  for (const token of tokens) {
+    if (res.destroyed) return;
+    send(chunk(token));
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+  send(chunk(null, "stop"));
+  send("[DONE]");
+  res.end();
+}
