@@ -6,6 +6,7 @@ import { buildOpenApi } from "./http/openapi";
 import { newId } from "./lib/ids";
 import { accountRoutes } from "./routes/accounts";
 import { apiKeyRoutes } from "./routes/api-keys";
+import { attachmentRoutes } from "./routes/attachments";
 import { conversationRoutes } from "./routes/conversations";
 import { docsPage } from "./routes/docs";
 import { orgRoutes } from "./routes/orgs";
@@ -23,6 +24,7 @@ const api = new Hono<AppEnv>()
   .route("/accounts", accountRoutes)
   .route("/rooms", roomRoutes)
   .route("/conversations", conversationRoutes)
+  .route("/attachments", attachmentRoutes)
   .route("/", realtimeRoutes);
 
 /** The type of the `/v1` API, for typed clients. */

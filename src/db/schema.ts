@@ -134,6 +134,9 @@ export const attachments = sqliteTable(
     objectKey: text("object_key").notNull(),
     createdBy: text("created_by"),
     createdAt: text("created_at").notNull(),
+    /** The conversation of the session token that uploaded it (null for API keys and account tokens). */
+    conversationId: text("conversation_id"),
   },
   (t) => [index("attachments_org_idx").on(t.orgId, t.id)],
 );
+export * from "./schema-attachments";

@@ -45,12 +45,13 @@ export const HistoryQuerySchema = z.object({
 });
 export type HistoryQuery = z.infer<typeof HistoryQuerySchema>;
 
-/** An attachment as a message shows it. */
+/** An attachment as a message shows it; history marks one deleted since the post with `deleted: true`. */
 export const MessageAttachmentSchema = z.object({
   id: z.string(),
   name: z.string(),
   contentType: z.string(),
   size: z.number().int(),
+  deleted: z.literal(true).optional(),
 });
 export type MessageAttachment = z.infer<typeof MessageAttachmentSchema>;
 

@@ -24,6 +24,7 @@ import { HistoryPageSchema, HistoryQuerySchema, MessageSchema, PostMessageSchema
 import { TokenResponseSchema } from "../protocol/orgs";
 import { roomIdOfConversation, roomStub } from "../room/client";
 import { preparePost } from "../room/post";
+import { markDeletedAttachments } from "../attachments/access";
 
 /** The conversation id of the path and the stub of its room; ids not made by this service are 404. */
 function conversationTarget(c: Context<AppEnv>) {
@@ -164,7 +165,7 @@ export const conversationRoutes = new Hono<AppEnv>()
     async (c) => {
       const principal = orgPrincipal(c);
       const { id, room } = conversationTarget(c);
-      const input = await preparePost(c.env.DB, principal, c.req.valid("json"));
+      const input = await preparePost(c.env.DB, principal, { ...c.req.valid("json"), conversationId: id });
       const result = unwrap(await room.postMessage(actorOf(principal), id, input));
       return c.json(result.message, result.created ? 201 : 200);
     },
@@ -180,6 +181,7 @@ export const conversationRoutes = new Hono<AppEnv>()
     query(HistoryQuerySchema),
     async (c) => {
       const { id, room } = conversationTarget(c);
-      return c.json(unwrap(await room.listMessages(actorOf(orgPrincipal(c)), id, c.req.valid("query"))));
+      const page = unwrap(await room.listMessages(actorOf(orgPrincipal(c)), id, c.req.valid("query")));
+      return c.json(await markDeletedAttachments(c.env.DB, page));
     },
   );

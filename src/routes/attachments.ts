@@ -1,0 +1,194 @@
+import { eq } from "drizzle-orm";
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { findVisible } from "../attachments/access";
+import { boundaryOf, MULTIPART_LIMITS, openFilePart } from "../attachments/multipart";
+import { AttachmentSchema, GetAttachmentQuerySchema, UploadQuerySchema, type Attachment } from "../attachments/schemas";
+import { serveObject } from "../attachments/serve";
+import { signedUrl, verifySignature } from "../attachments/signing";
+import { normalizeDeclaredType } from "../attachments/sniff";
+import { storeObject, streamSource, type ChunkSource } from "../attachments/store";
+import { auth, orgPrincipal } from "../auth/middleware";
+import { createDb } from "../db/client";
+import { attachmentRefs, attachments } from "../db/schema";
+import type { AppEnv, Bindings } from "../env";
+import { ApiError, notFound } from "../errors";
+import { describe } from "../http/openapi";
+import { idParam, query } from "../http/validate";
+import { newId } from "../lib/ids";
+
+type AttachmentRow = typeof attachments.$inferSelect;
+
+/** `MAX_ATTACHMENT_BYTES`, or 25 MiB when it is unset or not a positive integer. */
+export function maxAttachmentBytes(env: Bindings): number {
+  const value = Number(env.MAX_ATTACHMENT_BYTES);
+  return Number.isSafeInteger(value) && value > 0 ? value : 25 * 1024 * 1024;
+}
+
+/** The R2 key of an attachment's bytes: derived from its id alone, so a signed download never needs D1. */
+export function objectKeyOf(id: string): string {
+  return `attachments/${id}`;
+}
+
+/** A file name as stored: its last path segment, without control or bidi-override characters, at most 255 long. */
+export function sanitizeName(raw: string): string {
+  const base = raw.split(/[/\\]/).pop() ?? "";
+  const clean = base.replace(/[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/g, "").trim();
+  return clean.slice(0, 255) || "attachment";
+}
+
+async function toAttachment(c: Context<AppEnv>, row: AttachmentRow, ttlSeconds?: number): Promise<Attachment> {
+  const { url, expiresAt } = await signedUrl(c.env, new URL(c.req.url).origin, row.id, ttlSeconds);
+  return {
+    id: row.id,
+    name: row.name,
+    contentType: row.contentType,
+    size: row.size,
+    sha256: row.sha256,
+    url,
+    urlExpiresAt: expiresAt,
+    createdAt: row.createdAt,
+  };
+}
+
+/** `/v1/attachments`: uploads streamed to R2, metadata in D1, downloads through signed URLs of this worker. */
+export const attachmentRoutes = new Hono<AppEnv>()
+  .post(
+    "/",
+    describe({
+      summary: "Upload a file: a raw body with its Content-Type and ?name=, or multipart/form-data with a 'file' field",
+      description:
+        "Streamed to R2 and hashed on the way; larger than MAX_ATTACHMENT_BYTES is 413 (before reading when " +
+        "Content-Length says so). The content type is checked against the file's leading bytes: a known format " +
+        "corrects the declared type, a declared format the bytes lack is 415.",
+      tags: ["attachments"],
+      responses: { 201: AttachmentSchema },
+    }),
+    auth("apiKey", "account", "session"),
+    query(UploadQuerySchema),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      const { name, ttlSeconds } = c.req.valid("query");
+      const maxBytes = maxAttachmentBytes(c.env);
+      const contentType = c.req.header("content-type") ?? "";
+      const multipart = /^multipart\/form-data\s*(;|$)/i.test(contentType);
+      const lengthHeader = c.req.header("content-length");
+      const length = lengthHeader !== undefined && /^\d{1,15}$/.test(lengthHeader) ? Number(lengthHeader) : null;
+      const overhead = multipart ? MULTIPART_LIMITS.otherPartsBytes + 2 * MULTIPART_LIMITS.headerBytes : 0;
+      if (length !== null && length > maxBytes + overhead) {
+        throw new ApiError("PAYLOAD_TOO_LARGE", `the file is larger than ${maxBytes} bytes (MAX_ATTACHMENT_BYTES)`);
+      }
+      const body = c.req.raw.body;
+      if (!body || length === 0) {
+        throw new ApiError("BAD_REQUEST", "the file is empty", [
+          { path: "(body)", message: "send the file as the body" },
+        ]);
+      }
+
+      let source: ChunkSource;
+      let declaredType: string | null;
+      let filename: string | null = null;
+      if (multipart) {
+        const part = await openFilePart(body, boundaryOf(contentType));
+        source = part.content;
+        filename = part.filename;
+        try {
+          declaredType = normalizeDeclaredType(part.contentType);
+        } catch (error) {
+          await source.cancel(error);
+          throw error;
+        }
+      } else {
+        declaredType = normalizeDeclaredType(contentType);
+        source = streamSource(body);
+      }
+
+      const id = newId("att");
+      const row: AttachmentRow = {
+        id,
+        orgId: principal.orgId,
+        name: sanitizeName(name ?? filename ?? ""),
+        contentType: "",
+        size: 0,
+        sha256: "",
+        objectKey: objectKeyOf(id),
+        createdBy: principal.kind === "apiKey" ? null : principal.accountId,
+        conversationId: principal.kind === "session" ? principal.conversationId : null,
+        createdAt: new Date().toISOString(),
+      };
+      const stored = await storeObject(c.env.ATTACHMENTS, row.objectKey, source, {
+        length: multipart ? null : length,
+        maxBytes,
+        declaredType,
+        name: row.name,
+      });
+      if (multipart) await source.cancel();
+      Object.assign(row, stored);
+      try {
+        await createDb(c.env.DB).insert(attachments).values(row);
+      } catch (error) {
+        await c.env.ATTACHMENTS.delete(row.objectKey).catch(() => undefined);
+        throw error;
+      }
+      return c.json(await toAttachment(c, row, ttlSeconds), 201);
+    },
+  )
+  .get(
+    "/:id",
+    describe({
+      summary: "Get an attachment's metadata with a fresh signed URL",
+      tags: ["attachments"],
+      responses: { 200: AttachmentSchema },
+    }),
+    auth("apiKey", "account", "session"),
+    query(GetAttachmentQuerySchema),
+    async (c) => {
+      const id = idParam(c, "id", "att");
+      const row = await findVisible(c.env.DB, orgPrincipal(c), id);
+      if (!row) throw notFound("attachment");
+      return c.json(await toAttachment(c, row, c.req.valid("query").ttlSeconds));
+    },
+  )
+  .delete(
+    "/:id",
+    describe({
+      summary: "Delete an attachment: its bytes and its row; messages show it as deleted",
+      tags: ["attachments"],
+      responses: { 204: null },
+    }),
+    auth("apiKey", "account", "session"),
+    async (c) => {
+      const principal = orgPrincipal(c);
+      const id = idParam(c, "id", "att");
+      const row = await findVisible(c.env.DB, principal, id);
+      if (!row) throw notFound("attachment");
+      const uploader =
+        principal.kind === "apiKey" ||
+        (row.createdBy === principal.accountId &&
+          (principal.kind === "account" || row.conversationId === principal.conversationId));
+      if (!uploader) throw new ApiError("FORBIDDEN", "only its uploader or an API key deletes an attachment");
+      // The bytes go first: signed URLs read R2 alone, so they stop working as soon as this answers.
+      await c.env.ATTACHMENTS.delete(row.objectKey);
+      const db = createDb(c.env.DB);
+      await db.batch([
+        db.delete(attachmentRefs).where(eq(attachmentRefs.attachmentId, id)),
+        db.delete(attachments).where(eq(attachments.id, id)),
+      ]);
+      return c.body(null, 204);
+    },
+  )
+  .get(
+    "/:id/content",
+    describe({
+      summary: "Download an attachment through its signed URL (no Authorization); single ranges, ETag, HEAD",
+      tags: ["attachments"],
+      responses: { 200: null },
+      security: [],
+    }),
+    async (c) => {
+      const id = c.req.param("id");
+      const exp = c.req.query("exp");
+      await verifySignature(c.env, id, "download", exp, c.req.query("sig"));
+      return serveObject(c.env.ATTACHMENTS, objectKeyOf(id), c.req.raw, Number(exp));
+    },
+  );
