@@ -115,7 +115,9 @@ export function expectUploaded(response: { status: number; body: any }) {
     contentType: expect.any(String),
     size: expect.any(Number),
     sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
-    url: expect.stringMatching(new RegExp(`^${ORIGIN}/v1/attachments/att_[0-9a-z]+/content\\?exp=\\d+&sig=[A-Za-z0-9_-]{43}$`)),
+    url: expect.stringMatching(
+      new RegExp(`^${ORIGIN}/v1/attachments/att_[0-9a-z]+/content\\?exp=\\d+&sig=[A-Za-z0-9_-]{43}$`),
+    ),
     urlExpiresAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
     createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
   });

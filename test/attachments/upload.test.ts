@@ -85,7 +85,10 @@ describe("POST /v1/attachments: raw bodies", () => {
     expect(plain.name).toBe("attachment");
     expect(plain.contentType).toBe("text/plain");
     const odd = expectUploaded(
-      await uploadRaw(apiKey, new TextEncoder().encode("hi"), { type: "text/plain", name: "../../etc/pa\u0000ss\u202ewd.txt" }),
+      await uploadRaw(apiKey, new TextEncoder().encode("hi"), {
+        type: "text/plain",
+        name: "../../etc/pa\u0000ss\u202ewd.txt",
+      }),
     );
     expect(odd.name).toBe("passwd.txt");
     expectBadRequest(await uploadRaw(apiKey, new Uint8Array(3), { name: "x".repeat(256) }), "name");
