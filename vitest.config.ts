@@ -1,5 +1,6 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { configDefaults, defineConfig } from "vitest/config";
+import { notificationsWorker } from "./test/helpers/notifications-worker-config";
 
 export default defineConfig(async () => {
   const migrations = await readD1Migrations("./migrations");
@@ -9,7 +10,7 @@ export default defineConfig(async () => {
         {
           // Unit and integration tests in the real Workers runtime.
           plugins: [
-            cloudflareTest({
+            cloudflareTest(({ inject }) => ({
               wrangler: { configPath: "./wrangler.toml" },
               miniflare: {
                 bindings: {
@@ -17,15 +18,18 @@ export default defineConfig(async () => {
                   ADMIN_TOKEN: "test-admin-token",
                   JWT_SECRET: "test-jwt-secret-0123456789abcdef",
                   URL_SIGNING_SECRET: "test-url-signing-secret-0123456789",
+                  VAPID_PUBLIC_KEY: inject("vapidPublicKey"),
                 },
+                workers: [notificationsWorker(inject)],
               },
-            }),
+            })),
           ],
           test: {
             name: "workers",
             include: ["test/**/*.test.ts"],
             exclude: [...configDefaults.exclude, "test/e2e/**"],
             setupFiles: ["./test/helpers/apply-migrations.ts"],
+            globalSetup: ["./test/helpers/notification-servers.ts"],
             testTimeout: 30_000,
             hookTimeout: 30_000,
           },

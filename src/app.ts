@@ -9,6 +9,8 @@ import { apiKeyRoutes } from "./routes/api-keys";
 import { attachmentRoutes } from "./routes/attachments";
 import { conversationRoutes } from "./routes/conversations";
 import { docsPage } from "./routes/docs";
+import { notificationRuleRoutes } from "./routes/notification-rules";
+import { accountNotificationRoutes, notificationRoutes, pushRoutes } from "./routes/notifications";
 import { orgRoutes } from "./routes/orgs";
 import { realtimeRoutes } from "./routes/realtime";
 import { roomRoutes } from "./routes/rooms";
@@ -22,6 +24,10 @@ const api = new Hono<AppEnv>()
   .route("/api-keys", apiKeyRoutes)
   .route("/tokens", tokenRoutes)
   .route("/accounts", accountRoutes)
+  .route("/accounts", accountNotificationRoutes)
+  .route("/notification-rules", notificationRuleRoutes)
+  .route("/notifications", notificationRoutes)
+  .route("/push", pushRoutes)
   .route("/rooms", roomRoutes)
   .route("/conversations", conversationRoutes)
   .route("/attachments", attachmentRoutes)

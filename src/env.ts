@@ -20,6 +20,8 @@ export interface Bindings {
   MAX_ATTACHMENT_BYTES?: string;
   OPENAI_BASE_URL?: string;
   OPENAI_API_KEY?: string;
+  /** Web Push application server key, served to browsers (`GET /v1/push/vapid-public-key`). */
+  VAPID_PUBLIC_KEY?: string;
 }
 
 /** Hono variables set by the global middleware. */

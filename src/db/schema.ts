@@ -140,3 +140,4 @@ export const attachments = sqliteTable(
   (t) => [index("attachments_org_idx").on(t.orgId, t.id)],
 );
 export * from "./schema-attachments";
+export * from "./schema-notifications";

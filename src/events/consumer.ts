@@ -6,6 +6,7 @@ import {
   purgeConversationStatement,
 } from "../db/mirror";
 import type { Message } from "../protocol/messages";
+import { notifyEvents } from "../notifications/rules";
 import { QueueBodySchema, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
 
 /** Retry delay of a failed batch: 1 s doubling to 5 min. */
@@ -32,6 +33,7 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
   try {
     const statements = archiveStatements(env.DB, valid);
     if (statements.length > 0) await env.DB.batch(statements);
+    await notifyEvents(env, valid.map((body) => body.event));
     batch.ackAll();
   } catch (error) {
     const attempts = Math.max(...batch.messages.map((m) => m.attempts));
