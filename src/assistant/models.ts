@@ -37,11 +37,17 @@ export async function* streamModel(
     yield* echoReply(messages, signal);
     return;
   }
+  // The leading system message is the instructions; later ones (system messages of the conversation) stay in place.
+  const [first, ...rest] = messages;
+  const instructions = first?.role === "system" ? first.content : undefined;
   const result = streamText({
     model: languageModel(env, provider, name),
-    messages,
+    instructions,
+    messages: instructions === undefined ? messages : rest,
+    allowSystemInMessages: true,
     abortSignal: signal,
     maxRetries: 0,
+    onError: () => {}, // errors arrive as `error` parts below, and end the stream with a short message
   });
   for await (const part of result.fullStream) {
     if (part.type === "text-delta") {

@@ -21,17 +21,16 @@ export async function createInstance(env: Bindings, params: FlowParams): Promise
     await env.FLOWS.create({ id: instanceId(params), params });
     return true;
   } catch (error) {
-    if (await exists(env, params)) return false;
+    if (await existing(env, params)) return false;
     throw error;
   }
 }
 
-async function exists(env: Bindings, params: FlowParams): Promise<boolean> {
+async function existing(env: Bindings, params: FlowParams): Promise<WorkflowInstance | null> {
   try {
-    await env.FLOWS.get(instanceId(params));
-    return true;
+    return await env.FLOWS.get(instanceId(params));
   } catch {
-    return false;
+    return null;
   }
 }
 
@@ -48,8 +47,11 @@ export async function wakeFlow(env: Bindings, params: Omit<FlowParams, "generati
     .bind(params.conversationId, params.agentId, params.orgId)
     .first<{ generation: number }>();
   const current = { ...params, generation: row!.generation };
-  if (await createInstance(env, current)) return;
-  const instance = await env.FLOWS.get(instanceId(current));
+  let instance = await existing(env, current);
+  if (!instance) {
+    if (await createInstance(env, current)) return;
+    instance = await env.FLOWS.get(instanceId(current));
+  }
   await instance.sendEvent({ type: "wake", payload: {} });
 }
 

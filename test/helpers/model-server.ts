@@ -5,6 +5,8 @@
 //   garbage       streams events that are not JSON
 //   hang          sends one token, then nothing more
 // Every request body is kept; GET /requests answers them (tests find theirs by a marker in the prompt).
+// It also plays webhook receivers for flow tests: POST /hooks/reply answers `{ text }` naming the event it got,
+// /hooks/empty answers 204, /hooks/html answers HTML, /hooks/big answers 100 KB of JSON, /hooks/fail answers 500.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 
 /** A running model server. */
@@ -49,6 +51,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, requests: ChatR
     res.end(JSON.stringify(requests));
     return;
   }
+  if (req.method === "POST" && req.url?.startsWith("/hooks/")) return hook(req, res, req.url.slice("/hooks/".length));
   if (req.method !== "POST" || req.url !== "/v1/chat/completions") {
     res.writeHead(404, { "content-type": "application/json" });
     res.end(JSON.stringify({ error: { message: "not found" } }));
@@ -94,4 +97,24 @@ async function handle(req: IncomingMessage, res: ServerResponse, requests: ChatR
   send(chunk(null, "stop"));
   send("[DONE]");
   res.end();
+}
+
+async function hook(req: IncomingMessage, res: ServerResponse, kind: string): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  const event = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { type: string; data: { text?: string } };
+  if (kind === "reply") {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ text: `hook got ${event.type}: ${event.data.text ?? ""}`.trim() }));
+  } else if (kind === "empty") {
+    res.writeHead(204).end();
+  } else if (kind === "html") {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<html>not json</html>");
+  } else if (kind === "big") {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ text: "x".repeat(100_000) }));
+  } else {
+    res.writeHead(500).end("down");
+  }
 }

@@ -1,0 +1,72 @@
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { call } from "../helpers/api";
+import { agentRoom, historyOf, runsOf, say, streamEvents } from "./helpers";
+
+/** The chat requests the model server received whose prompt mentions `marker`. */
+async function requestsWith(marker: string): Promise<any[]> {
+  const response = await fetch(env.OPENAI_BASE_URL!.replace(/\/v1$/, "/requests"));
+  const all = (await response.json()) as any[];
+  return all.filter((r) => JSON.stringify(r.messages).includes(marker));
+}
+
+describe("assistant replies from an OpenAI-compatible server", () => {
+  it("sends the instructions and the recent history with authors mapped to roles, and streams the answer", async () => {
+    const marker = `m-${crypto.randomUUID()}`;
+    const { apiKey, user, bot, socket, conversationId } = await agentRoom({
+      instructions: "You are a helpful support agent.",
+      model: "openai:echo",
+      flow: { onMessage: [{ type: "assistant", instructions: "Answer briefly." }] },
+    });
+    await say(apiKey, conversationId, user.id, `first ${marker}`);
+    await historyOf(apiKey, conversationId, 2);
+    await say(apiKey, conversationId, user.id, `second ${marker}`);
+    const history = await historyOf(apiKey, conversationId, 4);
+    expect(history[1]).toMatchObject({ authorId: bot.id, type: "bot", text: `Model reply to: first ${marker}` });
+    expect(history[3]).toMatchObject({ authorId: bot.id, type: "bot", text: `Model reply to: second ${marker}` });
+
+    const requests = await requestsWith(`second ${marker}`);
+    expect(requests).toHaveLength(1);
+    expect(requests[0].model).toBe("echo");
+    expect(requests[0].stream).toBe(true);
+    expect(requests[0].messages).toEqual([
+      { role: "system", content: "You are a helpful support agent.\n\nAnswer briefly." },
+      { role: "user", content: `first ${marker}` },
+      { role: "assistant", content: `Model reply to: first ${marker}` },
+      { role: "user", content: `second ${marker}` },
+    ]);
+    await socket.waitLog((f) => f.type === "event" && f.event.data?.messageId === history[3].id);
+    const second = streamEvents(socket).filter((d) => d.streamId === streamEvents(socket).at(-1).streamId);
+    expect(second.map((d) => d.index)).toEqual(second.map((_, i) => i));
+    socket.close();
+  });
+
+  for (const [model, error] of [
+    ["openai:fail", /500/],
+    ["openai:garbage", /./],
+    ["openai:hang", /timed out/],
+    ["local:nonexistent", /unknown local model/],
+  ] as const) {
+    it(`a model that fails (${model}) ends the stream with an error, fails the run, and the next message is answered`, async () => {
+      const { apiKey, user, bot, socket, conversationId } = await agentRoom({ model });
+      await say(apiKey, conversationId, user.id, "hello?");
+      const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "failed");
+      expect(runs[0].error).toMatch(error);
+      const done = await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
+      expect(done.event.data.error).toMatch(error);
+      expect(done.event.data.messageId).toBeUndefined();
+      // No bot message was posted, and the conversation keeps working: switch the agent to a working model.
+      expect((await historyOf(apiKey, conversationId, 1)).length).toBe(1);
+      const patched = await call("PATCH", `/v1/accounts/${bot.id}`, {
+        token: apiKey,
+        body: { agent: { model: "local:echo" } },
+      });
+      expect(patched.status).toBe(200);
+      await say(apiKey, conversationId, user.id, "still there?");
+      const history = await historyOf(apiKey, conversationId, 3);
+      expect(history.map((m) => m.text)).toEqual(["hello?", "still there?", "Echo: still there?"]);
+      await runsOf(apiKey, conversationId, (r) => r.length === 2 && r[1].status === "completed");
+      socket.close();
+    });
+  }
+});
