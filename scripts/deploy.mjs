@@ -11,7 +11,7 @@ const args = process.argv.slice(2);
 const dryRun = args.includes("--dry-run");
 
 /** Every worker's wrangler config, deployed in this order. */
-const configs = ["wrangler.toml"];
+const configs = ["wrangler.toml", "src/notifications/wrangler.toml"];
 
 function run(argv) {
   console.log(`[parley] wrangler ${argv.join(" ")}`);

@@ -132,6 +132,7 @@ export const PushEndpointSchema = z
   .url()
   .refine(
     (value) => {
+      if (!URL.canParse(value)) return false;
       const url = new URL(value);
       return (
         url.protocol === "https:" ||
