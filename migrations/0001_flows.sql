@@ -9,6 +9,7 @@ CREATE TABLE `flow_runs` (
 	`message_id` text,
 	`event_id` text NOT NULL,
 	`seq` integer NOT NULL,
+	`depth` integer DEFAULT 0 NOT NULL,
 	`status` text NOT NULL,
 	`error` text,
 	`started_at` text NOT NULL,

@@ -71,7 +71,7 @@ function languageModel(env: Bindings, provider: string, name: string): LanguageM
   }
   if (provider === "workers-ai") {
     if (!env.AI) throw new ModelError("the AI binding is not configured");
-    return createWorkersAI({ binding: env.AI }) (name as Parameters<ReturnType<typeof createWorkersAI>>[0]);
+    return createWorkersAI({ binding: env.AI })(name as Parameters<ReturnType<typeof createWorkersAI>>[0]);
   }
   throw new ModelError(`unknown model provider '${provider}'`);
 }

@@ -18,6 +18,8 @@ export const flowRuns = sqliteTable(
     /** The id of the event that triggered the run (what a webhook step receives). */
     eventId: text("event_id").notNull(),
     seq: integer("seq").notNull(),
+    /** How many agent replies led to the trigger: 0 for a person's message; bounds agent-to-agent exchanges. */
+    depth: integer("depth").notNull().default(0),
     status: text("status", { enum: ["queued", "running", "completed", "failed"] }).notNull(),
     error: text("error"),
     startedAt: text("started_at").notNull(),

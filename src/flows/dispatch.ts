@@ -11,6 +11,7 @@ import { publishRuns, queueRuns, type RunTrigger } from "./runs";
 interface RoomAgent {
   roomId: string;
   agentId: string;
+  joinedAt: string;
   flow: Flow;
 }
 
@@ -33,11 +34,12 @@ export async function dispatchFlows(env: Bindings, events: ParleyEvent[]): Promi
   const agents = await autoRespondingAgents(env.DB, [...new Set(candidates.map(roomOfTrigger))]);
   if (agents.length === 0) return;
 
+  const depths = await replyDepths(env.DB, candidates);
   const triggers: RunTrigger[] = [];
   for (const event of candidates) {
     for (const agent of agents) {
       if (agent.roomId !== roomOfTrigger(event)) continue;
-      const trigger = triggerFor(event, agent);
+      const trigger = triggerFor(event, agent, depths);
       if (trigger) triggers.push(trigger);
     }
   }
@@ -55,17 +57,31 @@ function roomOfTrigger(event: ParleyEvent): string {
   return (event.data as Conversation | Message).roomId;
 }
 
-/** The run an event asks of an agent, if any: never for its own messages, nor other agents' unless its flow says so. */
-function triggerFor(event: ParleyEvent, agent: RoomAgent): RunTrigger | null {
-  const base = { orgId: event.orgId, agentId: agent.agentId, roomId: agent.roomId, eventId: event.id };
+/**
+ * The run an event asks of an agent that was in the room when it happened, if any: never for its own messages, nor
+ * other agents' unless its flow says so,
+ * and then only up to `MAX_AGENT_DEPTH` replies in a row, so two agents never talk to each other forever.
+ */
+function triggerFor(event: ParleyEvent, agent: RoomAgent, depths: Map<string, number>): RunTrigger | null {
+  // Only what happened after the agent joined: a trigger read late must not reach an agent added meanwhile.
+  if (agent.joinedAt > event.occurredAt) return null;
+  const depth = depths.get(event.id) ?? 0;
+  const base = { orgId: event.orgId, agentId: agent.agentId, roomId: agent.roomId, eventId: event.id, depth };
   if (event.type === "conversation.created") {
     if (!agent.flow.onStart?.length) return null;
     const conversation = event.data as Conversation;
-    return { ...base, conversationId: conversation.id, trigger: "start", messageId: null, seq: 0, at: event.occurredAt };
+    return {
+      ...base,
+      conversationId: conversation.id,
+      trigger: "start",
+      messageId: null,
+      seq: 0,
+      at: event.occurredAt,
+    };
   }
   const message = event.data as Message;
   if (!agent.flow.onMessage?.length || message.authorId === agent.agentId || message.type === "system") return null;
-  if (message.type === "bot" && !agent.flow.replyToAgents) return null;
+  if (message.type === "bot" && (!agent.flow.replyToAgents || depth > MAX_AGENT_DEPTH)) return null;
   return {
     ...base,
     conversationId: message.conversationId,
@@ -76,21 +92,47 @@ function triggerFor(event: ParleyEvent, agent: RoomAgent): RunTrigger | null {
   };
 }
 
+/** How many agent replies in a row may answer agents (`replyToAgents`) before the exchange stops. */
+export const MAX_AGENT_DEPTH = 3;
+
+/**
+ * The reply depth of bot messages posted by flow steps (their `clientMessageId` is `<run id>.<step>`): one more than
+ * the depth of the run that posted them. A person's message, or a bot message posted by other means, has depth 0.
+ */
+async function replyDepths(db: D1Database, events: ParleyEvent[]): Promise<Map<string, number>> {
+  const byRun = new Map<string, string[]>();
+  for (const event of events) {
+    const message = event.data as Message;
+    if (event.type !== "conversation.message_posted" || message.type !== "bot") continue;
+    const runId = /^(run_[0-9a-z]+)\.\d+$/.exec(message.clientMessageId ?? "")?.[1];
+    if (runId) byRun.set(runId, [...(byRun.get(runId) ?? []), event.id]);
+  }
+  const depths = new Map<string, number>();
+  for (const ids of chunks([...byRun.keys()], D1_MAX_IDS)) {
+    const { results } = await db
+      .prepare(`SELECT id, depth FROM flow_runs WHERE id IN (${ids.map(() => "?").join(",")})`)
+      .bind(...ids)
+      .all<{ id: string; depth: number }>();
+    for (const run of results) for (const eventId of byRun.get(run.id) ?? []) depths.set(eventId, run.depth + 1);
+  }
+  return depths;
+}
+
 /** The auto-responding agents of rooms, from the D1 mirror (which the consumer brought up to date first). */
 async function autoRespondingAgents(db: D1Database, roomIds: string[]): Promise<RoomAgent[]> {
   const found: RoomAgent[] = [];
   for (const ids of chunks(roomIds, D1_MAX_IDS)) {
     const { results } = await db
       .prepare(
-        `SELECT p.room_id AS roomId, p.account_id AS agentId, a.agent AS agent
+        `SELECT p.room_id AS roomId, p.account_id AS agentId, p.joined_at AS joinedAt, a.agent AS agent
          FROM participants p JOIN accounts a ON a.id = p.account_id AND a.org_id = p.org_id
          WHERE p.room_id IN (${ids.map(() => "?").join(",")}) AND p.auto_respond = 1 AND a.type = 'agent'`,
       )
       .bind(...ids)
-      .all<{ roomId: string; agentId: string; agent: string | null }>();
+      .all<{ roomId: string; agentId: string; joinedAt: string; agent: string | null }>();
     for (const row of results) {
       const settings = row.agent ? (JSON.parse(row.agent) as AgentSettings) : null;
-      found.push({ roomId: row.roomId, agentId: row.agentId, flow: flowOf(settings) });
+      found.push({ roomId: row.roomId, agentId: row.agentId, joinedAt: row.joinedAt, flow: flowOf(settings) });
     }
   }
   return found;

@@ -22,6 +22,7 @@ export interface RunTrigger {
   messageId: string | null;
   eventId: string;
   seq: number;
+  depth: number;
   at: string;
 }
 
@@ -87,6 +88,7 @@ export async function queueRuns(db: D1Database, triggers: RunTrigger[]): Promise
         messageId: t.messageId,
         eventId: t.eventId,
         seq: t.seq,
+        depth: t.depth,
         status: "queued",
         startedAt: t.at,
         updatedAt: t.at,
@@ -104,11 +106,7 @@ export async function queuedRuns(db: D1Database, conversationId: string, agentId
     .select()
     .from(flowRuns)
     .where(
-      and(
-        eq(flowRuns.conversationId, conversationId),
-        eq(flowRuns.agentId, agentId),
-        eq(flowRuns.status, "queued"),
-      ),
+      and(eq(flowRuns.conversationId, conversationId), eq(flowRuns.agentId, agentId), eq(flowRuns.status, "queued")),
     )
     .orderBy(flowRuns.seq)
     .limit(limit);

@@ -46,15 +46,13 @@ export class FlowWorkflow extends WorkflowEntrypoint<Bindings, FlowParams> {
     let done = 0;
     for (let round = 0; ; round++) {
       const runs = await step.do(`queued runs ${round}`, async () =>
-        (await queuedRuns(this.env.DB, flow.conversationId, flow.agentId, ROUND_RUNS)).map(
-          (row): QueuedRun => ({
-            id: row.id,
-            trigger: row.trigger,
-            messageId: row.messageId,
-            eventId: row.eventId,
-            seq: row.seq,
-          }),
-        ),
+        (await queuedRuns(this.env.DB, flow.conversationId, flow.agentId, ROUND_RUNS)).map((row): QueuedRun => ({
+          id: row.id,
+          trigger: row.trigger,
+          messageId: row.messageId,
+          eventId: row.eventId,
+          seq: row.seq,
+        })),
       );
       used++;
       for (const run of runs) {

@@ -337,7 +337,8 @@ export class Room extends DurableObject<Bindings> {
 
     if (input.clientMessageId !== undefined) {
       const previous = this.messageByClientId(conversationId, input.clientMessageId);
-      if (previous) return ok({ message: previous, created: false, conversation: this.conversationRecord(found.value) });
+      if (previous)
+        return ok({ message: previous, created: false, conversation: this.conversationRecord(found.value) });
     }
 
     const result = this.commit(() => this.writeMessage(found.value.id, author, input, newId("msg")));
@@ -429,12 +430,17 @@ export class Room extends DurableObject<Bindings> {
       });
       this.enqueue(done, {});
       if (failure || posted) return null;
-      return this.writeMessage(row.conversation_id, author!, {
-        authorId: row.author_id,
-        text: row.text,
-        attachments: [],
-        clientMessageId: streamId,
-      }, messageId);
+      return this.writeMessage(
+        row.conversation_id,
+        author!,
+        {
+          authorId: row.author_id,
+          text: row.text,
+          attachments: [],
+          clientMessageId: streamId,
+        },
+        messageId,
+      );
     });
     if (result) this.markActivity(result.conversation);
     return ok({ message: result?.message ?? posted ?? null });

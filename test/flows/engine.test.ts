@@ -1,0 +1,252 @@
+import {
+  createExecutionContext,
+  createMessageBatch,
+  env,
+  getQueueResult,
+  introspectWorkflowInstance,
+} from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { call, createAccount, eventually } from "../helpers/api";
+import { addParticipant } from "../helpers/realtime";
+import { consumeEvents } from "../../src/events/consumer";
+import { messagePostedEvent } from "../../src/events/envelope";
+import { instanceId } from "../../src/flows/instances";
+import { runStep } from "../../src/flows/steps";
+import { agentRoom, historyOf, newConversation, runsOf, say } from "./helpers";
+
+describe("the flow engine", () => {
+  it("answers a burst of messages one run at a time, in the order they were posted", async () => {
+    const { apiKey, user, bot, conversationId, socket } = await agentRoom();
+    const questions = Array.from({ length: 6 }, (_, i) => `question ${i + 1}`);
+    await Promise.all(questions.map((q) => say(apiKey, conversationId, user.id, q)));
+    const runs = await runsOf(
+      apiKey,
+      conversationId,
+      (r) => r.length === 6 && r.every((x) => x.status === "completed"),
+    );
+    const history = await historyOf(apiKey, conversationId, 12);
+    const asked = history.filter((m) => m.authorId === user.id);
+    const answers = history.filter((m) => m.authorId === bot.id);
+    expect(answers.map((m) => m.text)).toEqual(asked.map((m) => `Echo: ${m.text}`));
+    // Runs went one at a time, in trigger order: each started after the previous one ended.
+    const byMessage = asked.map((m) => runs.find((r) => r.messageId === m.id)!);
+    for (let i = 1; i < byMessage.length; i++) {
+      expect(byMessage[i].startedAt >= byMessage[i - 1].updatedAt).toBe(true);
+    }
+    socket.close();
+  });
+
+  it("never answers its own messages, and two agents do not answer each other", async () => {
+    const { apiKey, user, bot, room, conversationId, socket } = await agentRoom();
+    const other = await createAccount(apiKey, { type: "agent", name: "Other", agent: {} });
+    await addParticipant(apiKey, room.id, other.id);
+    await say(apiKey, conversationId, user.id, "hi both");
+    await historyOf(apiKey, conversationId, 3);
+    await runsOf(apiKey, conversationId, (r) => r.length === 2 && r.every((x) => x.status === "completed"));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const history = await historyOf(apiKey, conversationId, 3);
+    expect(history).toHaveLength(3);
+    expect(new Set(history.slice(1).map((m) => m.authorId))).toEqual(new Set([bot.id, other.id]));
+    const runs = await runsOf(apiKey, conversationId, (r) => r.length === 2);
+    expect(runs.every((r) => r.messageId === history[0].id)).toBe(true);
+    socket.close();
+  });
+
+  it("with replyToAgents, agents answer each other only a bounded number of times", async () => {
+    const chatty = { flow: { onMessage: [{ type: "reply", text: "noted" }], replyToAgents: true } };
+    const { apiKey, user, room, conversationId, socket } = await agentRoom(chatty);
+    const other = await createAccount(apiKey, { type: "agent", name: "Other", agent: chatty });
+    await addParticipant(apiKey, room.id, other.id);
+    await say(apiKey, conversationId, user.id, "start");
+    // user -> both agents (depth 1) -> each answers the other (2) -> (3) -> (4) and then it stops.
+    const settled = await eventually(async () => {
+      const before = (await historyOf(apiKey, conversationId, 1)).length;
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const after = await historyOf(apiKey, conversationId, 1);
+      return after.length === before && before > 3 ? after : null;
+    }, 30_000);
+    expect(settled.length).toBe(1 + 2 * 4);
+    socket.close();
+  });
+
+  it("an agent added to a room later joins its existing conversations on their next message", async () => {
+    const { apiKey, user, room, conversationId, socket } = await agentRoom({ flow: { onMessage: [] } });
+    const late = await createAccount(apiKey, { type: "agent", name: "Late", agent: {} });
+    await say(apiKey, conversationId, user.id, "before");
+    await addParticipant(apiKey, room.id, late.id);
+    await say(apiKey, conversationId, user.id, "after");
+    const history = await historyOf(apiKey, conversationId, 3);
+    expect(history.map((m) => [m.authorId, m.text])).toEqual([
+      [user.id, "before"],
+      [user.id, "after"],
+      [late.id, "Echo: after"],
+    ]);
+    socket.close();
+  });
+
+  it("a redelivered or duplicated event batch queues no second run and posts no second reply", async () => {
+    const { apiKey, user, conversationId, socket } = await agentRoom();
+    const question = await say(apiKey, conversationId, user.id, "only once");
+    await historyOf(apiKey, conversationId, 2);
+    await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    const event = messagePostedEvent(question);
+    const batch = createMessageBatch<unknown>("parley-events", [
+      { id: "a", timestamp: new Date(), attempts: 2, body: { event } },
+      { id: "b", timestamp: new Date(), attempts: 1, body: JSON.stringify({ event }) },
+    ]);
+    const ctx = createExecutionContext();
+    await consumeEvents(batch, env);
+    const result = await getQueueResult(batch, ctx);
+    expect(result.ackAll).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(await historyOf(apiKey, conversationId, 2)).toHaveLength(2);
+    expect(await runsOf(apiKey, conversationId, () => true)).toHaveLength(1);
+    socket.close();
+  });
+
+  it("a retried step posts nothing twice: reply, webhook and assistant steps are idempotent", async () => {
+    const { apiKey, user, bot, room, conversationId, orgId, socket } = await agentRoom({ flow: { onMessage: [] } });
+    const question = await say(apiKey, conversationId, user.id, "retry me");
+    const flow = { orgId, roomId: room.id, conversationId, agentId: bot.id, generation: 0 };
+    const run = {
+      id: "run_00000000000000000000000001",
+      trigger: "message" as const,
+      messageId: question.id,
+      eventId: "evt_x",
+      seq: 1,
+    };
+    const hook = env.OPENAI_BASE_URL!.replace(/\/v1$/, "/hooks/reply");
+    const steps = [
+      { type: "reply" as const, text: "once" },
+      { type: "webhook" as const, url: hook },
+      { type: "assistant" as const },
+    ];
+    for (let attempt = 0; attempt < 2; attempt++) {
+      for (const [index, step] of steps.entries()) {
+        const outcome = await runStep(env, flow, run, index, step, {});
+        expect(outcome.error, JSON.stringify(outcome)).toBeUndefined();
+      }
+    }
+    const history = await historyOf(apiKey, conversationId, 4);
+    expect(history.map((m) => m.text)).toEqual([
+      "retry me",
+      "once",
+      "hook got conversation.message_posted: retry me",
+      "Echo: retry me",
+    ]);
+    socket.close();
+  });
+
+  it("exposes its runs to Workflow introspection: one instance per (conversation, agent) runs them in order", async () => {
+    const { apiKey, user, bot, conversationId, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "reply", text: "ack" }] },
+    });
+    await using instance = await introspectWorkflowInstance(
+      env.FLOWS,
+      instanceId({ conversationId, agentId: bot.id, generation: 0 }),
+    );
+    const first = await say(apiKey, conversationId, user.id, "one");
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    expect(await instance.waitForStepResult({ name: `begin ${runs[0].id}` })).toMatchObject({
+      steps: [{ type: "reply", text: "ack" }],
+      error: null,
+    });
+    expect(await instance.waitForStepResult({ name: `${runs[0].id} step 0` })).toMatchObject({
+      messageId: expect.stringMatching(/^msg_/),
+    });
+    expect(runs[0].messageId).toBe(first.id);
+    await say(apiKey, conversationId, user.id, "two");
+    const both = await runsOf(apiKey, conversationId, (r) => r.length === 2 && r[1].status === "completed");
+    expect(await instance.waitForStepResult({ name: `begin ${both[1].id}` })).toMatchObject({ error: null });
+    socket.close();
+  });
+});
+
+describe("webhook steps", () => {
+  const hook = (kind: string) => env.OPENAI_BASE_URL!.replace(/\/v1$/, `/hooks/${kind}`);
+
+  it("POSTs the triggering event and posts a JSON { text } answer as the agent; an empty answer posts nothing", async () => {
+    const { apiKey, user, bot, conversationId, socket } = await agentRoom({
+      flow: {
+        onMessage: [
+          { type: "webhook", url: hook("reply") },
+          { type: "webhook", url: hook("empty") },
+        ],
+      },
+    });
+    await say(apiKey, conversationId, user.id, "ping");
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    expect(runs).toHaveLength(1);
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history[1]).toMatchObject({ authorId: bot.id, text: "hook got conversation.message_posted: ping" });
+    expect(history).toHaveLength(2);
+    socket.close();
+  });
+
+  for (const [kind, error] of [
+    ["html", /not JSON/],
+    ["big", /larger than/],
+    ["fail", /500/],
+  ] as const) {
+    it(`a webhook answering ${kind} fails the run and posts nothing`, async () => {
+      const { apiKey, user, conversationId, socket } = await agentRoom({
+        flow: { onMessage: [{ type: "webhook", url: hook(kind) }] },
+      });
+      await say(apiKey, conversationId, user.id, "ping");
+      const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "failed");
+      expect(runs[0].error).toMatch(error);
+      expect(await historyOf(apiKey, conversationId, 1)).toHaveLength(1);
+      socket.close();
+    });
+  }
+
+  it("a webhook that cannot be reached fails the run", async () => {
+    const { apiKey, user, conversationId, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "webhook", url: "http://127.0.0.1:9/unreachable" }] },
+    });
+    await say(apiKey, conversationId, user.id, "ping");
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "failed");
+    expect(runs[0].error).toMatch(/reached|timed out/);
+    socket.close();
+  });
+
+  it("rejects flows with non-http webhook URLs", async () => {
+    const { apiKey } = await agentRoom({}, { conversation: false });
+    const created = await call("POST", "/v1/accounts", {
+      token: apiKey,
+      body: {
+        type: "agent",
+        name: "Bad",
+        agent: { flow: { onMessage: [{ type: "webhook", url: "file:///etc/passwd" }] } },
+      },
+    });
+    expect(created.status).toBe(400);
+  });
+});
+
+describe("GET /v1/flow-runs", () => {
+  it("lists runs newest first with filters and cursors, and validates its query", async () => {
+    const { apiKey, user, bot, conversationId, room, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "reply", text: "ok" }] },
+    });
+    const second = await newConversation(apiKey, room.id);
+    await say(apiKey, conversationId, user.id, "a");
+    await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    await say(apiKey, second, user.id, "b");
+    await runsOf(apiKey, second, (r) => r[0]?.status === "completed");
+    const page1 = await call("GET", `/v1/flow-runs?agentId=${bot.id}&limit=1`, { token: apiKey });
+    expect(page1.status).toBe(200);
+    expect(page1.body.items).toHaveLength(1);
+    expect(page1.body.items[0].conversationId).toBe(second);
+    const page2 = await call("GET", `/v1/flow-runs?agentId=${bot.id}&limit=1&cursor=${page1.body.nextCursor}`, {
+      token: apiKey,
+    });
+    expect(page2.body.items[0].conversationId).toBe(conversationId);
+    const one = await call("GET", `/v1/flow-runs/${page2.body.items[0].id}`, { token: apiKey });
+    expect(one.body).toEqual(page2.body.items[0]);
+    expect((await call("GET", "/v1/flow-runs?conversationId=nope", { token: apiKey })).status).toBe(400);
+    expect((await call("GET", "/v1/flow-runs/run_0000000000", { token: apiKey })).status).toBe(404);
+    expect((await call("GET", "/v1/flow-runs")).status).toBe(401);
+    socket.close();
+  });
+});
