@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { chunks, D1_MAX_IDS } from "../db/client";
 import type { Bindings } from "../env";
-import { recoverableConversation } from "../protocol/topics";
+import { recoverableConversation, streamConversation, topicMatches, type TopicPattern } from "../protocol/topics";
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, type SubscribeFrame } from "../protocol/frames";
 import type { Participant, Room } from "../protocol/rooms";
@@ -118,7 +118,10 @@ export class Hub extends DurableObject<Bindings> {
   private async subscribe(ws: WebSocket, frame: SubscribeFrame): Promise<void> {
     const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
     if (!pattern) return;
-    if (frame.sinceSeq === undefined) return this.sockets.ackSubscribe(ws, frame);
+    if (frame.sinceSeq === undefined) {
+      this.sockets.ackSubscribe(ws, frame);
+      return this.sendSnapshots(ws, pattern);
+    }
     const conversationId = recoverableConversation(pattern);
     const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
     if (!conversationId || !roomId) return this.sockets.ackSubscribe(ws, frame, false);
@@ -150,6 +153,26 @@ export class Hub extends DurableObject<Bindings> {
       const floors = this.floors.get(ws) ?? new Map<string, number>();
       this.floors.set(ws, floors);
       floors.set(conversationId, last);
+    }
+  }
+
+  /**
+   * A subscription naming one conversation made while a reply streams gets the text so far from the room. Deltas
+   * sent meanwhile may arrive first: the snapshot's `index` says which delta it includes up to.
+   */
+  private async sendSnapshots(ws: WebSocket, pattern: TopicPattern): Promise<void> {
+    const conversationId = streamConversation(pattern);
+    const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
+    if (!conversationId || !roomId) return;
+    const { actor } = this.sockets.state(ws);
+    try {
+      const result = await roomStub(this.env, roomId).streamSnapshots(actor, conversationId);
+      if (!result.ok) return;
+      for (const event of result.value) {
+        if (topicMatches(pattern, event.topic)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      }
+    } catch (error) {
+      console.error("stream snapshots from room failed", String(error));
     }
   }
 

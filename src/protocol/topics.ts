@@ -99,3 +99,16 @@ export function recoverableConversationOf(topic: string): string | null {
   const [, , source, resource, event, resourceId] = parts;
   return source === "conversations" && resource === "conversation" && event === "message_posted" ? resourceId : null;
 }
+
+/**
+ * The conversation a pattern names, when its resource id segment is one conversation's id and it can match that
+ * conversation's `message_stream` events (hubs send such subscriptions the streams in flight).
+ */
+export function streamConversation(pattern: TopicPattern): string | null {
+  const parts = [...pattern.segments];
+  while (pattern.tail && parts.length < SEGMENTS) parts.push("*");
+  const [, , source, resource, event, resourceId] = parts;
+  const can = (segment: string, literal: string) => segment === "*" || segment === literal;
+  if (!can(source, "conversations") || !can(resource, "conversation") || !can(event, "message_stream")) return null;
+  return resourceId !== "*" && resourceId.startsWith("conv_") ? resourceId : null;
+}

@@ -26,6 +26,7 @@ export type RoomRpc = Pick<
   | "openStream"
   | "appendStream"
   | "closeStream"
+  | "streamSnapshots"
 >;
 
 /**

@@ -469,15 +469,28 @@ export class Room extends DurableObject<Bindings> {
     }
   }
 
-  /** Snapshots of the streams in flight that a new subscription matches: the text so far, then live deltas follow. */
-  private streamSnapshots(ws: WebSocket, pattern: TopicPattern): void {
+  /** Snapshots of a conversation's streams in flight (the text so far), for a hub subscription made mid-stream. */
+  async streamSnapshots(actor: Actor, conversationId: string): Promise<Result<ParleyEvent<MessageStream>[]>> {
+    const found = this.visibleConversation(actor, conversationId);
+    if (!found.ok) return found;
+    return ok(this.snapshots().filter((event) => event.resourceId === conversationId));
+  }
+
+  /** Sends a new room subscription the snapshots of the streams in flight it matches; live deltas follow. */
+  private sendSnapshots(ws: WebSocket, pattern: TopicPattern): void {
     const { actor } = this.sockets.state(ws);
-    const rows = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE next_index > 0").toArray();
-    for (const row of rows) {
-      if (actor.conversationId && actor.conversationId !== row.conversation_id) continue;
-      const event = this.streamEvent(row, { index: row.next_index - 1, delta: "", text: row.text, done: false });
+    for (const event of this.snapshots()) {
+      if (actor.conversationId && actor.conversationId !== event.resourceId) continue;
       if (topicMatches(pattern, event.topic)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
     }
+  }
+
+  /** A `message_stream` event per stream in flight, carrying the text so far and the index of its last delta. */
+  private snapshots(): ParleyEvent<MessageStream>[] {
+    return this.sql
+      .exec<StreamRow>("SELECT * FROM streams WHERE next_index > 0 ORDER BY stream_id")
+      .toArray()
+      .map((row) => this.streamEvent(row, { index: row.next_index - 1, delta: "", text: row.text, done: false }));
   }
 
   private messageByClientId(conversationId: string, clientMessageId: string): Message | null {
@@ -640,7 +653,7 @@ export class Room extends DurableObject<Bindings> {
     if (!pattern) return;
     if (frame.sinceSeq === undefined) {
       this.sockets.ackSubscribe(ws, frame);
-      return this.streamSnapshots(ws, pattern);
+      return this.sendSnapshots(ws, pattern);
     }
     // Synchronous from here: no commit can interleave, so the replay joins the live stream with no gap and no duplicate.
     const conversationId = recoverableConversation(pattern);

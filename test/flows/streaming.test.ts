@@ -68,3 +68,23 @@ describe("streaming through the room", () => {
     socket.close();
   });
 });
+
+describe("mid-stream subscriptions on the org hub", () => {
+  it("a hub subscription naming the conversation gets the text so far, then the following deltas", async () => {
+    const { apiKey, user, token, orgId, socket, conversationId } = await agentRoom(SLOW);
+    await say(apiKey, conversationId, user.id, QUESTION);
+    await socket.waitLog((f) => f.type === "event" && f.event.data?.index === 2, 10_000);
+    const hub = await openHub(token);
+    await subscribe(hub, `events.${orgId}.conversations.conversation.*.${conversationId}`);
+    const done = await hub.waitLog((f) => f.type === "event" && f.event.data?.done === true, 15_000);
+    const events = streamEvents(hub);
+    const snapshot = events.find((d) => d.text !== undefined)!;
+    expect(snapshot.done).toBe(false);
+    expect(snapshot.index).toBeGreaterThanOrEqual(2);
+    const after = events.filter((d) => !d.done && d.index > snapshot.index);
+    expect(snapshot.text + after.map((d) => d.delta).join("")).toBe(ANSWER);
+    expect(done.event.data.text).toBe(ANSWER);
+    hub.close();
+    socket.close();
+  });
+});

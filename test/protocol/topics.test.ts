@@ -4,6 +4,7 @@ import {
   isTopicError,
   parseTopicPattern,
   recoverableConversation,
+  streamConversation,
   topicMatches,
   type TopicPattern,
 } from "../../src/protocol/topics";
@@ -283,5 +284,18 @@ describe("recoverableConversation", () => {
     ["another source", `events.${ORG}.flows.conversation.message_posted.${CONV}`],
   ])("answers null for %s", (_, pattern) => {
     expect(recoverableConversation(accepted(pattern))).toBeNull();
+  });
+});
+
+describe("streamConversation", () => {
+  const parse = (topic: string) => parseTopicPattern(topic, "org_1") as TopicPattern;
+  it("names the conversation of patterns that can match its message_stream events", () => {
+    const conv = "conv_0123456789abcdefghjkmnpqrstvwxyz0123";
+    expect(streamConversation(parse(`events.org_1.conversations.conversation.message_stream.${conv}`))).toBe(conv);
+    expect(streamConversation(parse(`events.org_1.*.*.*.${conv}`))).toBe(conv);
+    expect(streamConversation(parse(`events.org_1.conversations.conversation.message_posted.${conv}`))).toBeNull();
+    expect(streamConversation(parse("events.org_1.conversations.conversation.message_stream.*"))).toBeNull();
+    expect(streamConversation(parse("events.org_1.conversations.>"))).toBeNull();
+    expect(streamConversation(parse(`events.org_1.flows.flow.run.${conv}`))).toBeNull();
   });
 });
