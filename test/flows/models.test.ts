@@ -46,6 +46,7 @@ describe("assistant replies from an OpenAI-compatible server", () => {
     ["openai:garbage", /./],
     ["openai:hang", /timed out/],
     ["local:nonexistent", /unknown local model/],
+    ["workers-ai:@cf/meta/llama-3.1-8b-instruct", /AI binding is not configured/],
   ] as const) {
     it(`a model that fails (${model}) ends the stream with an error, fails the run, and the next message is answered`, async () => {
       const { apiKey, user, bot, socket, conversationId } = await agentRoom({ model });
