@@ -1,9 +1,13 @@
-// Helpers shared by the benchmarks: ports, process groups, server logs, the app snapshot, statistics.
+// Helpers shared by the benchmarks: ports, process groups, server logs, the app snapshot, starting servers, statistics.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import {
+  closeSync,
   cpSync,
   existsSync,
   linkSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -12,6 +16,7 @@ import {
 } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 
 /** The repository root. */
@@ -147,4 +152,97 @@ export function percentile(sorted, p) {
   if (sorted.length === 0) return NaN;
   const rank = Math.ceil((p / 100) * sorted.length);
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
+}
+
+/**
+ * Spawns a server (`node ...args`) in its own process group, so the whole tree can be killed with kill(-pid), its
+ * output appended to `logPath`. Answers a handle: { name, pid, exited, exitInfo, logPath, base }; `exited` and
+ * `exitInfo` follow the process.
+ */
+export function spawnLogged(name, args, cwd, logPath) {
+  const server = { name, pid: null, exited: false, exitInfo: null, logPath, base: null };
+  const out = openSync(logPath, "a");
+  const child = spawn(process.execPath, args, {
+    cwd,
+    detached: true,
+    stdio: ["ignore", out, out],
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+  });
+  closeSync(out);
+  server.pid = child.pid;
+  child.on("exit", (code, signal) => {
+    server.exited = true;
+    server.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
+  });
+  return server;
+}
+
+/** Waits until `GET /healthz` on 127.0.0.1:`port` answers 200; sets `server.base`. Throws with the log's tail. */
+export async function waitHealthy(server, port, timeoutMs = 90_000) {
+  server.base = `http://127.0.0.1:${port}`;
+  const started = performance.now();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (server.exited) {
+      throw new Error(`${server.name} exited before answering (${server.exitInfo}); log:\n${logTail(server.logPath)}`);
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `${server.name}: GET /healthz did not answer 200 within ${timeoutMs / 1000} s; log:\n` +
+          logTail(server.logPath),
+      );
+    }
+    try {
+      const res = await fetch(`${server.base}/healthz`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await sleep(250);
+  }
+  log(`${server.name} ready on ${server.base} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  return server;
+}
+
+/**
+ * Starts Parley as a user does, `node scripts/dev.mjs`, from `appDir` (the working tree or a snapshot of it) on free
+ * ports, with its state in `persistTo`, its output in `logPath`, a random ADMIN_TOKEN and JWT_SECRET, and `vars`
+ * ({ NAME: value }) passed as `--var NAME:value`. `onSpawn(server)` is called as soon as the process exists, so the
+ * caller can kill it on any failure; answers once `/healthz` answers: the handle of spawnLogged plus `adminToken` and `inspectorPort`.
+ */
+export async function startDevServer({
+  name = "parley",
+  appDir,
+  persistTo,
+  logPath,
+  vars = {},
+  logLevel = null,
+  timeoutMs = 90_000,
+  onSpawn = () => {},
+}) {
+  const [port, inspectorPort] = await freePorts(2);
+  const adminToken = vars.ADMIN_TOKEN ?? `bench-admin-${randomBytes(16).toString("hex")}`;
+  const jwtSecret = randomBytes(16).toString("hex"); // 32 characters
+  const args = [
+    join(appDir, "scripts", "dev.mjs"),
+    "--port",
+    String(port),
+    "--inspector-port",
+    String(inspectorPort),
+    "--persist-to",
+    persistTo,
+  ];
+  for (const [key, value] of Object.entries({ ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, ...vars })) {
+    args.push("--var", `${key}:${value}`);
+  }
+  if (logLevel) args.push("--log-level", logLevel);
+  log(
+    `starting ${name} on 127.0.0.1:${port} (inspector ${inspectorPort}) from ${appDir === root ? "the working tree" : appDir}`,
+  );
+  const server = spawnLogged(name, args, appDir, logPath);
+  server.adminToken = adminToken;
+  server.inspectorPort = inspectorPort;
+  onSpawn(server);
+  return waitHealthy(server, port, timeoutMs);
 }

@@ -16,9 +16,9 @@
 //      largest room, divided by their number.
 // All clients live in this one Node process (so send and receive timestamps share a clock). Prints a table with the
 // ratio of every figure to the floor and writes JSON to bench/.results/. See bench/README.md.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, relative } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -28,13 +28,15 @@ import {
   intEnv as positiveIntEnv,
   killProcessGroupNow,
   log,
-  logTail,
   percentile,
   reloadsIn,
   root,
   sleep,
   snapshotApp,
+  spawnLogged,
+  startDevServer,
   stopProcessGroup,
+  waitHealthy,
 } from "./lib.mjs";
 
 /** An integer setting from the environment; 0 is allowed (e.g. no refinement steps). */
@@ -126,90 +128,26 @@ function killServersNow() {
   }
 }
 
-const serverLogTail = (server, lines) => logTail(server.logPath, lines);
 const serverReloads = (server) => reloadsIn(server.logPath);
 
-/** Spawns a server in its own process group, its output to a log file; answers once GET /healthz answers 200. */
-async function spawnServer(name, args, cwd) {
-  const server = {
-    name,
-    pid: null,
-    exited: false,
-    exitInfo: null,
-    logPath: join(runDir, `${name}.log`),
-    base: null,
-  };
+/** Spawns a server (see spawnLogged) and registers it, so every exit path kills it. */
+function spawnServer(name, args, cwd) {
+  const server = spawnLogged(name, args, cwd, join(runDir, `${name}.log`));
   servers.set(name, server);
-  const out = openSync(server.logPath, "a");
-  const child = spawn(process.execPath, args, {
-    cwd,
-    detached: true, // its own process group, so the whole tree can be killed with kill(-pid)
-    stdio: ["ignore", out, out],
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
-  });
-  closeSync(out);
-  server.pid = child.pid;
-  child.on("exit", (code, signal) => {
-    server.exited = true;
-    server.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-  });
-  return server;
-}
-
-async function waitHealthy(server, port) {
-  server.base = `http://127.0.0.1:${port}`;
-  const started = performance.now();
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-  for (;;) {
-    if (server.exited) {
-      throw new Error(`${server.name} exited before answering (${server.exitInfo}); log:\n${serverLogTail(server)}`);
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `${server.name}: GET /healthz did not answer 200 within ${STARTUP_TIMEOUT_MS / 1000} s; log:\n` +
-          serverLogTail(server),
-      );
-    }
-    try {
-      const res = await fetch(`${server.base}/healthz`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    await sleep(250);
-  }
-  log(`${server.name} ready on ${server.base} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   return server;
 }
 
 async function startParley() {
-  const [port, inspectorPort] = await freePorts(2);
   const appDir = IN_PLACE ? root : snapshotApp(join(runDir, "app"));
-  const adminToken = `bench-admin-${randomBytes(16).toString("hex")}`;
-  const jwtSecret = randomBytes(16).toString("hex"); // 32 characters
-  const args = [
-    join(appDir, "scripts", "dev.mjs"),
-    "--port",
-    String(port),
-    "--inspector-port",
-    String(inspectorPort),
-    "--persist-to",
-    join(runDir, "parley-state"),
-    "--var",
-    `ADMIN_TOKEN:${adminToken}`,
-    "--var",
-    `JWT_SECRET:${jwtSecret}`,
-  ];
-  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
-  log(
-    `starting parley on 127.0.0.1:${port} (inspector ${inspectorPort}) from ` +
-      (IN_PLACE ? "the working tree" : `a snapshot of the working tree in ${appDir}`),
-  );
-  const server = await spawnServer("parley", args, appDir);
-  await waitHealthy(server, port);
-  server.adminToken = adminToken;
-  return server;
+  if (!IN_PLACE) log(`parley runs from a snapshot of the working tree in ${appDir}`);
+  return startDevServer({
+    appDir,
+    persistTo: join(runDir, "parley-state"),
+    logPath: join(runDir, "parley.log"),
+    logLevel: LOG_LEVEL,
+    timeoutMs: STARTUP_TIMEOUT_MS,
+    onSpawn: (server) => servers.set("parley", server),
+  });
 }
 
 /** The floor or the partyserver room: `wrangler dev --config bench/{dir}/wrangler.toml`, run in place. */
@@ -233,8 +171,8 @@ async function startBenchWorker(name) {
   ];
   if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
   log(`starting ${name} on 127.0.0.1:${port} (inspector ${inspectorPort})`);
-  const server = await spawnServer(name, args, root);
-  return waitHealthy(server, port);
+  const server = spawnServer(name, args, root);
+  return waitHealthy(server, port, STARTUP_TIMEOUT_MS);
 }
 
 // --- /proc: the workerd processes of a server, their memory and CPU ---------------------------------------------

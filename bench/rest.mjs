@@ -19,23 +19,21 @@
 //   BENCH_IN_PLACE=1         run the app from the working tree instead of a snapshot of it (see snapshotApp)
 //   BENCH_LOG_LEVEL          passed to wrangler dev as --log-level (default: unset, wrangler's default, which logs
 //                            every request; `warn` drops that per-request cost from both Parley and the floor)
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, relative } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
-  freePorts,
   intEnv,
   killProcessGroupNow,
   log,
-  logTail,
   percentile,
   reloadsIn,
   root,
-  sleep,
   snapshotApp,
+  startDevServer,
   stopProcessGroup,
 } from "./lib.mjs";
 
@@ -57,7 +55,7 @@ const STARTUP_TIMEOUT_MS = 90_000;
 
 // --- the server -------------------------------------------------------------------------------------------------
 
-const server = { child: null, pid: null, exited: false, exitInfo: null, stateDir: null, logPath: null };
+const server = { pid: null, stateDir: null, logPath: null };
 
 /** Stops the dev server's whole process group (node scripts/dev.mjs, wrangler, workerd). */
 async function stopServer() {
@@ -73,10 +71,8 @@ function killServerNow() {
 }
 
 const serverReloads = () => reloadsIn(server.logPath);
-const serverLogTail = (lines) => logTail(server.logPath, lines);
 
 async function startServer() {
-  const [port, inspectorPort] = await freePorts(2);
   server.stateDir = mkdtempSync(join(os.tmpdir(), "parley-bench-"));
   const appDir = IN_PLACE ? root : snapshotApp(join(server.stateDir, "app"));
   log(
@@ -84,63 +80,17 @@ async function startServer() {
       ? "running the app from the working tree"
       : `running the app from a snapshot of the working tree in ${appDir}`,
   );
-  const persistTo = join(server.stateDir, "state");
   server.logPath = join(server.stateDir, "server.log");
-  const adminToken = `bench-admin-${randomBytes(16).toString("hex")}`;
-  const jwtSecret = randomBytes(16).toString("hex"); // 32 characters
-  const args = [
-    join(appDir, "scripts", "dev.mjs"),
-    "--port",
-    String(port),
-    "--inspector-port",
-    String(inspectorPort),
-    "--persist-to",
-    persistTo,
-    "--var",
-    `ADMIN_TOKEN:${adminToken}`,
-    "--var",
-    `JWT_SECRET:${jwtSecret}`,
-  ];
-  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
-  log(`starting the app on 127.0.0.1:${port} (inspector ${inspectorPort}), state in ${server.stateDir}`);
-  const out = openSync(server.logPath, "a");
-  const child = spawn(process.execPath, args, {
-    cwd: appDir,
-    detached: true, // its own process group, so the whole tree can be killed with kill(-pid)
-    stdio: ["ignore", out, out],
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+  log(`state in ${server.stateDir}`);
+  const started = await startDevServer({
+    appDir,
+    persistTo: join(server.stateDir, "state"),
+    logPath: server.logPath,
+    logLevel: LOG_LEVEL,
+    timeoutMs: STARTUP_TIMEOUT_MS,
+    onSpawn: (handle) => (server.pid = handle.pid),
   });
-  closeSync(out);
-  server.child = child;
-  server.pid = child.pid;
-  child.on("exit", (code, signal) => {
-    server.exited = true;
-    server.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-  });
-
-  const base = `http://127.0.0.1:${port}`;
-  const started = performance.now();
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-  for (;;) {
-    if (server.exited) {
-      throw new Error(`the dev server exited before answering (${server.exitInfo}); log:\n${serverLogTail()}`);
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `GET /healthz did not answer 200 within ${STARTUP_TIMEOUT_MS / 1000} s; log:\n${serverLogTail()}`,
-      );
-    }
-    try {
-      const res = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    await sleep(250);
-  }
-  log(`app ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  return { base, adminToken };
+  return { base: started.base, adminToken: started.adminToken };
 }
 
 // --- HTTP -------------------------------------------------------------------------------------------------------

@@ -5,9 +5,12 @@
 //   garbage       streams events that are not JSON
 //   hang          sends one token, then nothing more
 // Every request body is kept; GET /requests answers them (tests find theirs by a marker in the prompt).
+// An optional observer hears, on the server's clock (`performance.now()`), when each chat request was read and when
+// each token of its reply was written (benchmarks time a stream from the model's side with it).
 // It also plays webhook receivers for flow tests: POST /hooks/reply answers `{ text }` naming the event it got,
 // /hooks/empty answers 204, /hooks/html answers HTML, /hooks/big answers 100 KB of JSON, /hooks/fail answers 500.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { performance } from "node:perf_hooks";
 
 /** A running model server. */
 export interface ModelServer {
@@ -23,11 +26,21 @@ interface ChatRequest {
   messages: { role: string; content: unknown }[];
 }
 
-/** Starts the model server on a free port of 127.0.0.1. */
-export async function startModelServer(): Promise<ModelServer> {
+/** Hears what the server does for each chat request; `prompt` is the request's last user message, `at` is ms. */
+export interface ModelObserver {
+  /** The request's body was read in full. */
+  request?(prompt: string, at: number): void;
+  /** Token `index` of the reply was written to the response. */
+  token?(prompt: string, index: number, at: number): void;
+  /** The reply ended (`[DONE]` written), after `tokens` tokens. */
+  end?(prompt: string, tokens: number, at: number): void;
+}
+
+/** Starts the model server on a free port of 127.0.0.1; `observer` hears when requests arrive and tokens leave. */
+export async function startModelServer(observer: ModelObserver = {}): Promise<ModelServer> {
   const requests: ChatRequest[] = [];
   const server = createServer((req, res) => {
-    handle(req, res, requests).catch(() => res.destroy());
+    handle(req, res, requests, observer).catch(() => res.destroy());
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   server.unref();
@@ -45,7 +58,12 @@ export function expectedReply(lastUserMessage: string): string {
   return `Model reply to: ${lastUserMessage}`;
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, requests: ChatRequest[]): Promise<void> {
+async function handle(
+  req: IncomingMessage,
+  res: ServerResponse,
+  requests: ChatRequest[],
+  observer: ModelObserver,
+): Promise<void> {
   if (req.method === "GET" && req.url === "/requests") {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify(requests));
@@ -61,6 +79,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, requests: ChatR
   for await (const chunk of req) chunks.push(chunk as Buffer);
   const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as ChatRequest;
   requests.push(body);
+  const last = [...body.messages].reverse().find((m) => m.role === "user");
+  const prompt = typeof last?.content === "string" ? last.content : "";
+  observer.request?.(prompt, performance.now());
   const [model, delayText] = body.model.split("@");
   const delay = delayText ? Number(delayText) : 2;
   if (model === "fail") {
@@ -83,20 +104,21 @@ async function handle(req: IncomingMessage, res: ServerResponse, requests: ChatR
     res.end();
     return;
   }
-  const last = [...body.messages].reverse().find((m) => m.role === "user");
-  const tokens = expectedReply(typeof last?.content === "string" ? last.content : "").match(/\s*\S+/g) ?? [];
+  const tokens = expectedReply(prompt).match(/\s*\S+/g) ?? [];
   if (model === "hang") {
     send(chunk(tokens[0] ?? "…"));
     return; // never ends: the client's timeout must
   }
-  for (const token of tokens) {
+  for (const [index, token] of tokens.entries()) {
     if (res.destroyed) return;
     send(chunk(token));
+    observer.token?.(prompt, index, performance.now());
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
   }
   send(chunk(null, "stop"));
   send("[DONE]");
   res.end();
+  observer.end?.(prompt, tokens.length, performance.now());
 }
 
 async function hook(req: IncomingMessage, res: ServerResponse, kind: string): Promise<void> {

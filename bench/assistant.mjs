@@ -1,0 +1,781 @@
+#!/usr/bin/env node
+// `npm run bench:assistant`: what Parley adds between a model's tokens and a subscribed client, side by side with the
+// same model server read directly.
+//
+// Runs an OpenAI-compatible model server in this process (test/helpers/model-server.ts: `echo@<ms>` streams a reply a
+// word at a time, <ms> apart) and starts its own `wrangler dev` (scripts/dev.mjs, free ports, fresh state) with
+// OPENAI_BASE_URL pointing at it. Sets up, through the public API, an org, a user, an agent with model
+// `openai:echo@<ms>`, a room holding both, N conversations, and one room socket per conversation subscribed to its
+// `message_stream` topic. The model server tells the bench, on the same clock, when each request arrived and when
+// each token was written. Then, for 1 stream at a time and for N streams at once:
+//   direct  the bench POSTs /v1/chat/completions (stream: true) to the model server and reads the SSE itself;
+//   parley  the bench posts a user message per conversation; the agent's flow asks the model, the room broadcasts
+//           `message_stream` deltas to the sockets.
+// First-token latency runs from the moment the model server has read the request to the moment the client has the
+// first token: the same span on both paths, so Parley's trigger pipeline (queue, workflow) is left out; it is shown
+// apart (post -> first token). Tokens/s per stream: (tokens - 1) / (last token received - first token received).
+// Per-token delay: for every token, received by the client - written by the model server.
+// Prints a table, writes JSON to bench/.results/. Any non-2xx answer, missing or wrong stream fails the run (exit 1).
+//
+// Environment (all optional):
+//   BENCH_TOKEN_DELAY_MS   ms between the model's tokens (default 20: 50 tokens/s, a fast hosted model)
+//   BENCH_TOKENS           tokens per reply, at least 4 (default 50)
+//   BENCH_REPEATS          streams one after the other at concurrency 1 (default 20)
+//   BENCH_CONCURRENCY      streams at once in the concurrent run, one per conversation (default 50)
+//   BENCH_ROUNDS           rounds of the concurrent run (default 2)
+//   BENCH_WARMUP           untimed streams one at a time before measuring; a concurrent round follows (default 3)
+//   BENCH_PROFILE=0        skip the profiled round: after the measurements, one more concurrent round runs while the
+//                          worker is CPU-profiled through the inspector (untimed; its summary goes to the JSON)
+//   BENCH_KEEP=1           keep the temporary state directory and the server log
+//   BENCH_IN_PLACE=1       run the app from the working tree instead of a snapshot of it (see snapshotApp)
+//   BENCH_LOG_LEVEL        passed to wrangler dev as --log-level
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join, relative } from "node:path";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import WebSocket from "ws";
+import {
+  intEnv,
+  killProcessGroupNow,
+  log,
+  logTail,
+  percentile,
+  reloadsIn,
+  root,
+  snapshotApp,
+  startDevServer,
+  stopProcessGroup,
+} from "./lib.mjs";
+
+const CONFIG = {
+  tokenDelayMs: intEnv("BENCH_TOKEN_DELAY_MS", 20, 0),
+  tokens: intEnv("BENCH_TOKENS", 50, 4),
+  repeats: intEnv("BENCH_REPEATS", 20),
+  concurrency: intEnv("BENCH_CONCURRENCY", 50),
+  rounds: intEnv("BENCH_ROUNDS", 2),
+  warmup: intEnv("BENCH_WARMUP", 3, 0),
+};
+const KEEP = process.env.BENCH_KEEP === "1";
+const IN_PLACE = process.env.BENCH_IN_PLACE === "1";
+const LOG_LEVEL = process.env.BENCH_LOG_LEVEL || null;
+const PROFILE = process.env.BENCH_PROFILE !== "0";
+const STARTUP_TIMEOUT_MS = 90_000;
+/** How long a stream may take from its trigger to its `done` event before the run fails. */
+const STREAM_TIMEOUT_MS = 60_000 + CONFIG.tokens * CONFIG.tokenDelayMs;
+/** Parley's first-token target: at most this factor of the direct figure plus this many ms. */
+const TARGET = { factor: 1.2, plusMs: 10 };
+
+let startModelServer;
+let expectedReply;
+try {
+  ({ startModelServer, expectedReply } = await import("../test/helpers/model-server.ts"));
+} catch (error) {
+  console.error(
+    `[bench] cannot load test/helpers/model-server.ts on Node ${process.version} (${error.message}); ` +
+      "run the bench with `npm run bench:assistant`, which uses the project's Node 22 (it strips the types)",
+  );
+  process.exit(2);
+}
+
+// --- the model server: when each request arrived and each token left, by the marker opening the prompt -----------
+
+/** Per marker: { requests, requestAt, tokenAt: [], endAt }. Only markers the bench expects are kept. */
+const modelSide = new Map();
+
+const markerOf = (prompt) => prompt.split(" ", 1)[0];
+
+const observer = {
+  request(prompt, at) {
+    const record = modelSide.get(markerOf(prompt));
+    if (!record) return;
+    record.requests++;
+    if (record.requests === 1) record.requestAt = at;
+  },
+  token(prompt, index, at) {
+    const record = modelSide.get(markerOf(prompt));
+    if (record && record.requests === 1) record.tokenAt[index] = at;
+  },
+  end(prompt, _tokens, at) {
+    const record = modelSide.get(markerOf(prompt));
+    if (record && record.requests === 1) record.endAt = at;
+  },
+};
+
+let markers = 0;
+const runId = randomBytes(3).toString("hex");
+
+/** A fresh prompt whose reply has CONFIG.tokens tokens; its first word is a marker the model server's hooks key on. */
+function newPrompt(phase) {
+  const marker = `b${runId}-${phase}-${++markers}`;
+  const filler = Array.from({ length: CONFIG.tokens - 4 }, (_, i) => `w${i + 1}`);
+  const prompt = [marker, ...filler].join(" ");
+  const reply = expectedReply(prompt);
+  const tokens = reply.match(/\s*\S+/g);
+  if (tokens.length !== CONFIG.tokens) throw new Error(`prompt of ${tokens.length} tokens, wanted ${CONFIG.tokens}`);
+  // Where each token ends in the reply's text: a client has token k once it has this many characters.
+  let length = 0;
+  const ends = tokens.map((token) => (length += token.length));
+  const record = { requests: 0, requestAt: null, tokenAt: [], endAt: null };
+  modelSide.set(marker, record);
+  return { marker, prompt, reply, ends, model: record };
+}
+
+// --- the app ----------------------------------------------------------------------------------------------------
+
+const app = { pid: null, stateDir: null, logPath: null };
+
+async function stopApp() {
+  const pid = app.pid;
+  app.pid = null;
+  await stopProcessGroup(pid);
+}
+
+class RequestFailed extends Error {
+  constructor(method, path, status, body) {
+    super(`${method} ${path} answered ${status}: ${body}`);
+  }
+}
+
+let BASE = "";
+
+/** One JSON request to the app; any non-2xx throws with the body. */
+async function api(method, path, token, body) {
+  const res = await fetch(BASE + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }).catch((error) => {
+    throw new Error(`${method} ${path} failed: ${error.cause?.message ?? error.message}`);
+  });
+  const text = await res.text();
+  if (res.status < 200 || res.status > 299) throw new RequestFailed(method, path, res.status, text);
+  return text === "" ? null : JSON.parse(text);
+}
+
+// --- room sockets -----------------------------------------------------------------------------------------------
+
+const problems = { strayEvents: 0, socketErrors: [], unexpectedCloses: 0, modelRetries: 0 };
+let closing = false;
+
+/** Opens a room socket with the `ws` package (no permessage-deflate); rejects on a non-101 answer or a timeout. */
+function connect(url) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error("connecting a room socket timed out"));
+    }, 30_000);
+    ws.once("open", () => {
+      clearTimeout(timer);
+      resolve(ws);
+    });
+    ws.once("unexpected-response", (_req, res) => {
+      clearTimeout(timer);
+      reject(new Error(`the room socket upgrade answered ${res.statusCode}`));
+    });
+    ws.once("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/**
+ * A socket on the room subscribed to one conversation's `message_stream` topic. `expect(stream)` makes it route the
+ * next stream's events to `stream`: { deliveries: [{ at, length }], text, doneAt, done(), fail() }.
+ */
+async function conversationSocket(ctx, conversationId) {
+  const url = `${BASE.replace(/^http/, "ws")}/v1/rooms/${ctx.roomId}/realtime?token=${encodeURIComponent(ctx.token)}`;
+  const ws = await connect(url);
+  const socket = { ws, conversationId, current: null, pending: new Map() };
+  ws.on("message", (buf) => {
+    const at = performance.now();
+    const frame = JSON.parse(buf.toString());
+    if (frame.type === "event" && frame.event.type === "conversation.message_stream") {
+      onStreamEvent(socket, frame.event.data, at);
+    } else if (frame.type === "ack" && socket.pending.has(frame.id)) {
+      socket.pending.get(frame.id)(null);
+    } else if (frame.type === "error") {
+      problems.socketErrors.push(frame.error);
+      if (frame.id && socket.pending.has(frame.id)) socket.pending.get(frame.id)(frame.error);
+      socket.current?.fail(new Error(`the room socket sent an error: ${JSON.stringify(frame.error)}`));
+    } else if (frame.type === "ping") {
+      ws.send(JSON.stringify({ type: "pong" }));
+    }
+  });
+  ws.on("error", (error) => problems.socketErrors.push(String(error.message)));
+  ws.on("close", (code) => {
+    if (closing) return;
+    problems.unexpectedCloses++;
+    socket.current?.fail(new Error(`a room socket closed (${code}) during a stream`));
+  });
+  const topic = `events.${ctx.orgId}.conversations.conversation.message_stream.${conversationId}`;
+  const error = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no ack for a subscribe frame")), 15_000);
+    socket.pending.set("s", (value) => {
+      clearTimeout(timer);
+      resolve(value);
+    });
+    ws.send(JSON.stringify({ type: "subscribe", id: "s", topic }));
+  });
+  if (error) throw new Error(`subscribing to ${topic} failed: ${JSON.stringify(error)}`);
+  return socket;
+}
+
+function onStreamEvent(socket, data, at) {
+  const stream = socket.current;
+  if (!stream || data.conversationId !== socket.conversationId) {
+    problems.strayEvents++;
+    return;
+  }
+  stream.streamId ??= data.streamId;
+  if (data.streamId !== stream.streamId) {
+    problems.strayEvents++;
+    return;
+  }
+  if (data.done) {
+    stream.doneAt = at;
+    if (data.error) return stream.fail(new Error(`the stream ended with an error: ${data.error}`));
+    if (data.text !== stream.reply) {
+      return stream.fail(new Error(`the stream's text is ${JSON.stringify(data.text)}, not the model's reply`));
+    }
+    return stream.done();
+  }
+  // A delta after a restarted stream carries the whole text so far as a snapshot.
+  stream.text = data.text !== undefined ? data.text : stream.text + data.delta;
+  if (stream.text.length > 0) stream.deliveries.push({ at, length: stream.text.length });
+}
+
+// --- one stream, both ways --------------------------------------------------------------------------------------
+
+/** What the client saw of a stream, timed against the model server: first token, tokens/s, per-token delays. */
+function analyse(prompt, startedAt, deliveries) {
+  const model = prompt.model;
+  if (model.requestAt === null || model.tokenAt.length !== CONFIG.tokens) {
+    throw new Error(`the model server has no complete record of ${prompt.marker}`);
+  }
+  const arrival = (length) => deliveries.find((d) => d.length >= length)?.at;
+  const first = deliveries[0].at;
+  const last = arrival(prompt.reply.length);
+  if (last === undefined) throw new Error(`the client never got all of ${prompt.marker}'s text`);
+  return {
+    firstTokenMs: first - model.requestAt,
+    fromStartMs: first - startedAt,
+    triggerMs: model.requestAt - startedAt,
+    modelFirstTokenMs: model.tokenAt[0] - model.requestAt,
+    tokensPerSecond: ((CONFIG.tokens - 1) / (last - first)) * 1000,
+    modelTokensPerSecond: ((CONFIG.tokens - 1) / (model.tokenAt[CONFIG.tokens - 1] - model.tokenAt[0])) * 1000,
+    tokenDelaysMs: prompt.ends.map((end, k) => arrival(end) - model.tokenAt[k]),
+    deliveries: deliveries.length,
+  };
+}
+
+/** Reads a completion straight from the model server, as a client of it would. */
+async function directStream(modelUrl, phase) {
+  const prompt = newPrompt(phase);
+  const startedAt = performance.now();
+  const res = await fetch(`${modelUrl}/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      model: `echo@${CONFIG.tokenDelayMs}`,
+      stream: true,
+      messages: [{ role: "user", content: prompt.prompt }],
+    }),
+  });
+  if (res.status !== 200) throw new Error(`the model server answered ${res.status}: ${await res.text()}`);
+  const decoder = new TextDecoder();
+  const deliveries = [];
+  let buffer = "";
+  let text = "";
+  let done = false;
+  for await (const chunk of res.body) {
+    const at = performance.now();
+    buffer += decoder.decode(chunk, { stream: true });
+    for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+      const data = buffer.slice(0, end).replace(/^data: /, "");
+      buffer = buffer.slice(end + 2);
+      if (data === "[DONE]") {
+        done = true;
+        continue;
+      }
+      const content = JSON.parse(data).choices[0]?.delta?.content;
+      if (content) {
+        text += content;
+        deliveries.push({ at, length: text.length });
+      }
+    }
+  }
+  if (!done || text !== prompt.reply) throw new Error(`direct stream ${prompt.marker}: got ${JSON.stringify(text)}`);
+  return analyse(prompt, startedAt, deliveries);
+}
+
+/** Posts a user message in the socket's conversation and follows the agent's streamed reply on the socket. */
+async function parleyStream(ctx, socket, phase) {
+  const prompt = newPrompt(phase);
+  const stream = { reply: prompt.reply, streamId: null, text: "", deliveries: [], doneAt: null };
+  const finished = new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`no complete stream for ${prompt.marker} within ${STREAM_TIMEOUT_MS / 1000} s`)),
+      STREAM_TIMEOUT_MS,
+    );
+    stream.done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    stream.fail = (error) => {
+      clearTimeout(timer);
+      reject(error);
+    };
+  });
+  finished.catch(() => {}); // observed below; a failure before the post answers must not go unhandled
+  socket.current = stream;
+  const startedAt = performance.now();
+  try {
+    await api("POST", `/v1/conversations/${socket.conversationId}/messages`, ctx.apiKey, {
+      authorId: ctx.userId,
+      text: prompt.prompt,
+    });
+    await finished;
+  } finally {
+    socket.current = null;
+  }
+  if (prompt.model.requests > 1) problems.modelRetries += prompt.model.requests - 1;
+  return {
+    ...analyse(prompt, startedAt, stream.deliveries),
+    doneAfterLastMs: stream.doneAt - stream.deliveries.at(-1).at,
+  };
+}
+
+// --- runs -------------------------------------------------------------------------------------------------------
+
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+
+/** Runs `count` streams one after the other, or `rounds` rounds of `width` streams at once; answers every stream. */
+async function runPhase(label, { count = 1, rounds = 1, width = 1 }, one) {
+  const streams = [];
+  loopDelay.reset();
+  loopDelay.enable();
+  const started = performance.now();
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < count; i++) {
+      streams.push(...(await Promise.all(Array.from({ length: width }, (_, slot) => one(slot)))));
+    }
+  }
+  loopDelay.disable();
+  const summary = summarize(streams);
+  summary.elapsedS = round3((performance.now() - started) / 1000);
+  summary.benchLoopDelayP99Ms = round3(loopDelay.percentile(99) / 1e6);
+  log(
+    `${label}: ${streams.length} streams, first token p50 ${summary.firstTokenMs.p50} ms p99 ` +
+      `${summary.firstTokenMs.p99} ms, tokens/s p50 ${summary.tokensPerSecond.p50}, ` +
+      `per-token delay p50 ${summary.tokenDelayMs.p50} ms p99 ${summary.tokenDelayMs.p99} ms, ` +
+      `start to first token p50 ${summary.fromStartMs.p50} ms`,
+  );
+  return summary;
+}
+
+const round3 = (x) => Math.round(x * 1000) / 1000;
+
+function stats(values) {
+  const sorted = Float64Array.from(values).sort();
+  return {
+    n: sorted.length,
+    min: round3(sorted[0]),
+    p1: round3(percentile(sorted, 1)),
+    p50: round3(percentile(sorted, 50)),
+    p90: round3(percentile(sorted, 90)),
+    p99: round3(percentile(sorted, 99)),
+    max: round3(sorted[sorted.length - 1]),
+    mean: round3(sorted.reduce((a, b) => a + b, 0) / sorted.length),
+  };
+}
+
+function summarize(streams) {
+  const pick = (key) => stats(streams.map((s) => s[key]));
+  return {
+    streams: streams.length,
+    firstTokenMs: pick("firstTokenMs"),
+    tokensPerSecond: pick("tokensPerSecond"),
+    tokenDelayMs: stats(streams.flatMap((s) => s.tokenDelaysMs)),
+    fromStartMs: pick("fromStartMs"),
+    triggerMs: pick("triggerMs"),
+    modelFirstTokenMs: pick("modelFirstTokenMs"),
+    modelTokensPerSecond: pick("modelTokensPerSecond"),
+    deliveriesPerStream: pick("deliveries"),
+    ...(streams[0].doneAfterLastMs !== undefined ? { doneAfterLastTokenMs: pick("doneAfterLastMs") } : {}),
+  };
+}
+
+// --- where the worker's CPU goes -------------------------------------------------------------------------------
+
+/**
+ * A CPU profile of the app's main worker (the Room and Hub objects, the flow Workflow and the AI SDK share its
+ * isolate) while `work` runs, through wrangler's inspector port. Self time is summed per module of the bundle (esbuild
+ * marks each with a `// path` comment) and per function; native calls count under their caller's module.
+ */
+async function profileWorker(inspectorPort, work) {
+  const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
+  const target =
+    targets.find((t) => t.title === "Cloudflare Worker: parley" || t.id?.endsWith("-parley")) ?? targets[0];
+  const ws = await connect(target.webSocketDebuggerUrl);
+  const waiting = new Map();
+  let ids = 0;
+  ws.on("message", (buf) => {
+    const message = JSON.parse(buf.toString());
+    waiting.get(message.id)?.(message);
+    waiting.delete(message.id);
+  });
+  const send = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const id = ++ids;
+      const timer = setTimeout(() => reject(new Error(`the inspector did not answer ${method}`)), 60_000);
+      waiting.set(id, (message) => {
+        clearTimeout(timer);
+        if (message.error) reject(new Error(`${method}: ${message.error.message}`));
+        else resolve(message.result);
+      });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  try {
+    await send("Profiler.enable");
+    await send("Profiler.setSamplingInterval", { interval: 200 });
+    await send("Profiler.start");
+    const started = performance.now();
+    await work();
+    const wallMs = performance.now() - started;
+    const { profile } = await send("Profiler.stop");
+    await send("Debugger.enable");
+    const sections = new Map(); // scriptId -> [{ line, name }] in line order
+    for (const scriptId of new Set(profile.nodes.map((n) => n.callFrame.scriptId))) {
+      if (!scriptId || scriptId === "0") continue;
+      const { scriptSource } = await send("Debugger.getScriptSource", { scriptId }).catch(() => ({ scriptSource: "" }));
+      const marks = [];
+      scriptSource.split("\n").forEach((text, line) => {
+        const mark = /^\/\/ ((?:\.\.\/)*(?:node_modules|src|bench|scripts)\/\S+)$/.exec(text);
+        if (mark) marks.push({ line, name: moduleName(mark[1]) });
+      });
+      sections.set(scriptId, marks);
+    }
+    await send("Debugger.disable");
+    return summarizeProfile(profile, sections, wallMs);
+  } finally {
+    ws.close();
+  }
+}
+
+/** `node_modules/@ai-sdk/provider-utils/dist/index.mjs` -> `@ai-sdk/provider-utils`; `src/room/room.ts` stays. */
+function moduleName(path) {
+  const at = path.lastIndexOf("node_modules/");
+  if (at < 0) return path.replace(/^(\.\.\/)+/, "");
+  const parts = path.slice(at + "node_modules/".length).split("/");
+  return parts[0].startsWith("@") ? `${parts[0]}/${parts[1]}` : parts[0];
+}
+
+function summarizeProfile(profile, sections, wallMs) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+  const sectionOf = (node) => {
+    for (let n = node; n; n = byId.get(parent.get(n.id))) {
+      const marks = sections.get(n.callFrame.scriptId);
+      if (!marks || n.callFrame.url === "") continue;
+      let name = "(worker code outside any module)";
+      for (const mark of marks) if (mark.line <= n.callFrame.lineNumber) name = mark.name;
+      return name;
+    }
+    return null;
+  };
+  const self = new Map();
+  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i + 1] ?? 0) / 1000));
+  const modules = new Map();
+  const functions = new Map();
+  let idleMs = 0;
+  let busyMs = 0;
+  for (const [id, ms] of self) {
+    const node = byId.get(id);
+    const name = node.callFrame.functionName || "(anonymous)";
+    if (name === "(idle)") {
+      idleMs += ms;
+      continue;
+    }
+    busyMs += ms;
+    const module = name.startsWith("(") && node.callFrame.url === "" ? name : (sectionOf(node) ?? "(runtime)");
+    modules.set(module, (modules.get(module) ?? 0) + ms);
+    const key = `${name} [${module}${node.callFrame.url ? `:${node.callFrame.lineNumber + 1}` : ""}]`;
+    functions.set(key, (functions.get(key) ?? 0) + ms);
+  }
+  const top = (map, n) =>
+    [...map]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([name, ms]) => ({ name, ms: round3(ms), share: round3(ms / busyMs) }));
+  return {
+    wallMs: round3(wallMs),
+    busyMs: round3(busyMs),
+    idleMs: round3(idleMs),
+    modules: top(modules, 15),
+    functions: top(functions, 25),
+  };
+}
+
+// --- setup, table, main -----------------------------------------------------------------------------------------
+
+async function setup(adminToken) {
+  const suffix = randomBytes(4).toString("hex");
+  const { apiKey, org } = await api("POST", "/v1/orgs", adminToken, { name: `bench-assistant-${suffix}` });
+  const user = await api("POST", "/v1/accounts", apiKey, { type: "user", name: "Bench User" });
+  const agent = await api("POST", "/v1/accounts", apiKey, {
+    type: "agent",
+    name: "Bench Agent",
+    agent: { model: `openai:echo@${CONFIG.tokenDelayMs}` },
+  });
+  const room = await api("POST", "/v1/rooms", apiKey, {
+    type: "standard",
+    name: "bench",
+    participants: [{ accountId: user.id }, { accountId: agent.id }],
+  });
+  const { token } = await api("POST", "/v1/tokens", apiKey, { accountId: user.id });
+  const ctx = { orgId: org.id, apiKey, userId: user.id, agentId: agent.id, roomId: room.id, token, sockets: [] };
+  for (let i = 0; i < CONFIG.concurrency; i++) {
+    const conversation = await api("POST", `/v1/rooms/${room.id}/conversations`, apiKey, { name: `chat ${i}` });
+    ctx.sockets.push(await conversationSocket(ctx, conversation.id));
+  }
+  log(
+    `set up org ${org.id}, agent ${agent.id}, room ${room.id}, ${ctx.sockets.length} conversations with a socket each`,
+  );
+  return ctx;
+}
+
+function machineInfo() {
+  const cpus = os.cpus();
+  let wrangler = null;
+  try {
+    wrangler = JSON.parse(readFileSync(join(root, "node_modules", "wrangler", "package.json"), "utf8")).version;
+  } catch {
+    // not installed
+  }
+  const git = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" });
+  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: root, encoding: "utf8" });
+  return {
+    node: process.version,
+    wrangler,
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? "unknown",
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    commit: git.status === 0 ? git.stdout.trim() : null,
+    srcUncommitted: dirty.status === 0 ? dirty.stdout.trim() !== "" : null,
+  };
+}
+
+function buildTable(results) {
+  const rows = [];
+  const ms = (x) => `${x.toFixed(2)} ms`;
+  for (const [key, label] of [
+    ["c1", "c=1"],
+    ["cN", `c=${CONFIG.concurrency}`],
+  ]) {
+    const { direct, parley } = results[key];
+    for (const p of ["p50", "p99"]) {
+      const d = direct.firstTokenMs[p];
+      const q = parley.firstTokenMs[p];
+      const n = p === "p50" ? ` (n=${parley.streams})` : "";
+      rows.push([
+        `first token, ${label}, ${p}${n}`,
+        ms(d),
+        ms(q),
+        `${(q / d).toFixed(2)}x`,
+        `+${(q - d).toFixed(2)} ms`,
+        q <= TARGET.factor * d + TARGET.plusMs ? "yes" : "NO",
+      ]);
+    }
+    for (const [p, name] of [
+      ["p50", "p50"],
+      ["p1", "slowest 1%"],
+    ]) {
+      const d = direct.tokensPerSecond[p];
+      const q = parley.tokensPerSecond[p];
+      rows.push([
+        `tokens/s per stream, ${label}, ${name}`,
+        d.toFixed(1),
+        q.toFixed(1),
+        `${(d / q).toFixed(2)}x`,
+        "",
+        "",
+      ]);
+    }
+    for (const p of ["p50", "p99"]) {
+      const d = direct.tokenDelayMs[p];
+      const q = parley.tokenDelayMs[p];
+      rows.push([
+        `per-token delay, ${label}, ${p}`,
+        ms(d),
+        ms(q),
+        `${(q / d).toFixed(2)}x`,
+        `+${(q - d).toFixed(2)} ms`,
+        "",
+      ]);
+    }
+    for (const p of ["p50", "p99"]) {
+      rows.push([`post -> first token, ${label}, ${p} (info)`, "", ms(parley.fromStartMs[p]), "", "", ""]);
+    }
+  }
+  const header = ["metric", "direct", "Parley", "ratio", "overhead", `<= ${TARGET.factor}x + ${TARGET.plusMs} ms`];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+async function main() {
+  const machine = machineInfo();
+  log(`node ${machine.node}, ${machine.cpus} cpus (${machine.cpuModel}), load ${machine.loadAvg.join(" ")}`);
+  log(`config ${JSON.stringify({ ...CONFIG, inPlace: IN_PLACE, wranglerLogLevel: LOG_LEVEL })}`);
+  const startedAt = new Date();
+
+  const model = await startModelServer(observer);
+  log(`model server on ${model.url}`);
+  app.stateDir = mkdtempSync(join(os.tmpdir(), "parley-bench-assistant-"));
+  const appDir = IN_PLACE ? root : snapshotApp(join(app.stateDir, "app"));
+  app.logPath = join(app.stateDir, "server.log");
+  const server = await startDevServer({
+    appDir,
+    persistTo: join(app.stateDir, "state"),
+    logPath: app.logPath,
+    vars: { OPENAI_BASE_URL: model.url },
+    logLevel: LOG_LEVEL,
+    timeoutMs: STARTUP_TIMEOUT_MS,
+    onSpawn: (handle) => (app.pid = handle.pid),
+  });
+  BASE = server.base;
+  const ctx = await setup(server.adminToken);
+  const keepAlive = setInterval(() => {
+    for (const socket of ctx.sockets) socket.ws.send(JSON.stringify({ type: "ping" }));
+  }, 20_000);
+
+  const width = ctx.sockets.length;
+  const sequential = (phase) => {
+    let i = 0;
+    return () => parleyStream(ctx, ctx.sockets[i++ % width], phase);
+  };
+  log(`warming up: ${CONFIG.warmup} streams one at a time, then ${width} at once (untimed)`);
+  await runPhase("warm-up direct", { count: CONFIG.warmup, width: 1 }, () => directStream(model.url, "wd"));
+  await runPhase("warm-up parley", { count: CONFIG.warmup, width: 1 }, sequential("wp"));
+  await runPhase("warm-up parley", { width }, (slot) => parleyStream(ctx, ctx.sockets[slot], "wp"));
+
+  const reloadsBefore = reloadsIn(app.logPath);
+  const results = { c1: {}, cN: {} };
+  results.c1.direct = await runPhase("c=1 direct", { count: CONFIG.repeats }, () => directStream(model.url, "d1"));
+  results.c1.parley = await runPhase("c=1 parley", { count: CONFIG.repeats }, sequential("p1"));
+  const shape = { rounds: CONFIG.rounds, width };
+  results.cN.direct = await runPhase(`c=${width} direct`, shape, () => directStream(model.url, "dn"));
+  results.cN.parley = await runPhase(`c=${width} parley`, shape, (slot) => parleyStream(ctx, ctx.sockets[slot], "pn"));
+  const reloads = reloadsIn(app.logPath) - reloadsBefore;
+
+  let profile = null;
+  if (PROFILE) {
+    log(`profiling the worker through one more round of ${width} streams (untimed)`);
+    try {
+      profile = await profileWorker(server.inspectorPort, () =>
+        runPhase("profiled round", { width }, (slot) => parleyStream(ctx, ctx.sockets[slot], "pp")),
+      );
+    } catch (error) {
+      log(`profiling failed, the figures stand: ${error.message}`);
+    }
+  }
+
+  clearInterval(keepAlive);
+  closing = true;
+  for (const socket of ctx.sockets) socket.ws.close(1000, "bench done");
+  await stopApp();
+  await model.close();
+
+  const table = buildTable(results);
+  const loadAtEnd = os.loadavg().map((x) => x.toFixed(2));
+  console.log("");
+  console.log("Parley assistant streaming vs the model server read directly (same process, same clock)");
+  console.log(`node ${machine.node}, wrangler ${machine.wrangler}, ${machine.cpus} cpus (${machine.cpuModel})`);
+  console.log(
+    `commit ${machine.commit ?? "?"}${machine.srcUncommitted ? " + uncommitted changes in src/" : ""}, ` +
+      `load average at start ${machine.loadAvg.join(" ")}, at end ${loadAtEnd.join(" ")}`,
+  );
+  console.log(
+    `model: ${CONFIG.tokens} tokens, ${CONFIG.tokenDelayMs} ms apart; first token: model server has the request -> ` +
+      "client has the token; ratio: Parley/direct (tokens/s: direct/Parley), so > 1 means Parley is slower.",
+  );
+  console.log("");
+  console.log(table);
+  if (reloads > 0) console.log(`WARNING: wrangler dev reloaded the worker ${reloads} time(s) during the measurement`);
+  if (profile) {
+    console.log(
+      `\nworker CPU in a profiled round of ${width} streams: ${(profile.busyMs / 1000).toFixed(2)} s busy in ` +
+        `${(profile.wallMs / 1000).toFixed(2)} s; self time by module:`,
+    );
+    for (const m of profile.modules.slice(0, 10)) {
+      console.log(`  ${(m.share * 100).toFixed(1).padStart(5)}%  ${m.ms.toFixed(0).padStart(6)} ms  ${m.name}`);
+    }
+  }
+  const issues = { ...problems, socketErrors: problems.socketErrors.length };
+  console.log(
+    `\nstray events ${issues.strayEvents}, socket errors ${issues.socketErrors}, model retries ${issues.modelRetries}`,
+  );
+  console.log("");
+
+  const resultsDir = join(root, "bench", ".results");
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, `assistant-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        bench: "assistant",
+        startedAt: startedAt.toISOString(),
+        machine,
+        config: { ...CONFIG, target: TARGET, inPlace: IN_PLACE, wranglerLogLevel: LOG_LEVEL },
+        serverReloads: reloads,
+        loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
+        problems,
+        results,
+        profile,
+        table,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  log(`results written to ${relative(root, file)}`);
+}
+
+let exiting = false;
+async function cleanupAndExit(code) {
+  if (exiting) return;
+  exiting = true;
+  closing = true;
+  await stopApp();
+  if (app.stateDir && !KEEP && code !== 1) rmSync(app.stateDir, { recursive: true, force: true });
+  else if (app.stateDir) log(`state and server log kept in ${app.stateDir}`);
+  process.exit(code);
+}
+
+process.on("exit", () => killProcessGroupNow(app.pid));
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.on(signal, () => {
+    log(`${signal}: stopping the app`);
+    void cleanupAndExit(130);
+  });
+}
+
+main().then(
+  () => cleanupAndExit(0),
+  (error) => {
+    if (exiting) return;
+    console.error(`[bench] FAILED: ${error instanceof RequestFailed ? error.message : (error.stack ?? error)}`);
+    if (app.logPath) console.error(`server log tail:\n${logTail(app.logPath, 30)}`);
+    void cleanupAndExit(1);
+  },
+);
