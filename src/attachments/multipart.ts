@@ -1,5 +1,5 @@
 import { ApiError } from "../errors";
-import type { ChunkSource } from "./store";
+import { streamSource, type ChunkSource } from "./store";
 
 /** The file of a `multipart/form-data` body, found by streaming: its part's headers and a source of its bytes. */
 export interface FilePart {
@@ -70,22 +70,20 @@ export async function openFilePart(
   boundary: string,
   field = "file",
 ): Promise<FilePart> {
-  const reader = body.getReader();
+  const reader = streamSource(body);
   const delimiter = encoder.encode(`\r\n--${boundary}`);
   const keep = delimiter.byteLength - 1;
   // A virtual CRLF before the body: the first delimiter may then be found like every other one.
   let buffer: Uint8Array = CRLF;
   let ended = false;
   let skipped = 0;
-  const cancel = async (reason?: unknown) => {
-    await reader.cancel(reason).catch(() => undefined);
-  };
+  const cancel = (reason?: unknown) => reader.cancel(reason);
 
   /** Appends the next chunk to the buffer; false at the end of the body. */
   const more = async (): Promise<boolean> => {
     if (ended) return false;
-    const { done, value } = await reader.read();
-    if (done) {
+    const value = await reader.read();
+    if (value === null) {
       ended = true;
       return false;
     }

@@ -7,7 +7,7 @@ import { AttachmentSchema, GetAttachmentQuerySchema, UploadQuerySchema, type Att
 import { serveObject } from "../attachments/serve";
 import { signedUrl, verifySignature } from "../attachments/signing";
 import { normalizeDeclaredType } from "../attachments/sniff";
-import { storeObject, streamSource, type ChunkSource } from "../attachments/store";
+import { storeBody, storeObject, streamSource, type ChunkSource } from "../attachments/store";
 import { auth, orgPrincipal } from "../auth/middleware";
 import { createDb } from "../db/client";
 import { attachmentRefs, attachments } from "../db/schema";
@@ -85,7 +85,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
         ]);
       }
 
-      let source: ChunkSource;
+      let source: ChunkSource | undefined;
       let declaredType: string | null;
       let filename: string | null = null;
       if (multipart) {
@@ -100,7 +100,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
         }
       } else {
         declaredType = normalizeDeclaredType(contentType);
-        source = streamSource(body);
+        if (length === null) source = streamSource(body);
       }
 
       const id = newId("att");
@@ -116,13 +116,12 @@ export const attachmentRoutes = new Hono<AppEnv>()
         conversationId: principal.kind === "session" ? principal.conversationId : null,
         createdAt: new Date().toISOString(),
       };
-      const stored = await storeObject(c.env.ATTACHMENTS, row.objectKey, source, {
-        length: multipart ? null : length,
-        maxBytes,
-        declaredType,
-        name: row.name,
-      });
-      if (multipart) await source.cancel();
+      const options = { maxBytes, declaredType, name: row.name };
+      const stored =
+        !multipart && length !== null
+          ? await storeBody(c.env.ATTACHMENTS, row.objectKey, body, { ...options, length })
+          : await storeObject(c.env.ATTACHMENTS, row.objectKey, source!, options);
+      if (multipart) await source!.cancel();
       Object.assign(row, stored);
       try {
         await createDb(c.env.DB).insert(attachments).values(row);

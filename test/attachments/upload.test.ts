@@ -61,6 +61,15 @@ describe("POST /v1/attachments: raw bodies", () => {
     expect(row).toMatchObject({ size: bytes.byteLength, sha256: uploaded.sha256, content_type: "image/png" });
     const object = await env.ATTACHMENTS.head(row.object_key);
     expect(object?.size).toBe(bytes.byteLength);
+
+    // Files shorter than, as long as, and just past the bytes read to check the type, hashed all the same.
+    for (const size of [1, 8, 511, 512, 513, 70_000]) {
+      const small = randomBytes(size);
+      const stored = expectUploaded(await uploadRaw(apiKey, small, { type: "application/x-custom" }));
+      expect(stored.size).toBe(size);
+      expect(stored.sha256).toBe(await sha256Hex(small));
+      expect((await download(stored.url)).bytes).toEqual(small);
+    }
   });
 
   it("streams a body of unknown length, in R2 parts past 5 MiB, byte for byte", async () => {

@@ -1,0 +1,344 @@
+#!/usr/bin/env node
+// `npm run bench:attachments`: attachment upload and download throughput of Parley against its floor, a bare Worker
+// that only puts request bodies to R2 and streams objects back (bench/r2-floor/).
+//
+// Starts Parley (through scripts/dev.mjs, from a snapshot of the working tree) and the floor, each in its own
+// `wrangler dev` on free ports with fresh local state, creates an org through the public API, then for each file size:
+//   a. upload: Parley `POST /v1/attachments` with a raw body, and with multipart/form-data, against the floor's PUT;
+//   b. download: Parley's signed URL against the floor's GET, every byte read (and checked once by SHA-256).
+// Each measurement runs at concurrency 1 and BENCH_ATTACHMENT_CONCURRENCY, in two halves interleaved with the floor's
+// (floor, Parley, floor, Parley), so both see the same machine. Prints a table and writes JSON to bench/.results/.
+//
+// Environment (all optional):
+//   BENCH_ATTACHMENT_SIZES_MIB     file sizes in MiB, comma-separated (default 1,20)
+//   BENCH_ATTACHMENT_ROUNDS        requests per measurement and server (default 12; even)
+//   BENCH_ATTACHMENT_CONCURRENCY   the concurrent runs' requests in flight (default 4)
+//   BENCH_KEEP=1                   keep the temporary state directory and the server logs
+//   BENCH_IN_PLACE=1               run Parley from the working tree instead of a snapshot of it
+//   BENCH_LOG_LEVEL                passed to both wrangler dev as --log-level
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join, relative } from "node:path";
+import { performance } from "node:perf_hooks";
+import {
+  freePorts,
+  intEnv,
+  killProcessGroupNow,
+  log,
+  logTail,
+  percentile,
+  reloadsIn,
+  root,
+  sleep,
+  snapshotApp,
+  stopProcessGroup,
+} from "./lib.mjs";
+
+const MiB = 1024 * 1024;
+const SIZES = (process.env.BENCH_ATTACHMENT_SIZES_MIB || "1,20").split(",").map((s) => {
+  const value = Number(s.trim());
+  if (!(value > 0 && value <= 25)) {
+    console.error(`[bench] BENCH_ATTACHMENT_SIZES_MIB: sizes are MiB in (0, 25], got '${s}'`);
+    process.exit(2);
+  }
+  return Math.round(value * MiB);
+});
+const ROUNDS = Math.max(2, intEnv("BENCH_ATTACHMENT_ROUNDS", 12) & ~1);
+const CONCURRENCY = intEnv("BENCH_ATTACHMENT_CONCURRENCY", 4);
+const KEEP = process.env.BENCH_KEEP === "1";
+const IN_PLACE = process.env.BENCH_IN_PLACE === "1";
+const LOG_LEVEL = process.env.BENCH_LOG_LEVEL || null;
+const STARTUP_TIMEOUT_MS = 90_000;
+
+// --- servers ----------------------------------------------------------------------------------------------------
+
+const servers = [];
+let runDir = null;
+
+function killServersNow() {
+  for (const server of servers) {
+    killProcessGroupNow(server.pid);
+    server.pid = null;
+  }
+}
+
+async function stopServers() {
+  for (const server of servers) {
+    const pid = server.pid;
+    server.pid = null;
+    await stopProcessGroup(pid);
+  }
+}
+
+/** Spawns a server in its own process group (output to a log file) and waits for GET /healthz. */
+async function startServer(name, args, cwd, port) {
+  const server = { name, pid: null, exited: false, exitInfo: null, logPath: join(runDir, `${name}.log`) };
+  servers.push(server);
+  const out = openSync(server.logPath, "a");
+  const child = spawn(process.execPath, args, {
+    cwd,
+    detached: true, // its own process group, so the whole tree can be killed with kill(-pid)
+    stdio: ["ignore", out, out],
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+  });
+  closeSync(out);
+  server.pid = child.pid;
+  child.on("exit", (code, signal) => {
+    server.exited = true;
+    server.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
+  });
+  server.base = `http://127.0.0.1:${port}`;
+  const started = performance.now();
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  for (;;) {
+    if (server.exited) throw new Error(`${name} exited (${server.exitInfo}); log:\n${logTail(server.logPath)}`);
+    if (Date.now() > deadline) throw new Error(`${name} did not start; log:\n${logTail(server.logPath)}`);
+    try {
+      const res = await fetch(`${server.base}/healthz`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await sleep(250);
+  }
+  log(`${name} ready on ${server.base} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  return server;
+}
+
+async function startParley() {
+  const [port, inspectorPort] = await freePorts(2);
+  const appDir = IN_PLACE ? root : snapshotApp(join(runDir, "app"));
+  const adminToken = `bench-admin-${randomBytes(16).toString("hex")}`;
+  const args = [
+    join(appDir, "scripts", "dev.mjs"),
+    "--port",
+    String(port),
+    "--inspector-port",
+    String(inspectorPort),
+    "--persist-to",
+    join(runDir, "parley-state"),
+    "--var",
+    `ADMIN_TOKEN:${adminToken}`,
+    "--var",
+    `JWT_SECRET:${randomBytes(16).toString("hex")}`,
+    "--var",
+    `URL_SIGNING_SECRET:${randomBytes(16).toString("hex")}`,
+  ];
+  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
+  log(`starting parley from ${IN_PLACE ? "the working tree" : `a snapshot in ${appDir}`}`);
+  const server = await startServer("parley", args, appDir, port);
+  server.adminToken = adminToken;
+  return server;
+}
+
+async function startFloor() {
+  const [port, inspectorPort] = await freePorts(2);
+  const args = [
+    join(root, "node_modules", "wrangler", "bin", "wrangler.js"),
+    "dev",
+    "--config",
+    join(root, "bench", "r2-floor", "wrangler.toml"),
+    "--port",
+    String(port),
+    "--inspector-port",
+    String(inspectorPort),
+    "--persist-to",
+    join(runDir, "floor-state"),
+    "--ip",
+    "127.0.0.1",
+  ];
+  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
+  return startServer("r2-floor", args, root, port);
+}
+
+// --- HTTP -------------------------------------------------------------------------------------------------------
+
+/** A request whose whole answer is read; any non-2xx throws with the body. Answers the body's bytes. */
+async function send(method, url, { headers = {}, body } = {}) {
+  const res = await fetch(url, { method, headers, body });
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  if (res.status < 200 || res.status > 299) {
+    throw new Error(`${method} ${url} answered ${res.status}: ${new TextDecoder().decode(bytes.slice(0, 500))}`);
+  }
+  return bytes;
+}
+
+const json = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
+
+// --- measurement ------------------------------------------------------------------------------------------------
+
+/** Runs `task(i)` `count` times with `concurrency` in flight; answers each latency (ms) and the elapsed time. */
+async function run(count, concurrency, task) {
+  const latencies = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      while (next < count) {
+        const i = next++;
+        const t0 = performance.now();
+        await task(i);
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  return { latencies, elapsedMs: performance.now() - started };
+}
+
+function summarize(runs, bytesPerRequest) {
+  const latencies = Float64Array.from(runs.flatMap((r) => r.latencies)).sort();
+  const elapsedMs = runs.reduce((sum, r) => sum + r.elapsedMs, 0);
+  const round = (x) => Math.round(x * 100) / 100;
+  return {
+    count: latencies.length,
+    elapsedMs: round(elapsedMs),
+    mibPerSecond: round((latencies.length * bytesPerRequest) / MiB / (elapsedMs / 1000)),
+    p50Ms: round(percentile(latencies, 50)),
+    p99Ms: round(percentile(latencies, 99)),
+  };
+}
+
+/**
+ * One side-by-side measurement: a warm-up of each, then floor, Parley, floor, Parley, half of the rounds each time.
+ * Answers both summaries.
+ */
+async function sideBySide(label, size, concurrency, floorTask, parleyTask) {
+  await run(2, 1, floorTask);
+  await run(2, 1, parleyTask);
+  const floor = [];
+  const parley = [];
+  for (let half = 0; half < 2; half++) {
+    floor.push(await run(ROUNDS / 2, concurrency, floorTask));
+    parley.push(await run(ROUNDS / 2, concurrency, parleyTask));
+  }
+  const result = { label, size, concurrency, floor: summarize(floor, size), parley: summarize(parley, size) };
+  log(
+    `${label}: parley ${result.parley.mibPerSecond} MiB/s, floor ${result.floor.mibPerSecond} MiB/s ` +
+      `(${(result.parley.mibPerSecond / result.floor.mibPerSecond).toFixed(2)}x)`,
+  );
+  return result;
+}
+
+async function benchSize(parley, floor, apiKey, size) {
+  const file = randomBytes(size);
+  const digest = sha256(file);
+  const mib = `${(size / MiB).toFixed(size % MiB === 0 ? 0 : 1)} MiB`;
+  const auth = { authorization: `Bearer ${apiKey}` };
+  const results = [];
+
+  // Correctness once, outside the timings: the same bytes come back from both.
+  const stored = json(
+    await send("POST", `${parley.base}/v1/attachments?name=bench.bin`, {
+      headers: { ...auth, "content-type": "application/octet-stream" },
+      body: file,
+    }),
+  );
+  if (stored.sha256 !== digest || stored.size !== size) throw new Error(`upload answered ${JSON.stringify(stored)}`);
+  if (sha256(await send("GET", stored.url)) !== digest) throw new Error("Parley's download differs from the upload");
+  await send("PUT", `${floor.base}/objects/bench-${size}`, { body: file });
+  if (sha256(await send("GET", `${floor.base}/objects/bench-${size}`)) !== digest) {
+    throw new Error("the floor's download differs from the upload");
+  }
+
+  const floorPut = (i) => send("PUT", `${floor.base}/objects/put-${size}-${i % 8}`, { body: file });
+  const rawUpload = () =>
+    send("POST", `${parley.base}/v1/attachments?name=bench.bin`, {
+      headers: { ...auth, "content-type": "application/octet-stream" },
+      body: file,
+    });
+  const formUpload = () => {
+    const form = new FormData();
+    form.append("file", new Blob([file], { type: "application/octet-stream" }), "bench.bin");
+    return send("POST", `${parley.base}/v1/attachments`, { headers: auth, body: form });
+  };
+  const floorGet = () => send("GET", `${floor.base}/objects/bench-${size}`);
+  const parleyGet = () => send("GET", stored.url);
+
+  for (const concurrency of [1, CONCURRENCY]) {
+    results.push(await sideBySide(`upload raw ${mib}, c=${concurrency}`, size, concurrency, floorPut, rawUpload));
+    results.push(
+      await sideBySide(`upload multipart ${mib}, c=${concurrency}`, size, concurrency, floorPut, formUpload),
+    );
+    results.push(await sideBySide(`download ${mib}, c=${concurrency}`, size, concurrency, floorGet, parleyGet));
+  }
+  return results;
+}
+
+// --- output -----------------------------------------------------------------------------------------------------
+
+function table(results) {
+  const rows = [["metric", "floor", "Parley", "ratio", "Parley p50", "floor p50"]];
+  for (const r of results) {
+    rows.push([
+      r.label,
+      `${r.floor.mibPerSecond.toFixed(1)} MiB/s`,
+      `${r.parley.mibPerSecond.toFixed(1)} MiB/s`,
+      `${(r.parley.mibPerSecond / r.floor.mibPerSecond).toFixed(2)}x`,
+      `${r.parley.p50Ms.toFixed(1)} ms`,
+      `${r.floor.p50Ms.toFixed(1)} ms`,
+    ]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  return rows
+    .map((row) => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join("  "))
+    .join("\n");
+}
+
+// --- main -------------------------------------------------------------------------------------------------------
+
+async function main() {
+  runDir = mkdtempSync(join(os.tmpdir(), "parley-bench-attachments-"));
+  const [parley, floor] = [await startParley(), await startFloor()];
+  const org = json(
+    await send("POST", `${parley.base}/v1/orgs`, {
+      headers: { authorization: `Bearer ${parley.adminToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "Bench" }),
+    }),
+  );
+  const results = [];
+  for (const size of SIZES) results.push(...(await benchSize(parley, floor, org.apiKey, size)));
+  const reloads = servers.map((s) => reloadsIn(s.logPath)).reduce((a, b) => a + b, 0);
+
+  const machine = { node: process.version, cpus: os.cpus().length, os: `${os.type()} ${os.release()}` };
+  console.log("");
+  console.log(table(results));
+  console.log("");
+  console.log(
+    `ratio = Parley / floor throughput (target at least 0.8x); ${ROUNDS} requests per server and row; ` +
+      `node ${machine.node}, ${machine.cpus} cpus, ${machine.os}` +
+      (reloads > 0 ? `; ${reloads} wrangler reload(s) during the run: figures suspect` : ""),
+  );
+  const dir = join(root, "bench", ".results");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `attachments-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({ config: { sizes: SIZES, rounds: ROUNDS, concurrency: CONCURRENCY }, machine, results }, null, 2),
+  );
+  log(`results written to ${relative(root, file)}`);
+}
+
+process.on("exit", killServersNow);
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    killServersNow();
+    process.exit(130);
+  });
+}
+
+let failed = false;
+try {
+  await main();
+} catch (error) {
+  failed = true;
+  console.error(`[bench] failed: ${error.stack ?? error.message}`);
+} finally {
+  await stopServers();
+  if (runDir && !KEEP && !failed) rmSync(runDir, { recursive: true, force: true });
+  else if (runDir) log(`state and logs kept in ${runDir}`);
+}
+process.exit(failed ? 1 : 0);
