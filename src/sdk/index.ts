@@ -36,6 +36,7 @@ export type {
   IssuedToken,
   ListAccountsQuery,
   ListConversationsQuery,
+  ListFlowRunsQuery,
   ListRoomsQuery,
   Page,
   ItemOf,
@@ -73,6 +74,8 @@ export type { Org } from "../protocol/orgs";
 export type { Conversation } from "../protocol/conversations";
 /** The event envelope of every state change. */
 export type { EventSource, ParleyEvent } from "../protocol/events";
+/** Flow runs and streamed replies. */
+export type { FlowRun, FlowRunStatus, FlowTrigger, MessageStream } from "../protocol/flows";
 /** A message, its attachments and a page of history. */
 export type { HistoryPage, Message, MessageAttachment } from "../protocol/messages";
 /** A room, its participants and their roles. */

@@ -8,6 +8,7 @@ import type {
   ListConversationsQuerySchema,
   UpdateConversationSchema,
 } from "../protocol/conversations";
+import type { FlowRun, ListFlowRunsQuerySchema } from "../protocol/flows";
 import type { HistoryPage, Message, PostMessageSchema } from "../protocol/messages";
 import type {
   CreateApiKeyResponseSchema,
@@ -82,6 +83,8 @@ export type ListAccountsQuery = z.input<typeof ListAccountsQuerySchema> & PageQu
 export type ListRoomsQuery = z.input<typeof ListRoomsQuerySchema> & PageQuery;
 /** Query of `GET /v1/conversations`. */
 export type ListConversationsQuery = z.input<typeof ListConversationsQuerySchema> & PageQuery;
+/** Query of `GET /v1/flow-runs`. */
+export type ListFlowRunsQuery = z.input<typeof ListFlowRunsQuerySchema> & PageQuery;
 
 /** One page of a cursor-paged list; `nextCursor` is null on the last page. */
 export interface Page<T> {
@@ -325,6 +328,16 @@ export class ParleyClient {
     /** `DELETE /v1/conversations/{id}`: the conversation and its history. */
     delete: (id: string, options?: RequestOptions) =>
       this.#json<void>({ method: "DELETE", path: `/v1/conversations/${seg(id)}`, options }),
+  };
+
+  /** Flow runs: executions of agents' flows, newest first. */
+  readonly flowRuns = {
+    /** `GET /v1/flow-runs?conversationId=&agentId=&status=`. */
+    list: (query: ListFlowRunsQuery = {}, options?: RequestOptions) =>
+      this.#json<Page<FlowRun>>({ method: "GET", path: "/v1/flow-runs", query: { ...query }, options }),
+    /** `GET /v1/flow-runs/{id}`. */
+    get: (id: string, options?: RequestOptions) =>
+      this.#json<FlowRun>({ method: "GET", path: `/v1/flow-runs/${seg(id)}`, options }),
   };
 
   /** Session tokens: one participant in one conversation (for an end user's browser). */
