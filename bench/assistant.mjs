@@ -463,7 +463,7 @@ async function profileWorker(inspectorPort, work) {
       sections.set(scriptId, marks);
     }
     await send("Debugger.disable");
-    return summarizeProfile(profile, sections, wallMs);
+    return { summary: summarizeProfile(profile, sections, wallMs), raw: profile };
   } finally {
     ws.close();
   }
@@ -476,6 +476,9 @@ function moduleName(path) {
   const parts = path.slice(at + "node_modules/".length).split("/");
   return parts[0].startsWith("@") ? `${parts[0]}/${parts[1]}` : parts[0];
 }
+
+/** The profiler's own nodes: time outside JavaScript functions. */
+const V8_NODES = new Set(["(program)", "(garbage collector)", "(root)"]);
 
 function summarizeProfile(profile, sections, wallMs) {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
@@ -505,7 +508,7 @@ function summarizeProfile(profile, sections, wallMs) {
       continue;
     }
     busyMs += ms;
-    const module = name.startsWith("(") && node.callFrame.url === "" ? name : (sectionOf(node) ?? "(runtime)");
+    const module = V8_NODES.has(name) ? name : (sectionOf(node) ?? "(runtime: no worker code on the stack)");
     modules.set(module, (modules.get(module) ?? 0) + ms);
     const key = `${name} [${module}${node.callFrame.url ? `:${node.callFrame.lineNumber + 1}` : ""}]`;
     functions.set(key, (functions.get(key) ?? 0) + ms);
@@ -678,12 +681,13 @@ async function main() {
   const reloads = reloadsIn(app.logPath) - reloadsBefore;
 
   let profile = null;
+  let rawProfile = null;
   if (PROFILE) {
     log(`profiling the worker through one more round of ${width} streams (untimed)`);
     try {
-      profile = await profileWorker(server.inspectorPort, () =>
+      ({ summary: profile, raw: rawProfile } = await profileWorker(server.inspectorPort, () =>
         runPhase("profiled round", { width }, (slot) => parleyStream(ctx, ctx.sockets[slot], "pp")),
-      );
+      ));
     } catch (error) {
       log(`profiling failed, the figures stand: ${error.message}`);
     }
@@ -729,6 +733,10 @@ async function main() {
   const resultsDir = join(root, "bench", ".results");
   mkdirSync(resultsDir, { recursive: true });
   const file = join(resultsDir, `assistant-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
+  if (rawProfile) {
+    // Opens in Chrome DevTools (Performance panel, "Load profile") for the full call tree.
+    writeFileSync(file.replace(/\.json$/, ".cpuprofile"), JSON.stringify(rawProfile));
+  }
   writeFileSync(
     file,
     JSON.stringify(
