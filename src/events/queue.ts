@@ -22,6 +22,8 @@ export interface QueueBody {
   event: ParleyEvent;
   room?: RoomRecord;
   conversation?: ConversationRecord;
+  /** For a conversation's start and its messages: the room's auto-responding agents when the room committed it. */
+  agents?: string[];
 }
 
 /** Validates queue bodies at the consumer's edge; mirrors are checked for the fields the archive relies on. */
@@ -41,4 +43,5 @@ export const QueueBodySchema = z.object({
       deleted: z.boolean(),
     })
     .optional(),
+  agents: z.array(z.string()).max(1000).optional(),
 });

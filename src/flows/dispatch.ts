@@ -1,5 +1,6 @@
 import type { Bindings } from "../env";
 import { chunks, D1_MAX_IDS } from "../db/client";
+import type { QueueBody } from "../events/queue";
 import { DEFAULT_FLOW, type AgentSettings, type Flow } from "../protocol/accounts";
 import type { Conversation } from "../protocol/conversations";
 import type { ParleyEvent } from "../protocol/events";
@@ -7,68 +8,66 @@ import type { Message } from "../protocol/messages";
 import { wakeFlow } from "./instances";
 import { publishRuns, queueRuns, type RunTrigger } from "./runs";
 
-/** An auto-responding agent of a room. */
-interface RoomAgent {
-  roomId: string;
-  agentId: string;
-  joinedAt: string;
-  flow: Flow;
-}
+/** How many agent replies in a row may answer agents (`replyToAgents`) before the exchange stops. */
+export const MAX_AGENT_DEPTH = 3;
 
 /** The flow of an agent: its own, or the default one (an assistant reply to every message). */
 export function flowOf(settings: AgentSettings | null | undefined): Flow {
   return settings?.flow ?? DEFAULT_FLOW;
 }
 
+/** A trigger (a conversation's start or a message) and the auto-responding agents of its room when it happened. */
+interface Candidate {
+  event: ParleyEvent;
+  roomId: string;
+  agents: string[];
+}
+
 /**
  * The flow dispatcher of the events consumer: a conversation's start and every message posted by someone else
  * queue a run for each auto-responding agent of the room whose flow has steps for it; then each (conversation,
- * agent) flow instance is created or woken. Runs are keyed by their trigger, so redelivered events queue nothing
- * twice, and waking is harmless to repeat.
+ * agent) flow instance is created or woken. The room names its auto-responding agents in the queue body when it
+ * commits the event, so membership is the one at that moment and rooms without agents cost no query. Runs are keyed
+ * by their trigger, so redelivered events queue nothing twice, and waking is harmless to repeat.
  */
-export async function dispatchFlows(env: Bindings, events: ParleyEvent[]): Promise<void> {
-  const candidates = events.filter(
-    (e) => e.type === "conversation.created" || e.type === "conversation.message_posted",
+export async function dispatchFlows(env: Bindings, bodies: QueueBody[]): Promise<void> {
+  const triggering = bodies.filter(
+    (b) => b.event.type === "conversation.created" || b.event.type === "conversation.message_posted",
   );
-  if (candidates.length === 0) return;
-  const agents = await autoRespondingAgents(env.DB, [...new Set(candidates.map(roomOfTrigger))]);
-  if (agents.length === 0) return;
-
+  if (triggering.length === 0) return;
+  const candidates = await withAgents(env.DB, triggering);
+  const agentIds = [...new Set(candidates.flatMap((c) => c.agents))];
+  if (agentIds.length === 0) return;
+  const flows = await agentFlows(env.DB, agentIds);
   const depths = await replyDepths(env.DB, candidates);
+
   const triggers: RunTrigger[] = [];
-  for (const event of candidates) {
-    for (const agent of agents) {
-      if (agent.roomId !== roomOfTrigger(event)) continue;
-      const trigger = triggerFor(event, agent, depths);
+  for (const candidate of candidates) {
+    for (const agentId of candidate.agents) {
+      const flow = flows.get(agentId);
+      const trigger = flow && triggerFor(candidate, agentId, flow, depths.get(candidate.event.id) ?? 0);
       if (trigger) triggers.push(trigger);
     }
   }
   const created = await queueRuns(env.DB, triggers);
   await publishRuns(env, created);
-  const flows = new Map(triggers.map((t) => [`${t.conversationId}/${t.agentId}`, t]));
+  const instances = new Map(triggers.map((t) => [`${t.conversationId}/${t.agentId}`, t]));
   await Promise.all(
-    [...flows.values()].map((t) =>
+    [...instances.values()].map((t) =>
       wakeFlow(env, { orgId: t.orgId, roomId: t.roomId, conversationId: t.conversationId, agentId: t.agentId }),
     ),
   );
 }
 
-function roomOfTrigger(event: ParleyEvent): string {
-  return (event.data as Conversation | Message).roomId;
-}
-
 /**
- * The run an event asks of an agent that was in the room when it happened, if any: never for its own messages, nor
- * other agents' unless its flow says so,
- * and then only up to `MAX_AGENT_DEPTH` replies in a row, so two agents never talk to each other forever.
+ * The run a trigger asks of an agent, if any: never for the agent's own messages, nor other agents' unless its flow
+ * says so, and then only up to `MAX_AGENT_DEPTH` replies in a row, so two agents never talk to each other forever.
  */
-function triggerFor(event: ParleyEvent, agent: RoomAgent, depths: Map<string, number>): RunTrigger | null {
-  // Only what happened after the agent joined: a trigger read late must not reach an agent added meanwhile.
-  if (agent.joinedAt > event.occurredAt) return null;
-  const depth = depths.get(event.id) ?? 0;
-  const base = { orgId: event.orgId, agentId: agent.agentId, roomId: agent.roomId, eventId: event.id, depth };
+function triggerFor(candidate: Candidate, agentId: string, flow: Flow, depth: number): RunTrigger | null {
+  const { event, roomId } = candidate;
+  const base = { orgId: event.orgId, agentId, roomId, eventId: event.id, depth };
   if (event.type === "conversation.created") {
-    if (!agent.flow.onStart?.length) return null;
+    if (!flow.onStart?.length) return null;
     const conversation = event.data as Conversation;
     return {
       ...base,
@@ -80,8 +79,8 @@ function triggerFor(event: ParleyEvent, agent: RoomAgent, depths: Map<string, nu
     };
   }
   const message = event.data as Message;
-  if (!agent.flow.onMessage?.length || message.authorId === agent.agentId || message.type === "system") return null;
-  if (message.type === "bot" && (!agent.flow.replyToAgents || depth > MAX_AGENT_DEPTH)) return null;
+  if (!flow.onMessage?.length || message.authorId === agentId || message.type === "system") return null;
+  if (message.type === "bot" && (!flow.replyToAgents || depth > MAX_AGENT_DEPTH)) return null;
   return {
     ...base,
     conversationId: message.conversationId,
@@ -92,16 +91,54 @@ function triggerFor(event: ParleyEvent, agent: RoomAgent, depths: Map<string, nu
   };
 }
 
-/** How many agent replies in a row may answer agents (`replyToAgents`) before the exchange stops. */
-export const MAX_AGENT_DEPTH = 3;
+/**
+ * The agents of each trigger: as its room named them, or for bodies that do not say (written by older code), the
+ * auto-responding agents of the D1 mirror that had joined by the time of the event.
+ */
+async function withAgents(db: D1Database, bodies: QueueBody[]): Promise<Candidate[]> {
+  const roomOf = (event: ParleyEvent) => (event.data as Conversation | Message).roomId;
+  const unknown = [...new Set(bodies.filter((b) => !b.agents).map((b) => roomOf(b.event)))];
+  const mirrored = new Map<string, { agentId: string; joinedAt: string }[]>();
+  for (const ids of chunks(unknown, D1_MAX_IDS)) {
+    const { results } = await db
+      .prepare(
+        `SELECT p.room_id AS roomId, p.account_id AS agentId, p.joined_at AS joinedAt
+         FROM participants p JOIN accounts a ON a.id = p.account_id AND a.org_id = p.org_id
+         WHERE p.room_id IN (${ids.map(() => "?").join(",")}) AND p.auto_respond = 1 AND a.type = 'agent'`,
+      )
+      .bind(...ids)
+      .all<{ roomId: string; agentId: string; joinedAt: string }>();
+    for (const row of results) mirrored.set(row.roomId, [...(mirrored.get(row.roomId) ?? []), row]);
+  }
+  return bodies.map((body) => {
+    const roomId = roomOf(body.event);
+    const agents =
+      body.agents ??
+      (mirrored.get(roomId) ?? []).filter((a) => a.joinedAt <= body.event.occurredAt).map((a) => a.agentId);
+    return { event: body.event, roomId, agents };
+  });
+}
+
+/** The current flow of each agent account. */
+async function agentFlows(db: D1Database, agentIds: string[]): Promise<Map<string, Flow>> {
+  const flows = new Map<string, Flow>();
+  for (const ids of chunks(agentIds, D1_MAX_IDS)) {
+    const { results } = await db
+      .prepare(`SELECT id, agent FROM accounts WHERE id IN (${ids.map(() => "?").join(",")}) AND type = 'agent'`)
+      .bind(...ids)
+      .all<{ id: string; agent: string | null }>();
+    for (const row of results) flows.set(row.id, flowOf(row.agent ? (JSON.parse(row.agent) as AgentSettings) : null));
+  }
+  return flows;
+}
 
 /**
  * The reply depth of bot messages posted by flow steps (their `clientMessageId` is `<run id>.<step>`): one more than
  * the depth of the run that posted them. A person's message, or a bot message posted by other means, has depth 0.
  */
-async function replyDepths(db: D1Database, events: ParleyEvent[]): Promise<Map<string, number>> {
+async function replyDepths(db: D1Database, candidates: Candidate[]): Promise<Map<string, number>> {
   const byRun = new Map<string, string[]>();
-  for (const event of events) {
+  for (const { event } of candidates) {
     const message = event.data as Message;
     if (event.type !== "conversation.message_posted" || message.type !== "bot") continue;
     const runId = /^(run_[0-9a-z]+)\.\d+$/.exec(message.clientMessageId ?? "")?.[1];
@@ -116,24 +153,4 @@ async function replyDepths(db: D1Database, events: ParleyEvent[]): Promise<Map<s
     for (const run of results) for (const eventId of byRun.get(run.id) ?? []) depths.set(eventId, run.depth + 1);
   }
   return depths;
-}
-
-/** The auto-responding agents of rooms, from the D1 mirror (which the consumer brought up to date first). */
-async function autoRespondingAgents(db: D1Database, roomIds: string[]): Promise<RoomAgent[]> {
-  const found: RoomAgent[] = [];
-  for (const ids of chunks(roomIds, D1_MAX_IDS)) {
-    const { results } = await db
-      .prepare(
-        `SELECT p.room_id AS roomId, p.account_id AS agentId, p.joined_at AS joinedAt, a.agent AS agent
-         FROM participants p JOIN accounts a ON a.id = p.account_id AND a.org_id = p.org_id
-         WHERE p.room_id IN (${ids.map(() => "?").join(",")}) AND p.auto_respond = 1 AND a.type = 'agent'`,
-      )
-      .bind(...ids)
-      .all<{ roomId: string; agentId: string; joinedAt: string; agent: string | null }>();
-    for (const row of results) {
-      const settings = row.agent ? (JSON.parse(row.agent) as AgentSettings) : null;
-      found.push({ roomId: row.roomId, agentId: row.agentId, joinedAt: row.joinedAt, flow: flowOf(settings) });
-    }
-  }
-  return found;
 }

@@ -252,7 +252,10 @@ export class Room extends DurableObject<Bindings> {
         now,
       );
       const created = this.conversationRecord(this.conversationRow(id)!);
-      this.enqueue(conversationEvent(created, "created", created.conversation), { conversation: created });
+      this.enqueue(conversationEvent(created, "created", created.conversation), {
+        conversation: created,
+        agents: this.respondingAgents(),
+      });
       return created;
     });
     return ok(record);
@@ -549,7 +552,7 @@ export class Room extends DurableObject<Bindings> {
       conversationId,
     );
     const conversation = this.conversationRecord(this.conversationRow(conversationId)!);
-    this.enqueue(messagePostedEvent(message), { conversation });
+    this.enqueue(messagePostedEvent(message), { conversation, agents: this.respondingAgents() });
     return { message, created: true, conversation };
   }
 
@@ -802,6 +805,14 @@ export class Room extends DurableObject<Bindings> {
   }
 
   /** A participant, from the room's participants read once and kept until a write changes them. */
+  /** The auto-responding agents of the room now: the flows an event starts are decided when it commits. */
+  private respondingAgents(): string[] {
+    this.participant("");
+    return [...this.members!.values()]
+      .filter((row) => row.account_type === "agent" && row.auto_respond === 1)
+      .map((row) => row.account_id);
+  }
+
   private participant(accountId: string): ParticipantRow | undefined {
     this.members ??= new Map(
       this.sql

@@ -65,7 +65,7 @@ CREATE INDEX outbox_unpublished ON outbox (id) WHERE published = 0;
 `,
   // Assistant replies in flight: the text so far survives an eviction, so the stream resumes where it was.
   `
-CREATE TABLE streams (
+CREATE TABLE IF NOT EXISTS streams (
   stream_id TEXT PRIMARY KEY,
   conversation_id TEXT NOT NULL,
   author_id TEXT NOT NULL,
