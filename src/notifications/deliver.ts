@@ -260,7 +260,8 @@ export function pushPayload(
   let body = row.body;
   for (;;) {
     const text = JSON.stringify({ ...base, body });
-    if (new TextEncoder().encode(text).byteLength <= MAX_PAYLOAD_BYTES || body.length === 0) return text;
-    body = truncate(body, Math.floor(body.length * 0.8));
+    const chars = [...body].length;
+    if (new TextEncoder().encode(text).byteLength <= MAX_PAYLOAD_BYTES || chars <= 1) return text;
+    body = truncate(body, Math.floor(chars * 0.8));
   }
 }

@@ -51,21 +51,33 @@ function parseFrom(value: string): SmtpConfig["from"] | null {
   const match = /^\s*(?:"?([^"<>]*?)"?\s*<([^<>]+)>|([^<>\s]+))\s*$/.exec(value);
   const email = (match?.[2] ?? match?.[3] ?? "").trim();
   if (!ADDRESS.test(email)) return null;
-  const name = headerText(match?.[1] ?? "");
+  const name = displayName(match?.[1] ?? "");
   return name ? { name, email } : { email };
 }
 
 /**
- * Text made safe for a header: control characters (CR and LF above all, which would start a new header) become
- * spaces, and quotes and backslashes, which would end a quoted display name, are dropped.
+ * Text made safe for a header value: control characters (CR and LF above all, which would start a new header) become
+ * spaces, and the text is cut so that even fully encoded (RFC 2047, up to 12 characters per character) its line stays
+ * under SMTP's 998-octet limit.
  */
 export function headerText(text: string, max = 200): string {
   const clean = text
-    .replace(/[\u0000-\u001f\u007f\u2028\u2029]+/g, " ")
-    .replace(/["\\]/g, "")
+    .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, " ")
     .replace(/\s+/g, " ")
     .trim();
-  return [...clean].slice(0, max).join("");
+  let out = "";
+  let encoded = 0;
+  for (const char of [...clean].slice(0, max)) {
+    encoded += char.charCodeAt(0) < 128 ? 3 : 3 * new TextEncoder().encode(char).byteLength;
+    if (encoded > 900) break;
+    out += char;
+  }
+  return out;
+}
+
+/** A display name for `"Name" <address>`: header-safe, without the quotes and backslashes that would end it. */
+export function displayName(text: string): string {
+  return headerText(text.replace(/["\\]/g, ""), 100);
 }
 
 /** Whether an address can go into an SMTP envelope and a header unchanged. */
@@ -91,7 +103,7 @@ export function emailContent(title: string, body: string) {
 export async function sendEmail(config: SmtpConfig, message: EmailMessage): Promise<EmailOutcome> {
   if (!isSafeAddress(message.to.email)) return { kind: "permanent", error: "the recipient's address is not valid" };
   const { subject, text, html } = emailContent(message.title, message.body);
-  const name = message.to.name ? headerText(message.to.name, 100) : "";
+  const name = message.to.name ? displayName(message.to.name) : "";
   let mailer: WorkerMailer;
   try {
     mailer = await WorkerMailer.connect({
