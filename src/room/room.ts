@@ -15,7 +15,7 @@ import { refuseUpgrade, SocketRegistry, upgradeActor } from "../realtime/sockets
 import { recoverableConversation, topicMatches, type TopicPattern } from "../protocol/topics";
 import type { MessageStream } from "../protocol/flows";
 import { preparePost } from "./post";
-import { hubStub } from "../hub/client";
+import { hubStub, type HubRpc } from "../hub/client";
 import { Outbox } from "./outbox";
 import {
   hasRoomStorage,
@@ -24,8 +24,8 @@ import {
   type MessageRow,
   type ParticipantRow,
   type RoomRow,
-  type StreamRow,
 } from "./storage";
+import { StreamLog, type StreamState } from "./streams";
 
 /** Who is asking: the org, and for account and session tokens the account (and conversation) they are bound to. */
 export interface Actor {
@@ -90,6 +90,11 @@ export class Room extends DurableObject<Bindings> {
   private activityFlushing = false;
   /** Events written by the transaction in progress; sent to this room's sockets once it commits. */
   private committed: ParleyEvent[] = [];
+  /** Assistant replies in flight. */
+  private readonly streams: StreamLog;
+  /** Ephemeral events waiting for the hub, and the hub call under way. */
+  private readonly ephemeral: ParleyEvent[] = [];
+  private ephemeralFlight: Promise<void> | null = null;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -99,6 +104,7 @@ export class Room extends DurableObject<Bindings> {
     this.stored = hasRoomStorage(this.sql);
     if (this.stored) migrateRoom(ctx.storage);
     this.sockets = new SocketRegistry(ctx);
+    this.streams = new StreamLog(this.sql);
     const retry = (delay: number) => this.scheduleAlarm(Date.now() + delay);
     this.outbox = new Outbox(
       this.sql,
@@ -368,108 +374,104 @@ export class Room extends DurableObject<Bindings> {
     if (!author || author.role === "observer") return fail("FORBIDDEN", "the author may not post in this room");
     const posted = this.messageByClientId(conversationId, streamId);
     if (posted) return ok({ message: posted });
-    this.sql.exec(
-      `INSERT INTO streams (stream_id, conversation_id, author_id, updated_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (stream_id) DO UPDATE SET text = '', restarted = 1, updated_at = excluded.updated_at`,
-      streamId,
-      conversationId,
-      authorId,
-      new Date().toISOString(),
-    );
+    this.streams.open(streamId, conversationId, authorId);
     return ok({ message: null });
   }
 
-  /** Appends a delta to an open stream and sends its `message_stream` event to the room's sockets and the org hub. */
+  /**
+   * Appends a delta to an open stream and sends its `message_stream` event to the room's sockets at once and to the
+   * org hub behind the deltas before it (without waiting for the hub: the caller sends the next delta sooner).
+   */
   async appendStream(streamId: string, delta: string): Promise<Result<{ index: number }>> {
-    const before = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE stream_id = ?", streamId).toArray()[0];
-    if (!before) return fail("NOT_FOUND", "no open stream with this id");
-    const row: StreamRow = {
-      ...before,
-      next_index: before.next_index + 1,
-      text: before.text + delta,
-      restarted: 0,
-      updated_at: new Date().toISOString(),
-    };
-    this.sql.exec(
-      "UPDATE streams SET next_index = ?, text = ?, restarted = 0, updated_at = ? WHERE stream_id = ?",
-      row.next_index,
-      row.text,
-      row.updated_at,
-      streamId,
-    );
-    const index = before.next_index;
-    // After a restart the clients' text is stale: this delta carries the whole new text as a snapshot.
-    const event = this.streamEvent(row, { index, delta, done: false, ...(before.restarted ? { text: row.text } : {}) });
+    const appended = this.streams.append(streamId, delta);
+    if (!appended) return fail("NOT_FOUND", "no open stream with this id");
+    // After a restart the clients' text is stale: that delta carries the whole new text as a snapshot.
+    const { state, index, text } = appended;
+    const event = this.streamEvent(state, { index, delta, done: false, ...(text !== undefined ? { text } : {}) });
     this.broadcast(event);
-    await this.publishEphemeral(event);
+    this.publishEphemeral(event);
     return ok({ index });
   }
 
   /**
    * Closes a stream: with no error, commits the reply as one `bot` message (idempotent on the stream id) together
-   * with the final `done` event; with an error, only the `done` event carrying it. Both go through the outbox, so
-   * they reach the hub after every delta and before anything posted later.
+   * with the final `done` event; with an error, only the `done` event carrying it. Both go through the outbox once
+   * the deltas before them reached the hub, so they follow every delta and precede anything posted later.
    */
   async closeStream(streamId: string, error?: string): Promise<Result<{ message: Message | null }>> {
-    const row = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE stream_id = ?", streamId).toArray()[0];
-    if (!row) return fail("NOT_FOUND", "no open stream with this id");
-    const posted = this.messageByClientId(row.conversation_id, streamId);
-    const author = this.participant(row.author_id);
-    const conversation = this.conversationRow(row.conversation_id);
+    await this.ephemeralFlushed();
+    const state = this.streams.get(streamId);
+    if (!state) return fail("NOT_FOUND", "no open stream with this id");
+    const text = this.streams.text(streamId);
+    const posted = this.messageByClientId(state.conversationId, streamId);
+    const author = this.participant(state.authorId);
+    const conversation = this.conversationRow(state.conversationId);
     const failure =
       error ??
       (!conversation || conversation.deleted_at ? "the conversation was deleted" : undefined) ??
       (!author || author.role === "observer" ? "the agent may no longer post in this room" : undefined) ??
-      (row.text === "" && !posted ? "the model returned no text" : undefined);
+      (text === "" && !posted ? "the model returned no text" : undefined);
     const messageId = posted?.id ?? newId("msg");
     const result = this.commit(() => {
-      this.sql.exec("DELETE FROM streams WHERE stream_id = ?", streamId);
-      const done = this.streamEvent(row, {
-        index: row.next_index,
+      this.streams.remove(streamId);
+      const done = this.streamEvent(state, {
+        index: state.next,
         delta: "",
-        text: row.text,
+        text,
         done: true,
         ...(failure ? { error: failure } : { messageId }),
       });
       this.enqueue(done, {});
       if (failure || posted) return null;
-      return this.writeMessage(
-        row.conversation_id,
-        author!,
-        {
-          authorId: row.author_id,
-          text: row.text,
-          attachments: [],
-          clientMessageId: streamId,
-        },
-        messageId,
-      );
+      const input = { authorId: state.authorId, text, attachments: [], clientMessageId: streamId };
+      return this.writeMessage(state.conversationId, author!, input, messageId);
     });
     if (result) this.markActivity(result.conversation);
     return ok({ message: result?.message ?? posted ?? null });
   }
 
-  /** The `message_stream` event of a stream's state. */
-  private streamEvent(row: StreamRow, fields: Omit<MessageStream, "streamId" | "authorId" | "conversationId">) {
+  /** The `message_stream` event of a stream. */
+  private streamEvent(state: StreamState, fields: Omit<MessageStream, "streamId" | "authorId" | "conversationId">) {
     const room = this.roomRow()!;
     return createEvent<MessageStream>({
       orgId: room.org_id,
       source: "conversations",
       resource: "conversation",
       event: "message_stream",
-      resourceId: row.conversation_id,
-      data: { streamId: row.stream_id, authorId: row.author_id, conversationId: row.conversation_id, ...fields },
+      resourceId: state.conversationId,
+      data: { streamId: state.streamId, authorId: state.authorId, conversationId: state.conversationId, ...fields },
     });
   }
 
-  /** Sends an event that is not stored (typing, stream deltas) to the org hub; a failure only costs that event. */
-  private async publishEphemeral(event: ParleyEvent): Promise<void> {
+  /**
+   * Sends an event that is not stored (typing, stream deltas) to the org hub. Events go in order, one hub call at a
+   * time carrying everything that gathered meanwhile; a failure costs only those events.
+   */
+  private publishEphemeral(event: ParleyEvent): void {
+    this.ephemeral.push(event);
+    if (this.ephemeralFlight) return;
     const room = this.roomRow()!;
-    try {
-      await hubStub(this.env, room.org_id).publish(room.id, [event]);
-    } catch (error) {
-      console.error("ephemeral event to hub failed", event.type, String(error));
-    }
+    const hub = this.hub(room.org_id);
+    this.ephemeralFlight = (async () => {
+      try {
+        while (this.ephemeral.length > 0) {
+          const events = this.ephemeral.splice(0);
+          try {
+            await hub.publish(room.id, events);
+          } catch (error) {
+            console.error("ephemeral events to hub failed", events.length, String(error));
+          }
+        }
+      } finally {
+        this.ephemeralFlight = null;
+      }
+    })();
+    this.ctx.waitUntil(this.ephemeralFlight);
+  }
+
+  /** Resolves once every ephemeral event published so far has been handed to the hub. */
+  private async ephemeralFlushed(): Promise<void> {
+    while (this.ephemeralFlight) await this.ephemeralFlight;
   }
 
   /** Snapshots of a conversation's streams in flight (the text so far), for a hub subscription made mid-stream. */
@@ -490,10 +492,9 @@ export class Room extends DurableObject<Bindings> {
 
   /** A `message_stream` event per stream in flight, carrying the text so far and the index of its last delta. */
   private snapshots(): ParleyEvent<MessageStream>[] {
-    return this.sql
-      .exec<StreamRow>("SELECT * FROM streams WHERE next_index > 0 ORDER BY stream_id")
-      .toArray()
-      .map((row) => this.streamEvent(row, { index: row.next_index - 1, delta: "", text: row.text, done: false }));
+    return this.streams
+      .active()
+      .map(({ state, text }) => this.streamEvent(state, { index: state.next - 1, delta: "", text, done: false }));
   }
 
   private messageByClientId(conversationId: string, clientMessageId: string): Message | null {
@@ -712,7 +713,7 @@ export class Room extends DurableObject<Bindings> {
       data: { conversationId: frame.conversationId, roomId: room.id, accountId: actor.accountId },
     });
     this.broadcast(event, ws);
-    this.ctx.waitUntil(this.publishEphemeral(event));
+    this.publishEphemeral(event);
     if (frame.id) this.sockets.send(ws, { type: "ack", id: frame.id });
   }
 
@@ -915,6 +916,7 @@ export class Room extends DurableObject<Bindings> {
       this.room = undefined; // the transaction rolled back: forget anything read inside it
       this.members = undefined;
       this.committed = [];
+      this.streams.reset();
       throw error;
     }
     const events = this.committed;
@@ -941,7 +943,15 @@ export class Room extends DurableObject<Bindings> {
     const room = this.roomRow();
     if (!room) return;
     const events = bodies.map((body) => (JSON.parse(body) as QueueBody).event);
-    await hubStub(this.env, room.org_id).publish(room.id, events);
+    await this.hub(room.org_id).publish(room.id, events);
+  }
+
+  private hubRpc: HubRpc | undefined;
+
+  /** The org hub's stub, made once per object. */
+  private hub(orgId: string): HubRpc {
+    this.hubRpc ??= hubStub(this.env, orgId);
+    return this.hubRpc;
   }
 
   private alarmAt: number | null = null;

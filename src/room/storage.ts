@@ -63,17 +63,23 @@ ALTER TABLE outbox ADD COLUMN published INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX outbox_unqueued ON outbox (id) WHERE queued = 0;
 CREATE INDEX outbox_unpublished ON outbox (id) WHERE published = 0;
 `,
-  // Assistant replies in flight: the text so far survives an eviction, so the stream resumes where it was.
+  // Assistant replies in flight: their deltas survive an eviction, so a stream resumes where it was. A restarted
+  // stream (a retried step) keeps counting its indexes from `base_index` and drops the text of the failed attempt.
   `
 CREATE TABLE IF NOT EXISTS streams (
   stream_id TEXT PRIMARY KEY,
   conversation_id TEXT NOT NULL,
   author_id TEXT NOT NULL,
-  next_index INTEGER NOT NULL DEFAULT 0,
-  text TEXT NOT NULL DEFAULT '',
+  base_index INTEGER NOT NULL DEFAULT 0,
   restarted INTEGER NOT NULL DEFAULT 0,
   updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stream_chunks (
+  stream_id TEXT NOT NULL,
+  idx INTEGER NOT NULL,
+  delta TEXT NOT NULL,
+  PRIMARY KEY (stream_id, idx)
+) WITHOUT ROWID;
 `,
 ];
 
@@ -158,8 +164,7 @@ export interface StreamRow extends Record<string, SqlStorageValue> {
   stream_id: string;
   conversation_id: string;
   author_id: string;
-  next_index: number;
-  text: string;
+  base_index: number;
   restarted: number;
   updated_at: string;
 }

@@ -1,4 +1,6 @@
-import { evictDurableObject } from "cloudflare:test";
+import { env, evictDurableObject } from "cloudflare:test";
+import { call } from "../helpers/api";
+import { roomStub } from "../../src/room/client";
 import { describe, expect, it } from "vitest";
 import { openHub, openRoom, roomObject, subscribe } from "../helpers/realtime";
 import { agentRoom, historyOf, runsOf, say, streamEvents } from "./helpers";
@@ -85,6 +87,54 @@ describe("mid-stream subscriptions on the org hub", () => {
     expect(snapshot.text + after.map((d) => d.delta).join("")).toBe(ANSWER);
     expect(done.event.data.text).toBe(ANSWER);
     hub.close();
+    socket.close();
+  });
+});
+
+describe("the room's stream log", () => {
+  it("a restarted stream keeps its indexes, sends its new text as a snapshot, and posts only the new text once", async () => {
+    const { apiKey, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
+    const stub = roomStub(env, room.id);
+    const actor = { orgId };
+    expect(await stub.openStream(actor, conversationId, "s-1", bot.id)).toEqual({ ok: true, value: { message: null } });
+    expect(await stub.appendStream("s-1", "first ")).toEqual({ ok: true, value: { index: 0 } });
+    expect(await stub.appendStream("s-1", "try")).toEqual({ ok: true, value: { index: 1 } });
+    // The step is retried: the stream restarts.
+    await stub.openStream(actor, conversationId, "s-1", bot.id);
+    expect(await stub.appendStream("s-1", "second")).toEqual({ ok: true, value: { index: 2 } });
+    await stub.appendStream("s-1", " try");
+    const closed = await stub.closeStream("s-1");
+    expect(closed.ok && closed.value.message?.text).toBe("second try");
+    // Closing again, or opening after the post, answers the posted message and posts nothing.
+    const again = await stub.openStream(actor, conversationId, "s-1", bot.id);
+    expect(again.ok && again.value.message?.id).toBe(closed.ok && closed.value.message?.id);
+    expect((await stub.appendStream("s-1", "late")).ok).toBe(false);
+
+    const done = await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
+    const events = streamEvents(socket, "s-1");
+    expect(events.map((d) => [d.index, d.delta, d.text])).toEqual([
+      [0, "first ", undefined],
+      [1, "try", undefined],
+      [2, "second", "second"],
+      [3, " try", undefined],
+      [4, "", "second try"],
+    ]);
+    expect(done.event.data.messageId).toBe(closed.ok && closed.value.message?.id);
+    expect(await historyOf(apiKey, conversationId, 1)).toHaveLength(1);
+    socket.close();
+  });
+
+  it("an empty reply posts nothing and ends the stream with an error", async () => {
+    const { apiKey, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
+    const stub = roomStub(env, room.id);
+    await stub.openStream({ orgId }, conversationId, "s-2", bot.id);
+    const closed = await stub.closeStream("s-2");
+    expect(closed).toEqual({ ok: true, value: { message: null } });
+    const done = await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
+    expect(done.event.data.error).toMatch(/no text/);
+    expect((await call("GET", `/v1/conversations/${conversationId}/messages`, { token: apiKey })).body.items).toEqual(
+      [],
+    );
     socket.close();
   });
 });
