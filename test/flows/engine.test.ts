@@ -7,7 +7,7 @@ import {
 } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { call, createAccount, eventually } from "../helpers/api";
-import { addParticipant } from "../helpers/realtime";
+import { addParticipant, openHub, subscribe } from "../helpers/realtime";
 import { consumeEvents } from "../../src/events/consumer";
 import { messagePostedEvent } from "../../src/events/envelope";
 import { instanceId } from "../../src/flows/instances";
@@ -247,6 +247,27 @@ describe("GET /v1/flow-runs", () => {
     expect((await call("GET", "/v1/flow-runs?conversationId=nope", { token: apiKey })).status).toBe(400);
     expect((await call("GET", "/v1/flow-runs/run_0000000000", { token: apiKey })).status).toBe(404);
     expect((await call("GET", "/v1/flow-runs")).status).toBe(401);
+    socket.close();
+  });
+});
+
+describe("flows.flow.run events", () => {
+  it("publish each run's queued, running and completed states to the org hub", async () => {
+    const { apiKey, user, orgId, conversationId, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "reply", text: "ok" }] },
+    });
+    const hub = await openHub(apiKey);
+    await subscribe(hub, `events.${orgId}.flows.flow.run.*`);
+    await say(apiKey, conversationId, user.id, "go");
+    const [run] = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    await hub.waitLog((f) => f.type === "event" && f.event.data?.status === "completed");
+    const states = hub.events((f) => f.event.resourceId === run.id).map((f) => f.event);
+    expect(states.map((e) => e.data.status)).toEqual(["queued", "running", "completed"]);
+    expect(states.every((e) => e.topic === `events.${orgId}.flows.flow.run.${run.id}` && e.type === "flow.run")).toBe(
+      true,
+    );
+    expect(states[2].data).toEqual(run);
+    hub.close();
     socket.close();
   });
 });
