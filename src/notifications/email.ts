@@ -1,4 +1,4 @@
-import { WorkerMailer } from "worker-mailer";
+import { sendSmtp, SmtpError } from "./smtp";
 import type { Priority } from "../protocol/notifications";
 
 /** SMTP settings from `SMTP_*`. */
@@ -23,6 +23,7 @@ export interface EmailMessage {
   notificationId: string;
 }
 
+const encoder = new TextEncoder();
 const ADDRESS = /^[^\s@<>()",;:\\[\]]+@[^\s@<>()",;:\\[\]]+\.[^\s@<>()",;:\\[\]]+$/;
 
 /** The SMTP configuration, or null when `SMTP_HOST` or `SMTP_FROM` is missing or malformed. */
@@ -57,22 +58,14 @@ function parseFrom(value: string): SmtpConfig["from"] | null {
 
 /**
  * Text made safe for a header value: control characters (CR and LF above all, which would start a new header) become
- * spaces, and the text is cut so that even fully encoded (RFC 2047, up to 12 characters per character) its line stays
- * under SMTP's 998-octet limit.
+ * spaces; at most `max` characters.
  */
 export function headerText(text: string, max = 200): string {
   const clean = text
     .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, " ")
     .replace(/\s+/g, " ")
     .trim();
-  let out = "";
-  let encoded = 0;
-  for (const char of [...clean].slice(0, max)) {
-    encoded += char.charCodeAt(0) < 128 ? 3 : 3 * new TextEncoder().encode(char).byteLength;
-    if (encoded > 900) break;
-    out += char;
-  }
-  return out;
+  return [...clean].slice(0, max).join("");
 }
 
 /** A display name for `"Name" <address>`: header-safe, without the quotes and backslashes that would end it. */
@@ -99,55 +92,80 @@ export function emailContent(title: string, body: string) {
   return { subject, text: body ? `${title}\n\n${body}` : title, html };
 }
 
-/** Sends one email over SMTP (`cloudflare:sockets` through worker-mailer) and classifies what happened. */
-export async function sendEmail(config: SmtpConfig, message: EmailMessage): Promise<EmailOutcome> {
-  if (!isSafeAddress(message.to.email)) return { kind: "permanent", error: "the recipient's address is not valid" };
+/**
+ * The MIME message of a notification (RFC 5322, RFC 2045-2047): header values are header-safe and encoded when not
+ * ASCII, and both parts are base64, so no user text can start a header, a line or a part.
+ */
+export function buildMessage(config: SmtpConfig, message: EmailMessage, now = new Date()): string {
   const { subject, text, html } = emailContent(message.title, message.body);
   const name = message.to.name ? displayName(message.to.name) : "";
-  let mailer: WorkerMailer;
-  try {
-    mailer = await WorkerMailer.connect({
-      host: config.host,
-      port: config.port,
-      secure: config.port === 465,
-      startTls: true,
-      ...(config.user ? { credentials: { username: config.user, password: config.password ?? "" } } : {}),
-      authType: ["plain", "login"],
-      socketTimeoutMs: 15_000,
-      responseTimeoutMs: 15_000,
-      logLevel: 3,
-    });
-  } catch (error) {
-    return classify(error);
-  }
-  try {
-    await mailer.send({
-      from: config.from,
-      to: name ? { name, email: message.to.email } : message.to.email,
-      subject,
-      text,
-      html,
-      headers: {
-        "Auto-Submitted": "auto-generated",
-        "X-Parley-Notification": message.notificationId,
-        ...(message.priority === "high" || message.priority === "critical"
-          ? { Importance: "high", "X-Priority": "1" }
-          : {}),
-      },
-    });
-    return { kind: "sent" };
-  } catch (error) {
-    return classify(error);
-  } finally {
-    await mailer.close().catch(() => undefined);
-  }
+  const boundary = `parley-${crypto.randomUUID()}`;
+  const headers: [string, string][] = [
+    ["From", mailbox(config.from.name, config.from.email)],
+    ["To", mailbox(name, message.to.email)],
+    ["Subject", encodeWords(subject)],
+    ["Date", now.toUTCString()],
+    ["Message-ID", `<${message.notificationId}.${crypto.randomUUID()}@${config.from.email.split("@")[1]}>`],
+    ["MIME-Version", "1.0"],
+    ["Auto-Submitted", "auto-generated"],
+    ["X-Parley-Notification", message.notificationId],
+    ...(message.priority === "high" || message.priority === "critical"
+      ? ([
+          ["Importance", "high"],
+          ["X-Priority", "1"],
+        ] as [string, string][])
+      : []),
+    ["Content-Type", `multipart/alternative; boundary="${boundary}"`],
+  ];
+  const part = (type: string, content: string) =>
+    `--${boundary}\r\nContent-Type: ${type}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n${base64Lines(content)}\r\n`;
+  return (
+    headers.map(([key, value]) => `${key}: ${value}`).join("\r\n") +
+    "\r\n\r\n" +
+    part("text/plain", text.replace(/\r?\n/g, "\r\n")) +
+    part("text/html", html) +
+    `--${boundary}--\r\n`
+  );
 }
 
-/** A 5xx SMTP reply is permanent; 4xx replies, timeouts and connection failures are worth retrying. */
-function classify(error: unknown): EmailOutcome {
-  const text = error instanceof Error ? error.message : String(error);
-  const code = /(?:^|\s)([245])\d\d[\s-]/.exec(`${text} `)?.[1];
-  return code === "5"
-    ? { kind: "permanent", error: text.slice(0, 300) }
-    : { kind: "transient", error: text.slice(0, 300) };
+function mailbox(name: string | undefined, email: string): string {
+  return name ? `${/^[\x20-\x7e]*$/.test(name) ? `"${name}"` : encodeWords(name)} <${email}>` : email;
+}
+
+/** RFC 2047: ASCII text as it is, anything else as base64 encoded words of at most 75 characters, folded. */
+export function encodeWords(text: string): string {
+  if (/^[\x20-\x7e]*$/.test(text)) return text;
+  const words: number[][] = [];
+  const chunk: number[] = [];
+  for (const char of text) {
+    const bytes = [...encoder.encode(char)];
+    if (chunk.length + bytes.length > 45) words.push(chunk.splice(0));
+    chunk.push(...bytes);
+  }
+  if (chunk.length > 0) words.push(chunk);
+  return words.map((bytes) => `=?UTF-8?B?${btoa(String.fromCharCode(...bytes))}?=`).join("\r\n ");
+}
+
+function base64Lines(text: string): string {
+  let binary = "";
+  for (const byte of encoder.encode(text)) binary += String.fromCharCode(byte);
+  return (btoa(binary).match(/.{1,76}/g) ?? []).join("\r\n");
+}
+
+/** Sends one email over SMTP (`cloudflare:sockets`) and classifies what happened. */
+export async function sendEmail(config: SmtpConfig, message: EmailMessage): Promise<EmailOutcome> {
+  if (!isSafeAddress(message.to.email)) return { kind: "permanent", error: "the recipient's address is not valid" };
+  try {
+    await sendSmtp(
+      { host: config.host, port: config.port, user: config.user, password: config.password },
+      { from: config.from.email, to: message.to.email, data: buildMessage(config, message) },
+    );
+    return { kind: "sent" };
+  } catch (error) {
+    const text = String(error instanceof Error ? error.message : error).slice(0, 300);
+    // A 5xx reply is permanent; 4xx replies, timeouts and connection failures are worth retrying.
+    return error instanceof SmtpError && error.code >= 500
+      ? { kind: "permanent", error: text }
+      : { kind: "transient", error: text };
+  }
 }

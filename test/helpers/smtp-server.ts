@@ -23,7 +23,8 @@ export interface SmtpServer {
 /**
  * A minimal real SMTP server (RFC 5321 dialogue: EHLO/HELO, AUTH PLAIN/LOGIN, MAIL FROM, RCPT TO, DATA, RSET, NOOP,
  * QUIT) that records each message. Recipients whose local part starts with `tempfail` get a 451 the first time they
- * are tried (a transient failure), those starting with `reject` always get a 550 (a permanent one).
+ * are tried (a transient failure), those starting with `reject` always get a 550 (a permanent one), and for those
+ * starting with `drop` the server closes the connection without a reply the first time.
  */
 export function startSmtpServer(): Promise<SmtpServer> {
   const messages: ReceivedEmail[] = [];
@@ -80,6 +81,11 @@ export function startSmtpServer(): Promise<SmtpServer> {
           const address = /<([^>]*)>/.exec(line)?.[1] ?? "";
           const local = address.split("@")[0];
           let code = 250;
+          if (local.startsWith("drop") && !tempfailed.has(address)) {
+            tempfailed.add(address);
+            recipients.push({ address, code: 0 });
+            return socket.destroy();
+          }
           if (local.startsWith("reject")) code = 550;
           else if (local.startsWith("tempfail") && !tempfailed.has(address)) {
             tempfailed.add(address);
@@ -211,9 +217,11 @@ function decodeQuotedPrintable(text: string): string {
 
 /** Decodes RFC 2047 encoded words (`=?UTF-8?Q?...?=` and `=?UTF-8?B?...?=`). */
 function decodeWords(value: string): string {
-  return value.replace(/=\?([^?]+)\?([QqBb])\?([^?]*)\?=/g, (_m, _charset, kind: string, text: string) =>
-    kind.toUpperCase() === "B"
-      ? Buffer.from(text, "base64").toString("utf8")
-      : decodeQuotedPrintable(text.replace(/_/g, " ")),
-  );
+  return value
+    .replace(/\?=\s+=\?/g, "?==?")
+    .replace(/=\?([^?]+)\?([QqBb])\?([^?]*)\?=/g, (_m, _charset, kind: string, text: string) =>
+      kind.toUpperCase() === "B"
+        ? Buffer.from(text, "base64").toString("utf8")
+        : decodeQuotedPrintable(text.replace(/_/g, " ")),
+    );
 }

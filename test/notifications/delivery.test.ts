@@ -253,11 +253,11 @@ describe("email", () => {
       priority: "critical",
       template: { title: "Re: {{event.data.text}}", body: "{{recipient.name}}, you got: {{event.data.text}}" },
     });
-    const hostile = 'Hi <b>"there"</b>\r\nBcc: evil@attacker.test\r\nX-Injected: yes';
+    const hostile = 'Hi <b>"there"</b> at the café\r\nBcc: evil@attacker.test\r\nX-Injected: yes';
     const message = await postAs(f, hostile);
     const [notification] = await settled(f.apiKey, f.bob.id, messagePostedEvent(message).id, ["email"]);
     expect(notification.channels).toEqual({ email: "sent" });
-    expect(notification.title).toBe('Re: Hi <b>"there"</b> Bcc: evil@attacker.test X-Injected: yes');
+    expect(notification.title).toBe('Re: Hi <b>"there"</b> at the café Bcc: evil@attacker.test X-Injected: yes');
 
     const emails = await emailsTo(f.bob.email);
     expect(emails).toHaveLength(1);
@@ -277,21 +277,23 @@ describe("email", () => {
     expect(header("X-Parley-Notification")).toEqual([notification.id]);
     expect(header("Importance")).toEqual(["high"]);
     expect(email.text).toContain(`Bob, you got: ${hostile}`);
-    expect(email.html).toContain("Hi &lt;b&gt;&quot;there&quot;&lt;/b&gt;");
+    expect(email.html).toContain("Hi &lt;b&gt;&quot;there&quot;&lt;/b&gt; at the café");
+    expect(email.raw).not.toContain("café");
     expect(email.html).not.toContain("<b>");
     expect(await rcptAttempts("evil@attacker.test")).toEqual([]);
   });
 
-  it("a 4xx reply is retried and the email sent once; a 5xx reply fails it for good", async () => {
+  it("a 4xx reply or a dropped connection is retried and the email sent once; a 5xx reply fails it for good", async () => {
     const org = await createOrg();
     const author = await createAccount(org.apiKey, { type: "user", name: "Author" });
     const flaky = await createAccount(org.apiKey, { type: "user", name: "Flaky", email: uniqueEmail("tempfail") });
     const gone = await createAccount(org.apiKey, { type: "user", name: "Gone", email: uniqueEmail("reject") });
+    const dropped = await createAccount(org.apiKey, { type: "user", name: "Dropped", email: uniqueEmail("drop") });
     const room = await call("POST", "/v1/rooms", {
       token: org.apiKey,
       body: {
         type: "standard",
-        participants: [{ accountId: author.id }, { accountId: flaky.id }, { accountId: gone.id }],
+        participants: [author, flaky, gone, dropped].map((account) => ({ accountId: account.id })),
       },
     });
     const conversation = await call("POST", `/v1/rooms/${room.body.id}/conversations`, { token: org.apiKey, body: {} });
@@ -308,6 +310,10 @@ describe("email", () => {
     const [failed] = await settled(org.apiKey, gone.id, eventId, ["email"]);
     expect(ok.channels).toEqual({ email: "sent" });
     expect(failed.channels).toEqual({ email: "failed" });
+    const [redone] = await settled(org.apiKey, dropped.id, eventId, ["email"]);
+    expect(redone.channels).toEqual({ email: "sent" });
+    expect((await rcptAttempts(dropped.email)).map((r) => r.code)).toEqual([0, 250]);
+    expect(await emailsTo(dropped.email)).toHaveLength(1);
     expect((await rcptAttempts(flaky.email)).map((r) => r.code)).toEqual([451, 250]);
     expect(await emailsTo(flaky.email)).toHaveLength(1);
     expect((await rcptAttempts(gone.email)).map((r) => r.code)).toEqual([550]);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { displayName, emailContent, headerText, smtpConfig } from "../../src/notifications/email";
+import { displayName, emailContent, encodeWords, headerText, smtpConfig } from "../../src/notifications/email";
 import { pushPayload } from "../../src/notifications/deliver";
 import { MAX_PAYLOAD_BYTES } from "../../src/notifications/push/encrypt";
 import { renderNotification, renderTemplate } from "../../src/notifications/template";
@@ -48,9 +48,15 @@ describe("email escaping", () => {
   it("keeps headers on one line and within SMTP's line limit, and escapes HTML", () => {
     expect(headerText("a\r\nBcc: x@y.z\n\tb\u0085c")).toBe("a Bcc: x@y.z b c");
     expect(displayName('Eve "the" \\ hacker\r\nBcc: x')).toBe("Eve the  hacker Bcc: x".replace("  ", " "));
-    const cjk = headerText("漢".repeat(250), 250);
-    expect([...cjk].length * 9).toBeLessThanOrEqual(900);
-    expect([...cjk].length).toBeGreaterThan(50);
+    const cjk = encodeWords(headerText("漢字 ".repeat(100), 250));
+    const lines = cjk.split("\r\n");
+    expect(lines.length).toBeGreaterThan(10);
+    for (const line of lines) expect(line).toMatch(/^ ?=\?UTF-8\?B\?[A-Za-z0-9+/=]+\?=$/);
+    expect(Math.max(...lines.map((line) => line.length))).toBeLessThanOrEqual(76);
+    const decoded = lines.map((line) => /\?B\?(.*)\?=/.exec(line)![1]).map((b64) => atob(b64));
+    const bytes = Uint8Array.from(decoded.join(""), (c) => c.charCodeAt(0));
+    expect(new TextDecoder().decode(bytes)).toBe("漢字 ".repeat(100).trim().slice(0, 250));
+    expect(encodeWords("plain ASCII")).toBe("plain ASCII");
     const { subject, text, html } = emailContent('<script>alert("x")</script>', "a & b\n<i>c</i>");
     expect(subject).toBe('<script>alert("x")</script>');
     expect(text).toBe('<script>alert("x")</script>\n\na & b\n<i>c</i>');
