@@ -444,3 +444,41 @@ describe("exactly-once intent", () => {
     ]);
   });
 });
+
+describe("a sender that stopped mid-send", () => {
+  it("is never retried: a delivery claimed longer ago than the lease is failed, not sent again", async () => {
+    const f = await setup();
+    const subscription = await newPushSubscription();
+    const created = await call("POST", `/v1/accounts/${f.bob.id}/push-subscriptions`, {
+      token: f.apiKey,
+      body: subscription.json,
+    });
+    const id = `ntf_01stale${crypto.randomUUID().replace(/-/g, "").slice(0, 18)}`;
+    const now = new Date().toISOString();
+    await env.DB.batch([
+      env.DB.prepare(
+        `INSERT INTO notifications (id, org_id, account_id, rule_id, event_id, title, body, priority, websocket_status,
+           push_status, email_status, read_at, created_at)
+         VALUES (?1, ?2, ?3, 'rule_0123456789', 'evt_0123456789', 't', 'b', 'normal', NULL, 'pending', NULL, NULL, ?4)`,
+      ).bind(id, f.orgId, f.bob.id, now),
+      // A worker claimed this delivery ten minutes ago and never reported back: whether it was sent is unknown.
+      env.DB.prepare(
+        `INSERT INTO notification_deliveries (notification_id, channel, target, status, attempts, claimed_at, updated_at)
+         VALUES (?1, 'push', ?2, 'sending', 1, ?3, ?4)`,
+      ).bind(id, created.body.id, Date.now() - 10 * 60_000, now),
+    ]);
+    await env.NOTIFICATIONS.send({ notificationId: id, channel: "push" });
+    const [notification] = await eventually(async () => {
+      const items = (await notificationsOf(f.apiKey, f.bob.id)).filter((n) => n.id === id);
+      return items[0]?.channels.push && items;
+    });
+    expect(notification.channels).toEqual({ push: "failed" });
+    expect(await pushesOf(subscription.id)).toEqual([]);
+    const delivery = await env.DB.prepare(
+      "SELECT status, error FROM notification_deliveries WHERE notification_id = ?1",
+    )
+      .bind(id)
+      .first();
+    expect(delivery).toEqual({ status: "failed", error: "the sender stopped while sending" });
+  });
+});
