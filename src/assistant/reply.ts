@@ -24,12 +24,13 @@ export interface ReplyOutcome {
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 const APPEND_INTERVAL_MS = 25;
+const FAST_APPEND_MS = 5;
 const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 /**
- * Streams a model's reply through the conversation's room. The first delta goes to the room at once; later ones
- * gather while an append is on its way and for at least 25 ms after the previous one started, so a fast model (or a
- * busy room) is sent in batches of tokens. The room
+ * Streams a model's reply through the conversation's room. Deltas go to the room as they come; while an append is
+ * on its way the next ones gather, and when the room answers slowly (it is busy) appends are spaced 25 ms apart, so
+ * a loaded room gets tokens in batches instead of one call each. The room
  * closes the stream with one `bot` message, or with the model's error (a failure, a timeout, garbage, no text).
  * Failures to reach the room are thrown, so the step is retried; the retry restarts the stream or finds the reply.
  */
@@ -57,9 +58,11 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
         pending = "";
         const started = Date.now();
         unwrap(await room.appendStream(input.streamId, delta));
-        // At most one append per APPEND_INTERVAL_MS after the first: a fast model goes out in batches of tokens.
-        const rest = APPEND_INTERVAL_MS - (Date.now() - started);
-        if (rest > 0 && !controller.signal.aborted) await scheduler.wait(rest);
+        // A busy room (a slow append) gets at most one append per APPEND_INTERVAL_MS: tokens go out in batches.
+        const took = Date.now() - started;
+        if (took > FAST_APPEND_MS && took < APPEND_INTERVAL_MS && !controller.signal.aborted) {
+          await scheduler.wait(APPEND_INTERVAL_MS - took);
+        }
       }
     } catch (error) {
       roomFailure = error;

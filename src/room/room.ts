@@ -383,13 +383,17 @@ export class Room extends DurableObject<Bindings> {
    * org hub behind the deltas before it (without waiting for the hub: the caller sends the next delta sooner).
    */
   async appendStream(streamId: string, delta: string): Promise<Result<{ index: number }>> {
-    const appended = this.streams.append(streamId, delta);
-    if (!appended) return fail("NOT_FOUND", "no open stream with this id");
+    const state = this.streams.get(streamId);
+    if (!state) return fail("NOT_FOUND", "no open stream with this id");
+    const index = state.next;
     // After a restart the clients' text is stale: that delta carries the whole new text as a snapshot.
-    const { state, index, text } = appended;
+    const text = state.restarted ? this.streams.text(streamId) + delta : undefined;
     const event = this.streamEvent(state, { index, delta, done: false, ...(text !== undefined ? { text } : {}) });
     this.broadcast(event);
     this.publishEphemeral(event);
+    // Stored after the sends, so the output gate does not hold them until this write is durable: a delta is
+    // ephemeral, and what clients keep is the message the close commits.
+    this.streams.append(streamId, delta);
     return ok({ index });
   }
 

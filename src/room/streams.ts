@@ -45,19 +45,13 @@ export class StreamLog {
     this.cache.set(streamId, { ...current, restarted: true });
   }
 
-  /** Appends a delta; answers its index and, after a restart, the whole text so far. Null for an unknown stream. */
-  append(streamId: string, delta: string): { state: StreamState; index: number; text?: string } | null {
+  /** Appends a delta to an open stream (its index is the state's `next`). */
+  append(streamId: string, delta: string): void {
     const state = this.get(streamId);
-    if (!state) return null;
-    const index = state.next;
-    this.sql.exec("INSERT INTO stream_chunks (stream_id, idx, delta) VALUES (?, ?, ?)", streamId, index, delta);
-    let text: string | undefined;
-    if (state.restarted) {
-      this.sql.exec("UPDATE streams SET restarted = 0 WHERE stream_id = ?", streamId);
-      text = this.text(streamId);
-    }
-    this.cache.set(streamId, { ...state, next: index + 1, restarted: false });
-    return { state, index, text };
+    if (!state) return;
+    this.sql.exec("INSERT INTO stream_chunks (stream_id, idx, delta) VALUES (?, ?, ?)", streamId, state.next, delta);
+    if (state.restarted) this.sql.exec("UPDATE streams SET restarted = 0 WHERE stream_id = ?", streamId);
+    this.cache.set(streamId, { ...state, next: state.next + 1, restarted: false });
   }
 
   /** A stream's state, or null. */
