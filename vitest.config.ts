@@ -1,9 +1,12 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { configDefaults, defineConfig } from "vitest/config";
 import { notificationsWorker } from "./test/helpers/notifications-worker-config";
+import { startModelServer } from "./test/helpers/model-server";
 
 export default defineConfig(async () => {
   const migrations = await readD1Migrations("./migrations");
+  // A real OpenAI-compatible streaming server for the assistant tests (`openai:<model>` agents).
+  const model = await startModelServer();
   return {
     test: {
       projects: [
@@ -19,6 +22,9 @@ export default defineConfig(async () => {
                   JWT_SECRET: "test-jwt-secret-0123456789abcdef",
                   URL_SIGNING_SECRET: "test-url-signing-secret-0123456789",
                   VAPID_PUBLIC_KEY: inject("vapidPublicKey"),
+                  OPENAI_BASE_URL: model.url,
+                  OPENAI_API_KEY: "test-openai-key",
+                  MODEL_IDLE_TIMEOUT_MS: "1500",
                 },
                 workers: [notificationsWorker(inject)],
               },

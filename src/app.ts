@@ -9,6 +9,7 @@ import { apiKeyRoutes } from "./routes/api-keys";
 import { attachmentRoutes } from "./routes/attachments";
 import { conversationRoutes } from "./routes/conversations";
 import { docsPage } from "./routes/docs";
+import { flowRunRoutes } from "./routes/flow-runs";
 import { notificationRuleRoutes } from "./routes/notification-rules";
 import { accountNotificationRoutes, notificationRoutes, pushRoutes } from "./routes/notifications";
 import { orgRoutes } from "./routes/orgs";
@@ -30,6 +31,7 @@ const api = new Hono<AppEnv>()
   .route("/push", pushRoutes)
   .route("/rooms", roomRoutes)
   .route("/conversations", conversationRoutes)
+  .route("/flow-runs", flowRunRoutes)
   .route("/attachments", attachmentRoutes)
   .route("/", realtimeRoutes);
 

@@ -22,6 +22,11 @@ export interface Bindings {
   OPENAI_API_KEY?: string;
   /** Web Push application server key, served to browsers (`GET /v1/push/vapid-public-key`). */
   VAPID_PUBLIC_KEY?: string;
+  /** Workers AI, for `workers-ai:<model>` agents (add an `[ai]` binding to use it). */
+  AI?: Ai;
+  /** Longest a model reply may take, and longest silence between its tokens (milliseconds). */
+  MODEL_TIMEOUT_MS?: string;
+  MODEL_IDLE_TIMEOUT_MS?: string;
 }
 
 /** Hono variables set by the global middleware. */

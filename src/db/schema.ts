@@ -139,5 +139,6 @@ export const attachments = sqliteTable(
   },
   (t) => [index("attachments_org_idx").on(t.orgId, t.id)],
 );
-export * from "./schema-attachments";
+export * from "./schema-flows";
 export * from "./schema-notifications";
+export * from "./schema-attachments";

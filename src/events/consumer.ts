@@ -5,6 +5,7 @@ import {
   mirrorRoomStatements,
   purgeConversationStatement,
 } from "../db/mirror";
+import { dispatchFlows } from "../flows/dispatch";
 import type { Message } from "../protocol/messages";
 import { notifyEvents } from "../notifications/rules";
 import { QueueBodySchema, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
@@ -33,7 +34,11 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
   try {
     const statements = archiveStatements(env.DB, valid);
     if (statements.length > 0) await env.DB.batch(statements);
-    await notifyEvents(env, valid.map((body) => body.event));
+    await dispatchFlows(env, valid);
+    await notifyEvents(
+      env,
+      valid.map((body) => body.event),
+    );
     batch.ackAll();
   } catch (error) {
     const attempts = Math.max(...batch.messages.map((m) => m.attempts));
