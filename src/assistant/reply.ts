@@ -57,7 +57,9 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
         const delta = pending;
         pending = "";
         const started = Date.now();
-        unwrap(await room.appendStream(input.streamId, delta));
+        const appended = await room.appendStream(input.streamId, delta);
+        // A room restarted before the stream's first delta forgot it: the step's retry opens it again.
+        if (!appended.ok) throw new Error(`the room lost the stream: ${appended.error.message}`);
         // A busy room (a slow append) gets at most one append per APPEND_INTERVAL_MS: tokens go out in batches.
         const took = Date.now() - started;
         if (took > FAST_APPEND_MS && took < APPEND_INTERVAL_MS && !controller.signal.aborted) {

@@ -9,6 +9,8 @@ export interface StreamState {
   next: number;
   /** Whether the stream restarted and its next delta must carry the whole text. */
   restarted: boolean;
+  /** Whether the stream has its row in storage (a new stream is written with its first delta). */
+  stored: boolean;
 }
 
 /**
@@ -25,16 +27,11 @@ export class StreamLog {
     const current = this.get(streamId);
     const now = new Date().toISOString();
     if (!current) {
-      this.sql.exec(
-        "INSERT INTO streams (stream_id, conversation_id, author_id, updated_at) VALUES (?, ?, ?, ?)",
-        streamId,
-        conversationId,
-        authorId,
-        now,
-      );
-      this.cache.set(streamId, { streamId, conversationId, authorId, next: 0, restarted: false });
+      // Nothing to store before the first delta: a write here would hold that delta's send until it is durable.
+      this.cache.set(streamId, { streamId, conversationId, authorId, next: 0, restarted: false, stored: false });
       return;
     }
+    if (!current.stored) return;
     this.sql.exec("DELETE FROM stream_chunks WHERE stream_id = ?", streamId);
     this.sql.exec(
       "UPDATE streams SET base_index = ?, restarted = 1, updated_at = ? WHERE stream_id = ?",
@@ -49,9 +46,18 @@ export class StreamLog {
   append(streamId: string, delta: string): void {
     const state = this.get(streamId);
     if (!state) return;
+    if (!state.stored) {
+      this.sql.exec(
+        "INSERT INTO streams (stream_id, conversation_id, author_id, updated_at) VALUES (?, ?, ?, ?)",
+        streamId,
+        state.conversationId,
+        state.authorId,
+        new Date().toISOString(),
+      );
+    }
     this.sql.exec("INSERT INTO stream_chunks (stream_id, idx, delta) VALUES (?, ?, ?)", streamId, state.next, delta);
     if (state.restarted) this.sql.exec("UPDATE streams SET restarted = 0 WHERE stream_id = ?", streamId);
-    this.cache.set(streamId, { ...state, next: state.next + 1, restarted: false });
+    this.cache.set(streamId, { ...state, next: state.next + 1, restarted: false, stored: true });
   }
 
   /** A stream's state, or null. */
@@ -106,6 +112,7 @@ export class StreamLog {
       authorId: row.author_id,
       next: last === null ? row.base_index : last + 1,
       restarted: row.restarted === 1,
+      stored: true,
     };
   }
 }
