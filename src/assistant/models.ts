@@ -1,8 +1,8 @@
-import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { streamText, type LanguageModel } from "ai";
 import { createWorkersAI } from "workers-ai-provider";
 import type { Bindings } from "../env";
 import { echoReply } from "./echo";
+import { streamOpenAICompatible } from "./openai";
 
 /** One message of a model prompt. */
 export interface ChatMessage {
@@ -20,8 +20,8 @@ export class ModelError extends Error {
 
 /**
  * Streams a model's reply as text deltas. `model` is `provider:model`: `local:echo` (built in), `openai:<model>` (any
- * OpenAI-compatible server at `OPENAI_BASE_URL`), `workers-ai:<model>` (the `AI` binding). Errors, garbage and
- * timeouts surface as a thrown `ModelError`; `signal` aborts the call.
+ * OpenAI-compatible server at `OPENAI_BASE_URL`, through a direct streaming client), `workers-ai:<model>` (the `AI`
+ * binding, through the AI SDK). Errors and garbage surface as a thrown `ModelError`; `signal` aborts the call.
  */
 export async function* streamModel(
   env: Bindings,
@@ -35,6 +35,11 @@ export async function* streamModel(
   if (provider === "local") {
     if (name !== "echo") throw new ModelError(`unknown local model '${name}'`);
     yield* echoReply(messages, signal);
+    return;
+  }
+  if (provider === "openai") {
+    if (!env.OPENAI_BASE_URL) throw new ModelError("OPENAI_BASE_URL is not configured");
+    yield* streamOpenAICompatible(env.OPENAI_BASE_URL, env.OPENAI_API_KEY || undefined, name, messages, signal);
     return;
   }
   // The leading system message is the instructions; later ones (system messages of the conversation) stay in place.
@@ -61,14 +66,6 @@ export async function* streamModel(
 }
 
 function languageModel(env: Bindings, provider: string, name: string): LanguageModel {
-  if (provider === "openai") {
-    if (!env.OPENAI_BASE_URL) throw new ModelError("OPENAI_BASE_URL is not configured");
-    return createOpenAICompatible({
-      name: "openai",
-      baseURL: env.OPENAI_BASE_URL.replace(/\/+$/, ""),
-      apiKey: env.OPENAI_API_KEY || undefined,
-    }).chatModel(name);
-  }
   if (provider === "workers-ai") {
     if (!env.AI) throw new ModelError("the AI binding is not configured");
     return createWorkersAI({ binding: env.AI })(name as Parameters<ReturnType<typeof createWorkersAI>>[0]);
