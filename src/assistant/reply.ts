@@ -25,13 +25,12 @@ export interface ReplyOutcome {
 const DEFAULT_TIMEOUT_MS = 120_000;
 const APPEND_INTERVAL_MS = 25;
 const FAST_APPEND_MS = 5;
-const MAX_PAUSE_MS = 250;
 const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 /**
  * Streams a model's reply through the conversation's room. Deltas go to the room as they come; while an append is
- * on its way the next ones gather, and when the room answers slowly (it is busy) appends are spaced further apart,
- * so a loaded room gets tokens in batches instead of one call each. The room
+ * on its way the next ones gather, and when the room answers slowly (it is busy) appends are spaced 25 ms apart, so
+ * a loaded room gets tokens in batches instead of one call each. The room
  * closes the stream with one `bot` message, or with the model's error (a failure, a timeout, garbage, no text).
  * Failures to reach the room are thrown, so the step is retried; the retry restarts the stream or finds the reply.
  */
@@ -61,11 +60,10 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
         const appended = await room.appendStream(input.streamId, delta);
         // A room restarted before the stream's first delta forgot it: the step's retry opens it again.
         if (!appended.ok) throw new Error(`the room lost the stream: ${appended.error.message}`);
-        // A busy room (a slow append) gets fewer, larger appends: the slower it answers, the longer the pause (as
-        // long as the append took, at least APPEND_INTERVAL_MS between starts, at most MAX_PAUSE_MS).
+        // A busy room (a slow append) gets at most one append per APPEND_INTERVAL_MS: tokens go out in batches.
         const took = Date.now() - started;
-        if (took > FAST_APPEND_MS && !controller.signal.aborted) {
-          await scheduler.wait(Math.min(MAX_PAUSE_MS, Math.max(APPEND_INTERVAL_MS - took, took)));
+        if (took > FAST_APPEND_MS && took < APPEND_INTERVAL_MS && !controller.signal.aborted) {
+          await scheduler.wait(APPEND_INTERVAL_MS - took);
         }
       }
     } catch (error) {
