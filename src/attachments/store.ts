@@ -1,6 +1,7 @@
 import { ApiError } from "../errors";
 import { toHex } from "../lib/crypto";
 import { resolveContentType, SNIFF_BYTES } from "./sniff";
+import { concatBytes } from "../lib/bytes";
 
 /** A pull source of byte chunks: `null` at the end. Request bodies and multipart file parts are both one. */
 export interface ChunkSource {
@@ -64,17 +65,6 @@ function tooLarge(maxBytes: number): ApiError {
   return new ApiError("PAYLOAD_TOO_LARGE", `the file is larger than ${maxBytes} bytes (MAX_ATTACHMENT_BYTES)`);
 }
 
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
-
 /**
  * Streams a source of unknown length (a multipart file, a chunked body) into R2 under `key`, holding at most one part:
  * its leading bytes decide the content type (415 on a mismatch, before anything is written), every byte is counted
@@ -114,7 +104,7 @@ export async function storeObject(
     }
     if (size === 0)
       throw new ApiError("BAD_REQUEST", "the file is empty", [{ path: "(body)", message: "send at least one byte" }]);
-    contentType = resolveContentType(options.declaredType, concat(head, size));
+    contentType = resolveContentType(options.declaredType, concatBytes(head, size));
   } catch (error) {
     await source.cancel(error);
     throw error;
@@ -181,7 +171,7 @@ export async function storeBody(
     if (size === 0) {
       throw new ApiError("BAD_REQUEST", "the file is empty", [{ path: "(body)", message: "send at least one byte" }]);
     }
-    contentType = resolveContentType(options.declaredType, concat(head, size));
+    contentType = resolveContentType(options.declaredType, concatBytes(head, size));
   } catch (error) {
     await source.cancel(error);
     throw error;
@@ -228,14 +218,14 @@ async function putInParts(
       pending.push(chunk);
       pendingBytes += chunk.byteLength;
       while (pendingBytes >= PART_BYTES) {
-        const all = concat(pending, pendingBytes);
+        const all = concatBytes(pending, pendingBytes);
         upload ??= await bucket.createMultipartUpload(key, metadata);
         parts.push(await upload.uploadPart(parts.length + 1, all.subarray(0, PART_BYTES)));
         pending = pendingBytes > PART_BYTES ? [all.subarray(PART_BYTES)] : [];
         pendingBytes -= PART_BYTES;
       }
     }
-    const rest = concat(pending, pendingBytes);
+    const rest = concatBytes(pending, pendingBytes);
     if (!upload) {
       await bucket.put(key, rest, metadata);
       return;

@@ -10,6 +10,7 @@ import type { ParleyEvent } from "../protocol/events";
 import { MESSAGE_LIMITS, type Message } from "../protocol/messages";
 import { roomStub } from "../room/client";
 import type { FlowParams } from "./instances";
+import { readLimited } from "../lib/bytes";
 
 /** What a step needs of its run. */
 export interface StepRun {
@@ -144,7 +145,7 @@ async function callWebhook(url: string, event: ParleyEvent, flow: FlowParams, ru
     await response.body?.cancel();
     throw new StepError(`webhook answered ${response.status}`);
   }
-  const text = await readLimited(response, WEBHOOK_LIMITS.answerBytes);
+  const text = await readAnswer(response, WEBHOOK_LIMITS.answerBytes);
   if (text.trim() === "") return null;
   let body: unknown;
   try {
@@ -157,33 +158,14 @@ async function callWebhook(url: string, event: ParleyEvent, flow: FlowParams, ru
   return answer.data.text;
 }
 
-/** Reads a body as text, refusing it past `maxBytes` without reading further. */
-async function readLimited(response: Response, maxBytes: number): Promise<string> {
-  const declared = Number(response.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
+/** Reads an answer as UTF-8 text, refusing it past `maxBytes` without reading further. */
+async function readAnswer(response: Response, maxBytes: number): Promise<string> {
+  const tooLarge = () => new StepError(`webhook answer is larger than ${maxBytes} bytes`);
+  if (Number(response.headers.get("content-length") ?? "0") > maxBytes) {
     await response.body?.cancel();
-    throw new StepError(`webhook answer is larger than ${maxBytes} bytes`);
+    throw tooLarge();
   }
-  if (!response.body) return "";
-  const reader = response.body.getReader();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel();
-      throw new StepError(`webhook answer is larger than ${maxBytes} bytes`);
-    }
-    parts.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.byteLength;
-  }
+  const bytes = await readLimited(response.body, maxBytes, tooLarge);
   try {
     return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {

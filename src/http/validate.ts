@@ -5,6 +5,7 @@ import { ApiError, type ErrorDetail } from "../errors";
 import { idSchema } from "../protocol/common";
 import type { IdPrefix } from "../lib/ids";
 import { attachDoc } from "./openapi";
+import { readLimited } from "../lib/bytes";
 
 /** The largest JSON body a route reads by default. */
 export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
@@ -32,37 +33,17 @@ export async function readJson(c: Context<AppEnv>, maxBytes = DEFAULT_MAX_BODY_B
   }
   const declared = Number(c.req.header("content-length") ?? "NaN");
   if (declared > maxBytes) throw new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`);
-  const bytes = await readLimited(c.req.raw, maxBytes);
+  const bytes = await readLimited(
+    c.req.raw.body,
+    maxBytes,
+    () => new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`),
+  );
   if (bytes.byteLength === 0) throw new ApiError("BAD_REQUEST", "the body is empty; send a JSON object");
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch {
     throw new ApiError("BAD_REQUEST", "the body is not valid JSON");
   }
-}
-
-async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
-  if (!request.body) return new Uint8Array();
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel();
-      throw new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`);
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
 }
 
 /** Route middleware: validates the JSON body; the handler reads it with `c.req.valid("json")`. */
