@@ -18,6 +18,7 @@ import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
 
 /** The repository root. */
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -245,4 +246,124 @@ export async function startDevServer({
   server.inspectorPort = inspectorPort;
   onSpawn(server);
   return waitHealthy(server, port, timeoutMs);
+}
+
+// --- where the worker's CPU goes -------------------------------------------------------------------------------
+
+/**
+ * A CPU profile of the app's main worker (the Room and Hub objects, the flow Workflow and the AI SDK share its
+ * isolate) while `work` runs, through wrangler's inspector port. Self time is summed per module of the bundle (esbuild
+ * marks each with a `// path` comment) and per function; native calls count under their caller's module.
+ */
+export async function profileWorker(inspectorPort, work) {
+  const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
+  const target =
+    targets.find((t) => t.title === "Cloudflare Worker: parley" || t.id?.endsWith("-parley")) ?? targets[0];
+  const ws = new WebSocket(target.webSocketDebuggerUrl, { perMessageDeflate: false });
+  await new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  const waiting = new Map();
+  let ids = 0;
+  ws.on("message", (buf) => {
+    const message = JSON.parse(buf.toString());
+    waiting.get(message.id)?.(message);
+    waiting.delete(message.id);
+  });
+  const send = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const id = ++ids;
+      const timer = setTimeout(() => reject(new Error(`the inspector did not answer ${method}`)), 60_000);
+      waiting.set(id, (message) => {
+        clearTimeout(timer);
+        if (message.error) reject(new Error(`${method}: ${message.error.message}`));
+        else resolve(message.result);
+      });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  try {
+    await send("Profiler.enable");
+    await send("Profiler.setSamplingInterval", { interval: 200 });
+    await send("Profiler.start");
+    const started = performance.now();
+    await work();
+    const wallMs = performance.now() - started;
+    const { profile } = await send("Profiler.stop");
+    await send("Debugger.enable");
+    const sections = new Map(); // scriptId -> [{ line, name }] in line order
+    for (const scriptId of new Set(profile.nodes.map((n) => n.callFrame.scriptId))) {
+      if (!scriptId || scriptId === "0") continue;
+      const { scriptSource } = await send("Debugger.getScriptSource", { scriptId }).catch(() => ({ scriptSource: "" }));
+      const marks = [];
+      scriptSource.split("\n").forEach((text, line) => {
+        const mark = /^\/\/ ((?:\.\.\/)*(?:node_modules|src|bench|scripts)\/\S+)$/.exec(text);
+        if (mark) marks.push({ line, name: moduleName(mark[1]) });
+      });
+      sections.set(scriptId, marks);
+    }
+    await send("Debugger.disable");
+    return { summary: summarizeProfile(profile, sections, wallMs), raw: profile };
+  } finally {
+    ws.close();
+  }
+}
+
+/** `node_modules/@ai-sdk/provider-utils/dist/index.mjs` -> `@ai-sdk/provider-utils`; `src/room/room.ts` stays. */
+function moduleName(path) {
+  const at = path.lastIndexOf("node_modules/");
+  if (at < 0) return path.replace(/^(\.\.\/)+/, "");
+  const parts = path.slice(at + "node_modules/".length).split("/");
+  return parts[0].startsWith("@") ? `${parts[0]}/${parts[1]}` : parts[0];
+}
+
+/** The profiler's own nodes: time outside JavaScript functions. */
+const V8_NODES = new Set(["(program)", "(garbage collector)", "(root)"]);
+
+function summarizeProfile(profile, sections, wallMs) {
+  const round3 = (x) => Math.round(x * 1000) / 1000;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+  const sectionOf = (node) => {
+    for (let n = node; n; n = byId.get(parent.get(n.id))) {
+      const marks = sections.get(n.callFrame.scriptId);
+      if (!marks || n.callFrame.url === "") continue;
+      let name = "(worker code outside any module)";
+      for (const mark of marks) if (mark.line <= n.callFrame.lineNumber) name = mark.name;
+      return name;
+    }
+    return null;
+  };
+  const self = new Map();
+  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i + 1] ?? 0) / 1000));
+  const modules = new Map();
+  const functions = new Map();
+  let idleMs = 0;
+  let busyMs = 0;
+  for (const [id, ms] of self) {
+    const node = byId.get(id);
+    const name = node.callFrame.functionName || "(anonymous)";
+    if (name === "(idle)") {
+      idleMs += ms;
+      continue;
+    }
+    busyMs += ms;
+    const module = V8_NODES.has(name) ? name : (sectionOf(node) ?? "(runtime: no worker code on the stack)");
+    modules.set(module, (modules.get(module) ?? 0) + ms);
+    const key = `${name} [${module}${node.callFrame.url ? `:${node.callFrame.lineNumber + 1}` : ""}]`;
+    functions.set(key, (functions.get(key) ?? 0) + ms);
+  }
+  const top = (map, n) =>
+    [...map]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([name, ms]) => ({ name, ms: round3(ms), share: round3(ms / busyMs) }));
+  return {
+    wallMs: round3(wallMs),
+    busyMs: round3(busyMs),
+    idleMs: round3(idleMs),
+    modules: top(modules, 15),
+    functions: top(functions, 25),
+  };
 }

@@ -7,7 +7,7 @@ import {
 } from "../db/mirror";
 import { dispatchFlows } from "../flows/dispatch";
 import type { Message } from "../protocol/messages";
-import { notifyEvents } from "../notifications/rules";
+import { notifyEvents, rulesOf, rulesStatements } from "../notifications/rules";
 import { QueueBodySchema, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
 
 /** Retry delay of a failed batch: 1 s doubling to 5 min. */
@@ -16,9 +16,10 @@ export function retryDelaySeconds(attempts: number): number {
 }
 
 /**
- * The events consumer: writes the D1 archive and mirrors of a batch in one D1 transaction. Every statement is
- * idempotent (message ids, mirror versions), so redelivered or duplicated batches change nothing. If D1 fails the
- * whole batch is retried with backoff: the archive is delayed, nothing is lost.
+ * The events consumer: writes the D1 archive and mirrors of a batch in one D1 transaction (which also reads the
+ * notification rules of the batch's orgs), then starts agents' flows and turns events into notifications. Every step
+ * is idempotent (message ids, mirror versions, trigger keys, notification keys), so redelivered or duplicated batches
+ * change nothing. If anything fails the whole batch is retried with backoff: delayed, never lost.
  */
 export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
   const valid: QueueBody[] = [];
@@ -32,13 +33,13 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
     }
   }
   try {
-    const statements = archiveStatements(env.DB, valid);
-    if (statements.length > 0) await env.DB.batch(statements);
+    const events = valid.map((body) => body.event);
+    // One D1 round trip for the archive writes and the notification rules the batch's events may match.
+    const archive = archiveStatements(env.DB, valid);
+    const rules = rulesStatements(env.DB, events);
+    const results = archive.length + rules.length > 0 ? await env.DB.batch([...archive, ...rules]) : [];
     await dispatchFlows(env, valid);
-    await notifyEvents(
-      env,
-      valid.map((body) => body.event),
-    );
+    await notifyEvents(env, events, rulesOf(results.slice(archive.length)));
     batch.ackAll();
   } catch (error) {
     const attempts = Math.max(...batch.messages.map((m) => m.attempts));

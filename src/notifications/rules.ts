@@ -35,11 +35,11 @@ interface Match {
  * push and email jobs go to the notifications worker, which claims each delivery before it sends. Any failure throws,
  * and the consumer retries the batch: every step is idempotent.
  */
-export async function notifyEvents(env: Bindings, events: ParleyEvent[]): Promise<void> {
+export async function notifyEvents(env: Bindings, events: ParleyEvent[], rules?: RuleRow[]): Promise<void> {
   const relevant = events.filter((event) => event.source !== "notifications");
   if (relevant.length === 0) return;
   const db = createDb(env.DB);
-  const matches = await matchRules(db, relevant);
+  const matches = matchRules(relevant, rules ?? (await loadRules(env.DB, relevant)));
   if (matches.length === 0) return;
 
   const recipients = await resolveRecipients(db, matches);
@@ -81,22 +81,55 @@ export async function notifyEvents(env: Bindings, events: ParleyEvent[]): Promis
 }
 
 /** The (event, rule) pairs of a batch, one rules query per org. */
-async function matchRules(db: Db, events: ParleyEvent[]): Promise<Match[]> {
-  const byOrg = new Map<string, ParleyEvent[]>();
-  for (const event of events) byOrg.set(event.orgId, [...(byOrg.get(event.orgId) ?? []), event]);
+/**
+ * The statements reading the rules of the orgs of these events (none when no event can trigger a rule), for the
+ * events consumer to run in the same D1 batch as its archive writes; `rulesOf` reads their results.
+ */
+export function rulesStatements(d1: D1Database, events: ParleyEvent[]): D1PreparedStatement[] {
+  const orgIds = [...new Set(events.filter((e) => e.source !== "notifications").map((e) => e.orgId))];
+  return chunks(orgIds, D1_MAX_IDS).map((ids) =>
+    d1.prepare(`SELECT * FROM notification_rules WHERE org_id IN (${ids.map(() => "?").join(",")})`).bind(...ids),
+  );
+}
+
+/** The rules in the results of `rulesStatements`. */
+export function rulesOf(results: D1Result[]): RuleRow[] {
+  return results.flatMap((result) =>
+    (result.results as Record<string, string>[]).map((row) => ({
+      id: row.id,
+      orgId: row.org_id,
+      name: row.name,
+      topic: row.topic,
+      channels: JSON.parse(row.channels) as RuleRow["channels"],
+      recipients: JSON.parse(row.recipients) as RuleRow["recipients"],
+      priority: row.priority as RuleRow["priority"],
+      template: JSON.parse(row.template) as RuleRow["template"],
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+    })),
+  );
+}
+
+async function loadRules(d1: D1Database, events: ParleyEvent[]): Promise<RuleRow[]> {
+  const statements = rulesStatements(d1, events);
+  return statements.length === 0 ? [] : rulesOf(await d1.batch(statements));
+}
+
+/** The rules each event matches, with the shared topic matcher. */
+function matchRules(events: ParleyEvent[], rules: RuleRow[]): Match[] {
   const matches: Match[] = [];
-  for (const [orgId, orgEvents] of byOrg) {
-    const rules = await db.select().from(notificationRules).where(eq(notificationRules.orgId, orgId));
-    const patterns = rules
-      .map((rule) => ({ rule, pattern: parseTopicPattern(rule.topic, orgId) }))
-      .filter((p): p is { rule: RuleRow; pattern: TopicPattern } => !isTopicError(p.pattern));
-    if (patterns.length === 0) continue;
-    for (const event of orgEvents) {
-      const parts = event.topic.split(".");
-      for (const { rule, pattern } of patterns) {
-        if (segmentsMatch(pattern, parts)) {
-          matches.push({ event, rule, roomId: roomOfEvent(event), authorId: authorOfEvent(event) });
-        }
+  const byOrg = new Map<string, { rule: RuleRow; pattern: TopicPattern }[]>();
+  for (const rule of rules) {
+    const pattern = parseTopicPattern(rule.topic, rule.orgId);
+    if (!isTopicError(pattern)) byOrg.set(rule.orgId, [...(byOrg.get(rule.orgId) ?? []), { rule, pattern }]);
+  }
+  for (const event of events) {
+    const patterns = byOrg.get(event.orgId);
+    if (!patterns) continue;
+    const parts = event.topic.split(".");
+    for (const { rule, pattern } of patterns) {
+      if (segmentsMatch(pattern, parts)) {
+        matches.push({ event, rule, roomId: roomOfEvent(event), authorId: authorOfEvent(event) });
       }
     }
   }
