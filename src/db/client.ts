@@ -1,9 +1,23 @@
 import { drizzle } from "drizzle-orm/d1";
 import * as schema from "./schema";
 
-/** The drizzle client over D1. */
-export function createDb(d1: D1Database) {
+const clients = new WeakMap<D1Database, ReturnType<typeof build>>();
+
+function build(d1: D1Database) {
   return drizzle(d1, { schema });
+}
+
+/**
+ * The drizzle client over D1, made once per binding: building one walks the whole schema (relational config), which
+ * cost more CPU than the queries of a message's path when it was done per call.
+ */
+export function createDb(d1: D1Database) {
+  let db = clients.get(d1);
+  if (!db) {
+    db = build(d1);
+    clients.set(d1, db);
+  }
+  return db;
 }
 
 /** The drizzle client type. */
