@@ -17,6 +17,7 @@ import type { MessageStream } from "../protocol/flows";
 import { preparePost } from "./post";
 import { hubStub, type HubRpc } from "../hub/client";
 import { Outbox } from "./outbox";
+import { dispatchFlows } from "../flows/dispatch";
 import {
   hasRoomStorage,
   migrateRoom,
@@ -920,15 +921,19 @@ export class Room extends DurableObject<Bindings> {
       this.room = undefined; // the transaction rolled back: forget anything read inside it
       this.members = undefined;
       this.committed = [];
+      this.triggers = [];
       this.streams.reset();
       throw error;
     }
     const events = this.committed;
     this.committed = [];
     for (const event of events) this.broadcast(event);
+    const triggers = this.triggers;
+    this.triggers = [];
     // The alarm is the backstop: if this object stops before the drains finish, the alarm drains on restart.
     void this.scheduleAlarm(Date.now() + BACKSTOP_MS);
     this.ctx.waitUntil(this.outbox.drain());
+    if (triggers.length > 0) this.ctx.waitUntil(this.startFlows(triggers));
     return result;
   }
 
@@ -936,6 +941,23 @@ export class Room extends DurableObject<Bindings> {
   private enqueue(event: ParleyEvent, mirror: Omit<QueueBody, "event">): void {
     this.sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify({ event, ...mirror } satisfies QueueBody));
     this.committed.push(event);
+    if (mirror.agents?.length) this.triggers.push({ event, ...mirror });
+  }
+
+  /** Committed events that auto-responding agents answer: dispatched at once, not only when the queue delivers. */
+  private triggers: QueueBody[] = [];
+
+  /**
+   * The fast path of agents' flows: the room dispatches its own triggers as soon as they commit, so an agent starts
+   * answering without waiting for the events queue to deliver a batch. The consumer dispatches them again when the
+   * queue delivers (runs are unique per trigger, so nothing runs twice); that is also the path when this one fails.
+   */
+  private async startFlows(triggers: QueueBody[]): Promise<void> {
+    try {
+      await dispatchFlows(this.env, triggers);
+    } catch (error) {
+      console.error("starting flows from the room failed; the events consumer will", String(error));
+    }
   }
 
   private async sendToQueue(bodies: string[]): Promise<void> {
