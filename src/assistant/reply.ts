@@ -30,9 +30,9 @@ const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 /**
  * Streams a model's reply through the conversation's room. Deltas go to the room as they come; while an append is
  * on its way the next ones gather, and when the room answers slowly (it is busy) appends are spaced 25 ms apart, so
- * a loaded room gets tokens in batches instead of one call each. The room
- * closes the stream with one `bot` message, or with the model's error (a failure, a timeout, garbage, no text).
- * Failures to reach the room are thrown, so the step is retried; the retry restarts the stream or finds the reply.
+ * a loaded room gets tokens in batches instead of one call each. The room closes the stream with one `bot` message,
+ * or with the model's error (a failure, a timeout, garbage, no text). Failures to reach the room are thrown, so the
+ * step is retried; the retry restarts the stream or finds the reply.
  */
 export async function streamReply(env: Bindings, input: ReplyInput): Promise<ReplyOutcome> {
   const room = roomStub(env, input.roomId);
