@@ -29,14 +29,14 @@
 //   BENCH_KEEP=1           keep the temporary state directory and the server log
 //   BENCH_IN_PLACE=1       run the app from the working tree instead of a snapshot of it (see snapshotApp)
 //   BENCH_LOG_LEVEL        passed to wrangler dev as --log-level
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, relative } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import {
+  machineInfo,
   profileWorker,
   intEnv,
   killProcessGroupNow,
@@ -439,28 +439,6 @@ async function setup(adminToken) {
     `set up org ${org.id}, agent ${agent.id}, room ${room.id}, ${ctx.sockets.length} conversations with a socket each`,
   );
   return ctx;
-}
-
-function machineInfo() {
-  const cpus = os.cpus();
-  let wrangler = null;
-  try {
-    wrangler = JSON.parse(readFileSync(join(root, "node_modules", "wrangler", "package.json"), "utf8")).version;
-  } catch {
-    // not installed
-  }
-  const git = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" });
-  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: root, encoding: "utf8" });
-  return {
-    node: process.version,
-    wrangler,
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? "unknown",
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
-    commit: git.status === 0 ? git.stdout.trim() : null,
-    srcUncommitted: dirty.status === 0 ? dirty.stdout.trim() !== "" : null,
-  };
 }
 
 function buildTable(results) {

@@ -1,5 +1,5 @@
 // Helpers shared by the benchmarks: ports, process groups, server logs, the app snapshot, starting servers, statistics.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
@@ -15,6 +15,7 @@ import {
   symlinkSync,
 } from "node:fs";
 import { createServer } from "node:net";
+import os from "node:os";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
@@ -365,5 +366,33 @@ function summarizeProfile(profile, sections, wallMs) {
     idleMs: round3(idleMs),
     modules: top(modules, 15),
     functions: top(functions, 25),
+  };
+}
+
+/**
+ * What a benchmark ran on, for its results: Node, the versions of `packages` as installed, CPUs, OS, memory, load,
+ * and the commit (and whether src/ had uncommitted changes).
+ */
+export function machineInfo(packages = ["wrangler"]) {
+  const cpus = os.cpus();
+  const version = (pkg) => {
+    try {
+      return JSON.parse(readFileSync(join(root, "node_modules", pkg, "package.json"), "utf8")).version;
+    } catch {
+      return null;
+    }
+  };
+  const git = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" });
+  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: root, encoding: "utf8" });
+  return {
+    node: process.version,
+    ...Object.fromEntries(packages.map((pkg) => [pkg, version(pkg)])),
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? "unknown",
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    totalMemGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    commit: git.status === 0 ? git.stdout.trim() : null,
+    srcUncommitted: dirty.status === 0 ? dirty.stdout.trim() !== "" : null,
   };
 }

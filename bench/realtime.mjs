@@ -24,6 +24,7 @@ import { join, relative } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import {
+  machineInfo,
   freePorts,
   intEnv as positiveIntEnv,
   killProcessGroupNow,
@@ -933,31 +934,6 @@ async function parleyFrameBytes(target) {
 
 // --- report -----------------------------------------------------------------------------------------------------
 
-function machineInfo() {
-  const cpus = os.cpus();
-  const version = (pkg) => {
-    try {
-      return JSON.parse(readFileSync(join(root, "node_modules", pkg, "package.json"), "utf8")).version;
-    } catch {
-      return null;
-    }
-  };
-  const git = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" });
-  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: root, encoding: "utf8" });
-  return {
-    node: process.version,
-    wrangler: version("wrangler"),
-    partyserver: version("partyserver"),
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? "unknown",
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    totalMemGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
-    commit: git.status === 0 ? git.stdout.trim() : null,
-    srcUncommitted: dirty.status === 0 ? dirty.stdout.trim() !== "" : null,
-  };
-}
-
 function buildTable(results) {
   const names = SERVERS;
   const header = ["metric"];
@@ -1083,7 +1059,7 @@ const startedAt = new Date();
 const results = { servers: {} };
 
 async function main() {
-  const machine = machineInfo();
+  const machine = machineInfo(["wrangler", "partyserver"]);
   results.machine = machine;
   results.config = {
     ...CONFIG,

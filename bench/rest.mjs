@@ -19,13 +19,13 @@
 //   BENCH_IN_PLACE=1         run the app from the working tree instead of a snapshot of it (see snapshotApp)
 //   BENCH_LOG_LEVEL          passed to wrangler dev as --log-level (default: unset, wrangler's default, which logs
 //                            every request; `warn` drops that per-request cost from both Parley and the floor)
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, relative } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
+  machineInfo,
   intEnv,
   killProcessGroupNow,
   log,
@@ -205,29 +205,6 @@ function reloadsDuring(label, before) {
 }
 
 // --- the benchmark ----------------------------------------------------------------------------------------------
-
-function machineInfo() {
-  const cpus = os.cpus();
-  let wrangler = null;
-  try {
-    wrangler = JSON.parse(readFileSync(join(root, "node_modules", "wrangler", "package.json"), "utf8")).version;
-  } catch {
-    // not installed
-  }
-  const git = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" });
-  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: root, encoding: "utf8" });
-  return {
-    node: process.version,
-    wrangler,
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? "unknown",
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    totalMemGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
-    commit: git.status === 0 ? git.stdout.trim() : null,
-    srcUncommitted: dirty.status === 0 ? dirty.stdout.trim() !== "" : null,
-  };
-}
 
 async function setup(adminToken) {
   const suffix = randomBytes(4).toString("hex");
