@@ -16,9 +16,8 @@
 //   BENCH_KEEP=1                   keep the temporary state directory and the server logs
 //   BENCH_IN_PLACE=1               run Parley from the working tree instead of a snapshot of it
 //   BENCH_LOG_LEVEL                passed to both wrangler dev as --log-level
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, relative } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -27,13 +26,14 @@ import {
   intEnv,
   killProcessGroupNow,
   log,
-  logTail,
   percentile,
   reloadsIn,
   root,
-  sleep,
   snapshotApp,
+  spawnLogged,
+  startDevServer,
   stopProcessGroup,
+  waitHealthy,
 } from "./lib.mjs";
 
 const MiB = 1024 * 1024;
@@ -72,66 +72,18 @@ async function stopServers() {
   }
 }
 
-/** Spawns a server in its own process group (output to a log file) and waits for GET /healthz. */
-async function startServer(name, args, cwd, port) {
-  const server = { name, pid: null, exited: false, exitInfo: null, logPath: join(runDir, `${name}.log`) };
-  servers.push(server);
-  const out = openSync(server.logPath, "a");
-  const child = spawn(process.execPath, args, {
-    cwd,
-    detached: true, // its own process group, so the whole tree can be killed with kill(-pid)
-    stdio: ["ignore", out, out],
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
-  });
-  closeSync(out);
-  server.pid = child.pid;
-  child.on("exit", (code, signal) => {
-    server.exited = true;
-    server.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-  });
-  server.base = `http://127.0.0.1:${port}`;
-  const started = performance.now();
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-  for (;;) {
-    if (server.exited) throw new Error(`${name} exited (${server.exitInfo}); log:\n${logTail(server.logPath)}`);
-    if (Date.now() > deadline) throw new Error(`${name} did not start; log:\n${logTail(server.logPath)}`);
-    try {
-      const res = await fetch(`${server.base}/healthz`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    await sleep(250);
-  }
-  log(`${name} ready on ${server.base} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  return server;
-}
-
+/** Starts Parley through scripts/dev.mjs (from a snapshot of the working tree unless BENCH_IN_PLACE). */
 async function startParley() {
-  const [port, inspectorPort] = await freePorts(2);
   const appDir = IN_PLACE ? root : snapshotApp(join(runDir, "app"));
-  const adminToken = `bench-admin-${randomBytes(16).toString("hex")}`;
-  const args = [
-    join(appDir, "scripts", "dev.mjs"),
-    "--port",
-    String(port),
-    "--inspector-port",
-    String(inspectorPort),
-    "--persist-to",
-    join(runDir, "parley-state"),
-    "--var",
-    `ADMIN_TOKEN:${adminToken}`,
-    "--var",
-    `JWT_SECRET:${randomBytes(16).toString("hex")}`,
-    "--var",
-    `URL_SIGNING_SECRET:${randomBytes(16).toString("hex")}`,
-  ];
-  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
-  log(`starting parley from ${IN_PLACE ? "the working tree" : `a snapshot in ${appDir}`}`);
-  const server = await startServer("parley", args, appDir, port);
-  server.adminToken = adminToken;
-  return server;
+  return startDevServer({
+    appDir,
+    persistTo: join(runDir, "parley-state"),
+    logPath: join(runDir, "parley.log"),
+    vars: { URL_SIGNING_SECRET: randomBytes(16).toString("hex") },
+    logLevel: LOG_LEVEL,
+    timeoutMs: STARTUP_TIMEOUT_MS,
+    onSpawn: (server) => servers.push(server),
+  });
 }
 
 async function startFloor() {
@@ -151,7 +103,9 @@ async function startFloor() {
     "127.0.0.1",
   ];
   if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
-  return startServer("r2-floor", args, root, port);
+  const server = spawnLogged("r2-floor", args, root, join(runDir, "r2-floor.log"));
+  servers.push(server);
+  return waitHealthy(server, port, STARTUP_TIMEOUT_MS);
 }
 
 // --- HTTP -------------------------------------------------------------------------------------------------------
