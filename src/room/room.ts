@@ -810,23 +810,27 @@ export class Room extends DurableObject<Bindings> {
     return this.room;
   }
 
-  /** A participant, from the room's participants read once and kept until a write changes them. */
   /** The auto-responding agents of the room now: the flows an event starts are decided when it commits. */
   private respondingAgents(): string[] {
-    this.participant("");
-    return [...this.members!.values()]
+    return [...this.memberRows().values()]
       .filter((row) => row.account_type === "agent" && row.auto_respond === 1)
       .map((row) => row.account_id);
   }
 
+  /** A participant. */
   private participant(accountId: string): ParticipantRow | undefined {
+    return this.memberRows().get(accountId);
+  }
+
+  /** The room's participants, read once and kept until a write changes them. */
+  private memberRows(): Map<string, ParticipantRow> {
     this.members ??= new Map(
       this.sql
         .exec<ParticipantRow>("SELECT * FROM participants")
         .toArray()
         .map((row) => [row.account_id, row]),
     );
-    return this.members.get(accountId);
+    return this.members;
   }
 
   private conversationRow(id: string): ConversationRow | undefined {

@@ -92,7 +92,7 @@ export class StreamLog {
     return this.sql
       .exec<StreamRow>("SELECT * FROM streams ORDER BY stream_id")
       .toArray()
-      .map((row) => this.get(row.stream_id) ?? this.fromRow(row))
+      .map((row) => this.cache.get(row.stream_id) ?? this.fromRow(row))
       .filter((state) => state.next > 0)
       .map((state) => ({ state, text: this.text(state.streamId) }));
   }
