@@ -6,6 +6,8 @@ export interface FilePart {
   filename: string | null;
   contentType: string | null;
   content: ChunkSource;
+  /** How many bytes of the body come before the file's content. */
+  contentOffset: number;
 }
 
 /** The most a part's headers may take, and the most the parts before the file may take together. */
@@ -25,6 +27,14 @@ export function boundaryOf(contentType: string): string {
   const boundary = match?.[1] ?? match?.[2];
   if (!boundary) throw bad("the content type has no boundary");
   return boundary;
+}
+
+/**
+ * The length a multipart file has when it is the last part and the body ends the way browsers, `fetch(FormData)` and
+ * curl end it (`\r\n--boundary--\r\n`), from the body's Content-Length: a guess for `storeObject` to verify.
+ */
+export function likelyFileLength(bodyLength: number, part: FilePart, boundary: string): number {
+  return bodyLength - part.contentOffset - encoder.encode(`\r\n--${boundary}--\r\n`).byteLength;
 }
 
 /** The first index of `needle` in `haystack` at or after `from`, or -1. */
@@ -77,6 +87,7 @@ export async function openFilePart(
   let buffer: Uint8Array = CRLF;
   let ended = false;
   let skipped = 0;
+  let bytesRead = 0;
   const cancel = (reason?: unknown) => reader.cancel(reason);
 
   /** Appends the next chunk to the buffer; false at the end of the body. */
@@ -87,6 +98,7 @@ export async function openFilePart(
       ended = true;
       return false;
     }
+    bytesRead += value.byteLength;
     if (buffer.byteLength === 0) buffer = value;
     else {
       const joined = new Uint8Array(buffer.byteLength + value.byteLength);
@@ -170,6 +182,7 @@ export async function openFilePart(
         filename: params.get("filename*") ?? params.get("filename") ?? null,
         contentType: headers.get("content-type") ?? null,
         content: { read: nextContent, cancel },
+        contentOffset: bytesRead - buffer.byteLength,
       };
     }
   } catch (error) {

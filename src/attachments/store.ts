@@ -53,6 +53,11 @@ export interface StoreOptions {
   maxBytes: number;
   declaredType: string | null;
   name: string;
+  /**
+   * The length the source most likely has (a multipart file's, from the body's Content-Length). When it is past one
+   * part, the source streams into one `put` of that length instead of R2 parts; a wrong guess costs a copy, never bytes.
+   */
+  likelyLength?: number;
 }
 
 /**
@@ -121,8 +126,13 @@ export async function storeObject(
     }
   };
 
+  const { likelyLength } = options;
   try {
-    await putInParts(bucket, key, chunks(), metadata);
+    if (!ended && likelyLength !== undefined && likelyLength > PART_BYTES && likelyLength <= maxBytes) {
+      await putGuessingLength(bucket, key, chunks(), likelyLength, metadata);
+    } else {
+      await putInParts(bucket, key, chunks(), metadata);
+    }
   } catch (error) {
     await source.cancel(error);
     throw error;
@@ -200,6 +210,77 @@ export async function storeBody(
   }
   await hasher.close();
   return { size, sha256: toHex(await digest.digest), contentType };
+}
+
+/**
+ * Uploads chunks whose total length is most likely `length` in one `put` of that length, streaming. When the guess was
+ * wrong, the object is completed anyway (padded with zeros, or holding the first `length` bytes with the rest kept
+ * aside) and then rewritten from its real prefix: correct in every case, one put in the usual one.
+ */
+async function putGuessingLength(
+  bucket: R2Bucket,
+  key: string,
+  chunks: AsyncIterable<Uint8Array>,
+  length: number,
+  metadata: R2PutOptions,
+): Promise<void> {
+  const fixed = new FixedLengthStream(length);
+  const writer = fixed.writable.getWriter();
+  const put = bucket.put(key, fixed.readable, metadata);
+  let written = 0;
+  const rest: Uint8Array[] = [];
+  let restBytes = 0;
+  try {
+    for await (const chunk of chunks) {
+      const fits = Math.min(chunk.byteLength, length - written);
+      if (fits > 0) await writer.write(fits === chunk.byteLength ? chunk : chunk.subarray(0, fits));
+      written += fits;
+      if (fits < chunk.byteLength) {
+        rest.push(chunk.subarray(fits));
+        restBytes += chunk.byteLength - fits;
+      }
+    }
+    const exact = written === length && restBytes === 0;
+    for (let pad = length - written; pad > 0; pad -= Math.min(pad, PAD.byteLength)) {
+      await writer.write(PAD.subarray(0, Math.min(pad, PAD.byteLength)));
+    }
+    await writer.close();
+    await put;
+    if (!exact) await rewriteFromPrefix(bucket, key, written, concatBytes(rest, restBytes), metadata);
+  } catch (error) {
+    await writer.abort(error).catch(() => undefined);
+    await put.catch(() => undefined);
+    await bucket.delete([key, `${key}.partial`]).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Zeros that pad a guessed-length put whose source ended early. */
+const PAD = new Uint8Array(256 * 1024);
+
+/** Replaces the object at `key` by its first `prefix` bytes followed by `tail`, through a copy at `key.partial`. */
+async function rewriteFromPrefix(
+  bucket: R2Bucket,
+  key: string,
+  prefix: number,
+  tail: Uint8Array,
+  metadata: R2PutOptions,
+): Promise<void> {
+  const partial = `${key}.partial`;
+  const copy = async (from: string, to: string, bytes: number, extra: Uint8Array) => {
+    const source = await bucket.get(from, { range: { offset: 0, length: bytes } });
+    if (!source) throw new Error(`R2 object ${from} vanished while it was rewritten`);
+    const fixed = new FixedLengthStream(bytes + extra.byteLength);
+    const put = bucket.put(to, fixed.readable, metadata);
+    await source.body.pipeTo(fixed.writable, { preventClose: true });
+    const writer = fixed.writable.getWriter();
+    if (extra.byteLength > 0) await writer.write(extra);
+    await writer.close();
+    await put;
+  };
+  await copy(key, partial, prefix, tail);
+  await copy(partial, key, prefix + tail.byteLength, new Uint8Array(0));
+  await bucket.delete(partial);
 }
 
 /** Uploads chunks of unknown total length: one `put` when they fit in a part, else an R2 multipart upload. */

@@ -2,7 +2,7 @@ import { eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { findVisible } from "../attachments/access";
-import { boundaryOf, MULTIPART_LIMITS, openFilePart } from "../attachments/multipart";
+import { boundaryOf, likelyFileLength, MULTIPART_LIMITS, openFilePart } from "../attachments/multipart";
 import { AttachmentSchema, GetAttachmentQuerySchema, UploadQuerySchema, type Attachment } from "../attachments/schemas";
 import { serveObject } from "../attachments/serve";
 import { signedUrl, verifySignature } from "../attachments/signing";
@@ -88,10 +88,13 @@ export const attachmentRoutes = new Hono<AppEnv>()
       let source: ChunkSource | undefined;
       let declaredType: string | null;
       let filename: string | null = null;
+      let likelyLength: number | undefined;
       if (multipart) {
-        const part = await openFilePart(body, boundaryOf(contentType));
+        const boundary = boundaryOf(contentType);
+        const part = await openFilePart(body, boundary);
         source = part.content;
         filename = part.filename;
+        if (length !== null) likelyLength = likelyFileLength(length, part, boundary);
         try {
           declaredType = normalizeDeclaredType(part.contentType);
         } catch (error) {
@@ -116,7 +119,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
         conversationId: principal.kind === "session" ? principal.conversationId : null,
         createdAt: new Date().toISOString(),
       };
-      const options = { maxBytes, declaredType, name: row.name };
+      const options = { maxBytes, declaredType, name: row.name, likelyLength };
       const stored =
         !multipart && length !== null
           ? await storeBody(c.env.ATTACHMENTS, row.objectKey, body, { ...options, length })

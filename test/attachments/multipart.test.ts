@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { boundaryOf, openFilePart } from "../../src/attachments/multipart";
+import { boundaryOf, likelyFileLength, openFilePart } from "../../src/attachments/multipart";
 
 const encoder = new TextEncoder();
 
@@ -47,6 +47,23 @@ describe("openFilePart", () => {
       expect(new TextDecoder().decode(part.bytes), `chunk ${size}`).toBe(content);
       expect(part.filename).toBe('a "b".txt');
       expect(part.contentType).toBe("text/plain");
+      const offset = valid.byteLength - encoder.encode(`${content}\r\n--${boundary}--\r\nepilogue`).byteLength;
+      expect(part.contentOffset, `chunk ${size}`).toBe(offset);
+    }
+  });
+
+  it("guesses the file's length from the body's length when the file is the last part", async () => {
+    const boundary = "----formdata-undici-0123";
+    for (const before of ["", `--${boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n`]) {
+      const content = "0123456789\r\n--".repeat(50);
+      const body = encoder.encode(
+        `${before}--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n` +
+          `Content-Type: application/octet-stream\r\n\r\n${content}\r\n--${boundary}--\r\n`,
+      );
+      for (const size of [1, 7, 64, 4096]) {
+        const part = await openFilePart(streamOf(body, size), boundary);
+        expect(likelyFileLength(body.byteLength, part, boundary), `chunk ${size}`).toBe(content.length);
+      }
     }
   });
 

@@ -31,6 +31,13 @@ function countingStream(total: number, chunk = 64 * 1024) {
   return { stream, state };
 }
 
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
+}
+
 async function postBody(token: string, body: BodyInit, headers: Record<string, string> = {}, query = "") {
   return readResponse(
     await SELF.fetch(`${ORIGIN}/v1/attachments${query}`, {
@@ -198,6 +205,46 @@ describe("POST /v1/attachments: multipart/form-data", () => {
     expect(uploaded.sha256).toBe(await sha256Hex(bytes));
     const got = await download(uploaded.url);
     expect(await sha256Hex(got.bytes)).toBe(uploaded.sha256);
+  });
+
+  it("puts a file of known length in one put when its length is as guessed, and stores the exact bytes when not", async () => {
+    const { apiKey } = await createOrg();
+    const bytes = randomBytes(6 * MiB + 11);
+    const encoder = new TextEncoder();
+    const standard = multipartBody([
+      { name: "caption", body: "before the file" },
+      { name: "file", filename: "big.bin", type: "application/octet-stream", body: bytes },
+    ]);
+    const withPart = multipartBody([
+      { name: "file", filename: "big.bin", body: bytes },
+      { name: "after", body: "x".repeat(3000) },
+    ]);
+    const cases = {
+      // The usual ending: the file's length is Content-Length minus what precedes it and the closing delimiter.
+      "file last": standard,
+      // The guess is too long: another part, or an epilogue, follows; or too short: no CRLF after the delimiter.
+      "a part after the file": withPart,
+      "an epilogue": { ...standard, body: concat(standard.body, encoder.encode("epilogue\r\n")) },
+      "no final CRLF": { ...standard, body: standard.body.slice(0, -2) },
+    };
+    for (const [label, { body, contentType }] of Object.entries(cases)) {
+      const uploaded = expectUploaded(await postBody(apiKey, body, { "content-type": contentType }));
+      expect(uploaded.size, label).toBe(bytes.byteLength);
+      expect(uploaded.sha256, label).toBe(await sha256Hex(bytes));
+      const got = await download(uploaded.url);
+      expect(await sha256Hex(got.bytes), label).toBe(uploaded.sha256);
+      const object = await env.ATTACHMENTS.head(`attachments/${uploaded.id}`);
+      // An R2 multipart upload's ETag ends in -<parts>; a single put's is the MD5 of the bytes.
+      expect(object?.etag.includes("-"), label).toBe(false);
+    }
+    const left = await env.ATTACHMENTS.list({ prefix: "attachments/" });
+    expect(left.objects.filter((o) => o.key.endsWith(".partial"))).toEqual([]);
+
+    // A body that ends inside the file is refused, and leaves nothing behind.
+    const before = await storedState();
+    const cut = standard.body.slice(0, standard.body.byteLength - 100);
+    expectBadRequest(await postBody(apiKey, cut, { "content-type": standard.contentType }));
+    expect(await storedState()).toEqual(before);
   });
 
   it("finds delimiters split across chunks and keeps CRLFs and dashes inside the file", async () => {
