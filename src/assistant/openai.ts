@@ -12,9 +12,8 @@ export async function* streamOpenAICompatible(
   messages: ChatMessage[],
   signal: AbortSignal,
 ): AsyncGenerator<string> {
-  let response: Response;
-  try {
-    response = await fetch(`${baseUrl.replace(/\/+$/, "")}/chat/completions`, {
+  const request = () =>
+    fetch(`${baseUrl.replace(/\/+$/, "")}/chat/completions`, {
       method: "POST",
       headers: {
         "content-type": "application/json",
@@ -24,9 +23,17 @@ export async function* streamOpenAICompatible(
       body: JSON.stringify({ model, messages, stream: true }),
       signal,
     });
+  let response: Response;
+  try {
+    // A pooled keep-alive connection the server closed meanwhile fails before any answer ("Network connection
+    // lost"): one more try, on a fresh connection. At worst the model is asked twice; only one answer is read.
+    response = await request().catch((error) => {
+      if (signal.aborted) throw error;
+      return request();
+    });
   } catch (error) {
     if (signal.aborted) throw error;
-    throw new ModelError("the model server could not be reached");
+    throw new ModelError(`the model server could not be reached (${error instanceof Error ? error.message : error})`);
   }
   if (!response.ok || !response.body) {
     throw new ModelError(`model answered ${response.status}: ${await errorMessage(response)}`);

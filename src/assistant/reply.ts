@@ -23,16 +23,19 @@ export interface ReplyOutcome {
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
-const APPEND_INTERVAL_MS = 25;
-const FAST_APPEND_MS = 5;
 const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+/**
+ * The least time between two appends of one stream. The first delta goes at once (first-token latency); after it,
+ * the tokens of each interval go in one append, so a room sees at most ~33 appends per second per stream whatever
+ * the model's rate: appends cost the room a call, a broadcast and a write each, tokens cost nothing more.
+ */
+const APPEND_INTERVAL_MS = 30;
 
 /**
- * Streams a model's reply through the conversation's room. Deltas go to the room as they come; while an append is
- * on its way the next ones gather, and when the room answers slowly (it is busy) appends are spaced 25 ms apart, so
- * a loaded room gets tokens in batches instead of one call each. The room closes the stream with one `bot` message,
- * or with the model's error (a failure, a timeout, garbage, no text). Failures to reach the room are thrown, so the
- * step is retried; the retry restarts the stream or finds the reply.
+ * Streams a model's reply through the conversation's room. The first delta goes to the room as soon as it comes;
+ * then the deltas of each `APPEND_INTERVAL_MS` (or of a slower append's round trip) go together. The room closes the
+ * stream with one `bot` message, or with the model's error (a failure, a timeout, garbage, no text). Failures to
+ * reach the room are thrown, so the step is retried; the retry restarts the stream or finds the reply.
  */
 export async function streamReply(env: Bindings, input: ReplyInput): Promise<ReplyOutcome> {
   const room = roomStub(env, input.roomId);
@@ -44,8 +47,16 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
   const limit = (name: "MODEL_TIMEOUT_MS" | "MODEL_IDLE_TIMEOUT_MS", fallback: number) =>
     Number(env[name]) > 0 ? Number(env[name]) : fallback;
   const timeout = setTimeout(() => controller.abort("timeout"), limit("MODEL_TIMEOUT_MS", DEFAULT_TIMEOUT_MS));
+  // One timer watches for silence, re-armed for what is left of the idle time (not one timer per token).
   const idleMs = limit("MODEL_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS);
-  let idle = setTimeout(() => controller.abort("idle"), idleMs);
+  let lastTokenAt = Date.now();
+  let idle: ReturnType<typeof setTimeout>;
+  const watchIdle = () => {
+    const silentFor = Date.now() - lastTokenAt;
+    if (silentFor >= idleMs) controller.abort("idle");
+    else idle = setTimeout(watchIdle, idleMs - silentFor);
+  };
+  idle = setTimeout(watchIdle, idleMs);
 
   let pending = "";
   let length = 0;
@@ -60,11 +71,8 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
         const appended = await room.appendStream(input.streamId, delta);
         // A room restarted before the stream's first delta forgot it: the step's retry opens it again.
         if (!appended.ok) throw new Error(`the room lost the stream: ${appended.error.message}`);
-        // A busy room (a slow append) gets at most one append per APPEND_INTERVAL_MS: tokens go out in batches.
-        const took = Date.now() - started;
-        if (took > FAST_APPEND_MS && took < APPEND_INTERVAL_MS && !controller.signal.aborted) {
-          await scheduler.wait(APPEND_INTERVAL_MS - took);
-        }
+        const wait = APPEND_INTERVAL_MS - (Date.now() - started);
+        if (wait > 0 && !controller.signal.aborted) await scheduler.wait(wait);
       }
     } catch (error) {
       roomFailure = error;
@@ -77,8 +85,7 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
   let error: string | undefined;
   try {
     for await (const delta of streamModel(env, input.model, input.messages, controller.signal)) {
-      clearTimeout(idle);
-      idle = setTimeout(() => controller.abort("idle"), idleMs);
+      lastTokenAt = Date.now();
       const piece = delta.slice(0, MESSAGE_LIMITS.textChars - length);
       length += piece.length;
       pending += piece;

@@ -44,6 +44,8 @@ export const ACTOR_HEADER = "x-parley-actor";
 const SEEN_PERSIST_MS = 20_000;
 const SWEEP_EVERY_MS = 25_000;
 const ATTACHMENT_BYTES = 15 * 1024;
+/** How many topics' subscriber lists the delivery cache keeps before it starts again. */
+const SUBSCRIBER_CACHE_TOPICS = 256;
 const utf8 = new TextEncoder();
 
 /**
@@ -53,6 +55,11 @@ const utf8 = new TextEncoder();
  */
 export class SocketRegistry {
   private readonly live = new Map<WebSocket, LiveSocket>();
+  /**
+   * The sockets with a subscription matching a topic, per topic delivered lately: a stream's deltas, or a busy
+   * conversation's messages, then visit only their subscribers. Dropped whenever a subscription or socket changes.
+   */
+  private readonly subscribers = new Map<string, WebSocket[]>();
   /** When the last sweep ran; alarms that come sooner (the outbox's) skip it. */
   private sweptAt = 0;
 
@@ -170,6 +177,7 @@ export class SocketRegistry {
     if (frame.type === "unsubscribe") {
       const state = this.state(ws);
       state.subs.delete(frame.topic);
+      this.subscribers.clear();
       this.persist(ws, state);
       if (frame.id) this.send(ws, { type: "ack", id: frame.id, topic: frame.topic });
       return true;
@@ -198,6 +206,7 @@ export class SocketRegistry {
       this.error(ws, id, "BAD_REQUEST", "the connection's subscriptions are too large");
       return null;
     }
+    this.subscribers.clear();
     return pattern;
   }
 
@@ -214,14 +223,26 @@ export class SocketRegistry {
   deliver(event: ParleyEvent, visible: (actor: SocketActor, ws: WebSocket) => boolean): number {
     let text: string | undefined;
     let sent = 0;
-    const parts = event.topic.split(".");
-    for (const ws of this.ctx.getWebSockets()) {
-      const state = this.state(ws);
-      if (state.subs.size === 0 || !matchesAny(state, parts) || !visible(state.actor, ws)) continue;
+    for (const ws of this.subscribersOf(event.topic)) {
+      if (!visible(this.state(ws).actor, ws)) continue;
       text ??= JSON.stringify({ type: "event", topic: event.topic, event } satisfies ServerFrame);
       if (this.sendText(ws, text)) sent++;
     }
     return sent;
+  }
+
+  /** The sockets with a subscription matching `topic`, from the cache when it has them. */
+  private subscribersOf(topic: string): WebSocket[] {
+    let found = this.subscribers.get(topic);
+    if (found) return found;
+    const parts = topic.split(".");
+    found = this.ctx.getWebSockets().filter((ws) => {
+      const state = this.state(ws);
+      return state.subs.size > 0 && matchesAny(state, parts);
+    });
+    if (this.subscribers.size >= SUBSCRIBER_CACHE_TOPICS) this.subscribers.clear();
+    this.subscribers.set(topic, found);
+    return found;
   }
 
   /** Takes one token of the socket's posting budget; sends `RATE_LIMITED` and answers false when it is spent. */
@@ -263,7 +284,7 @@ export class SocketRegistry {
 
   /** Closes a socket with a code and reason, forgetting its state. */
   close(ws: WebSocket, code: number, reason: string): void {
-    this.live.delete(ws);
+    this.forget(ws);
     try {
       ws.close(code, reason);
     } catch {
@@ -273,7 +294,7 @@ export class SocketRegistry {
 
   /** Forgets a socket the client closed, answering its close frame. */
   closed(ws: WebSocket, code: number, reason: string): void {
-    this.live.delete(ws);
+    this.forget(ws);
     try {
       ws.close(code === 1005 || code === 1006 ? CLOSE_CODES.normal : code, reason);
     } catch {
@@ -332,9 +353,14 @@ export class SocketRegistry {
       ws.send(text);
       return true;
     } catch {
-      this.live.delete(ws);
+      this.forget(ws);
       return false;
     }
+  }
+
+  private forget(ws: WebSocket): void {
+    this.live.delete(ws);
+    this.subscribers.clear();
   }
 }
 

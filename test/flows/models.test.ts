@@ -41,6 +41,18 @@ describe("assistant replies from an OpenAI-compatible server", () => {
     socket.close();
   });
 
+  it("a connection lost before the model answered is tried once more, and the reply is posted once", async () => {
+    const marker = `drop-${crypto.randomUUID()}`;
+    const { apiKey, user, bot, conversationId } = await agentRoom({ model: "openai:drop-once" });
+    await say(apiKey, conversationId, user.id, marker);
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history[1]).toMatchObject({ authorId: bot.id, type: "bot", text: `Model reply to: ${marker}` });
+    // The dropped request and its retry reached the server; the run completed without a step retry.
+    expect(await requestsWith(marker)).toHaveLength(2);
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    expect(runs).toHaveLength(1);
+  });
+
   for (const [model, error] of [
     ["openai:fail", /500/],
     ["openai:garbage", /./],

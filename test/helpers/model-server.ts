@@ -4,6 +4,7 @@
 //   fail          answers 500
 //   garbage       streams events that are not JSON
 //   hang          sends one token, then nothing more
+//   drop-once     drops the connection of the first request for a prompt without answering, then answers as usual
 // Every request body is kept; GET /requests answers them (tests find theirs by a marker in the prompt).
 // An optional observer hears, on the server's clock (`performance.now()`), when each chat request was read and when
 // each token of its reply was written (benchmarks time a stream from the model's side with it).
@@ -58,6 +59,9 @@ export function expectedReply(lastUserMessage: string): string {
   return `Model reply to: ${lastUserMessage}`;
 }
 
+/** The prompts `drop-once` has dropped a request for. */
+const dropped = new Set<string>();
+
 async function handle(
   req: IncomingMessage,
   res: ServerResponse,
@@ -84,6 +88,11 @@ async function handle(
   observer.request?.(prompt, performance.now());
   const [model, delayText] = body.model.split("@");
   const delay = delayText ? Number(delayText) : 2;
+  if (model === "drop-once" && !dropped.has(prompt)) {
+    dropped.add(prompt);
+    req.socket.destroy();
+    return;
+  }
   if (model === "fail") {
     res.writeHead(500, { "content-type": "application/json" });
     res.end(JSON.stringify({ error: { message: "the model is down", type: "server_error" } }));
