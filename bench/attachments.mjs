@@ -4,7 +4,8 @@
 //
 // Starts Parley (through scripts/dev.mjs, from a snapshot of the working tree) and the floor, each in its own
 // `wrangler dev` on free ports with fresh local state, creates an org through the public API, then for each file size:
-//   a. upload: Parley `POST /v1/attachments` with a raw body, and with multipart/form-data, against the floor's PUT;
+//   a. upload: Parley `POST /v1/attachments` with a raw body, and with multipart/form-data (encoded once by Node's
+//      FormData, as a browser would send it), against the floor's PUT;
 //   b. download: Parley's signed URL against the floor's GET, every byte read (and checked once by SHA-256).
 // Each measurement runs at concurrency 1 and BENCH_ATTACHMENT_CONCURRENCY, in two halves interleaved with the floor's
 // (floor, Parley, floor, Parley), so both see the same machine. Prints a table and writes JSON to bench/.results/.
@@ -204,11 +205,15 @@ async function benchSize(parley, floor, apiKey, size) {
       headers: { ...auth, "content-type": "application/octet-stream" },
       body: file,
     });
-  const formUpload = () => {
-    const form = new FormData();
-    form.append("file", new Blob([file], { type: "application/octet-stream" }), "bench.bin");
-    return send("POST", `${parley.base}/v1/attachments`, { headers: auth, body: form });
-  };
+  // The multipart body is encoded once, as the raw file is made once: the timing is the server's, not Node's
+  // FormData encoder streaming the file through JavaScript (a browser encodes natively).
+  const form = new FormData();
+  form.append("file", new Blob([file], { type: "application/octet-stream" }), "bench.bin");
+  const encoded = new Request("http://encode.invalid/", { method: "POST", body: form });
+  const formType = encoded.headers.get("content-type");
+  const formBody = new Uint8Array(await encoded.arrayBuffer());
+  const formUpload = () =>
+    send("POST", `${parley.base}/v1/attachments`, { headers: { ...auth, "content-type": formType }, body: formBody });
   const floorGet = () => send("GET", `${floor.base}/objects/bench-${size}`);
   const parleyGet = () => send("GET", stored.url);
 
