@@ -58,6 +58,11 @@ export interface StoreOptions {
    * part, the source streams into one `put` of that length instead of R2 parts; a wrong guess costs a copy, never bytes.
    */
   likelyLength?: number;
+  /**
+   * Records the upload (its row in D1) as soon as every byte is hashed and handed to R2, while R2 finishes storing
+   * it. When either fails the object is deleted and the error thrown; the caller undoes a record that succeeded.
+   */
+  record?: (stored: StoredObject) => Promise<unknown>;
 }
 
 /**
@@ -116,14 +121,17 @@ export async function storeObject(
   }
 
   const metadata: R2PutOptions = { httpMetadata: { contentType }, customMetadata: { name: options.name } };
+  let stored: StoredObject | undefined;
+  let recording: Promise<unknown> | undefined;
   const chunks = async function* () {
     yield* head;
-    if (ended) return;
-    for (;;) {
-      const chunk = await take();
-      if (chunk === null) return;
-      yield chunk;
+    if (!ended) {
+      for (let chunk = await take(); chunk !== null; chunk = await take()) yield chunk;
     }
+    // Every byte is hashed and handed over: the record is written while R2 completes the object.
+    stored = { size, sha256: await digestOf(hasher, digest), contentType };
+    recording = options.record?.(stored);
+    recording?.catch(() => undefined);
   };
 
   const { likelyLength } = options;
@@ -135,10 +143,11 @@ export async function storeObject(
     }
   } catch (error) {
     await source.cancel(error);
+    await recording?.catch(() => undefined);
     throw error;
   }
-  await hasher.close();
-  return { size, sha256: toHex(await digest.digest), contentType };
+  await settle(bucket, key, Promise.resolve(), recording);
+  return stored!;
 }
 
 /**
@@ -199,7 +208,6 @@ export async function storeBody(
       for (let chunk = await take(); chunk !== null; chunk = await take()) await writer.write(chunk);
     }
     await writer.close();
-    await put;
   } catch (error) {
     await writer.abort(error).catch(() => undefined);
     await source.cancel(error);
@@ -208,8 +216,29 @@ export async function storeBody(
     if (error instanceof ApiError) throw error;
     throw new ApiError("BAD_REQUEST", "the body ended before its Content-Length");
   }
+  // Every byte is hashed and handed over: the record is written while R2 completes the object.
+  const stored = { size, sha256: await digestOf(hasher, digest), contentType };
+  await settle(bucket, key, put, options.record?.(stored));
+  return stored;
+}
+
+/** The hex SHA-256 of everything written to `hasher`. */
+async function digestOf(hasher: WritableStreamDefaultWriter, digest: DigestStream): Promise<string> {
   await hasher.close();
-  return { size, sha256: toHex(await digest.digest), contentType };
+  return toHex(await digest.digest);
+}
+
+/** Waits for R2 to complete the object and for its record; when either fails, deletes the object and throws. */
+async function settle(
+  bucket: R2Bucket,
+  key: string,
+  put: Promise<unknown>,
+  recording: Promise<unknown> | undefined,
+): Promise<void> {
+  const [written, recorded] = await Promise.allSettled([put, recording]);
+  if (written.status === "fulfilled" && recorded.status === "fulfilled") return;
+  await bucket.delete(key).catch(() => undefined);
+  throw written.status === "rejected" ? written.reason : (recorded as PromiseRejectedResult).reason;
 }
 
 /**

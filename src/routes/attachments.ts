@@ -7,7 +7,7 @@ import { AttachmentSchema, GetAttachmentQuerySchema, UploadQuerySchema, type Att
 import { serveObject } from "../attachments/serve";
 import { signedUrl, verifySignature } from "../attachments/signing";
 import { normalizeDeclaredType } from "../attachments/sniff";
-import { storeBody, storeObject, streamSource, type ChunkSource } from "../attachments/store";
+import { storeBody, storeObject, streamSource, type ChunkSource, type StoredObject } from "../attachments/store";
 import { auth, orgPrincipal } from "../auth/middleware";
 import { createDb } from "../db/client";
 import { attachmentRefs, attachments } from "../db/schema";
@@ -119,19 +119,27 @@ export const attachmentRoutes = new Hono<AppEnv>()
         conversationId: principal.kind === "session" ? principal.conversationId : null,
         createdAt: new Date().toISOString(),
       };
-      const options = { maxBytes, declaredType, name: row.name, likelyLength };
-      const stored =
-        !multipart && length !== null
-          ? await storeBody(c.env.ATTACHMENTS, row.objectKey, body, { ...options, length })
-          : await storeObject(c.env.ATTACHMENTS, row.objectKey, source!, options);
-      if (multipart) await source!.cancel();
-      Object.assign(row, stored);
+      // The row is written while R2 completes the object (the store deletes the object if the row fails). An async
+      // function makes each query a native promise: drizzle's query builders run again on every `then`.
+      const db = createDb(c.env.DB);
+      let recorded: Promise<void> | undefined;
+      const record = (stored: StoredObject) =>
+        (recorded = (async () => void (await db.insert(attachments).values(Object.assign(row, stored))))());
+      const options = { maxBytes, declaredType, name: row.name, likelyLength, record };
       try {
-        await createDb(c.env.DB).insert(attachments).values(row);
+        if (!multipart && length !== null) {
+          await storeBody(c.env.ATTACHMENTS, row.objectKey, body, { ...options, length });
+        } else {
+          await storeObject(c.env.ATTACHMENTS, row.objectKey, source!, options);
+        }
       } catch (error) {
-        await c.env.ATTACHMENTS.delete(row.objectKey).catch(() => undefined);
+        // R2 failed after the row was written: the row goes too.
+        await recorded
+          ?.then(async () => void (await db.delete(attachments).where(eq(attachments.id, id))))
+          .catch(() => {});
         throw error;
       }
+      if (multipart) await source!.cancel();
       return c.json(await toAttachment(c, row, ttlSeconds), 201);
     },
   )

@@ -128,6 +128,34 @@ describe("POST /v1/attachments: raw bodies", () => {
   });
 });
 
+describe("POST /v1/attachments: a failing database", () => {
+  it("leaves no object behind when the row cannot be written, raw or multipart, small or in one guessed put", async () => {
+    const { apiKey } = await createOrg();
+    await env.DB.prepare(
+      "CREATE TRIGGER refuse_attachment BEFORE INSERT ON attachments WHEN NEW.name = 'refused.bin' " +
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    ).run();
+    try {
+      const before = await storedState();
+      for (const size of [1000, 6 * MiB + 3]) {
+        const bytes = randomBytes(size);
+        const raw = await uploadRaw(apiKey, bytes, { type: "application/octet-stream", name: "refused.bin" });
+        expect(raw.status).toBe(500);
+        const form = multipartBody([{ name: "file", filename: "refused.bin", body: bytes }]);
+        const multipart = await postBody(apiKey, form.body, { "content-type": form.contentType });
+        expect(multipart.status).toBe(500);
+        const chunked = await uploadRaw(apiKey, bytes, { name: "refused.bin", chunked: true });
+        expect(chunked.status).toBe(500);
+      }
+      expect(await storedState()).toEqual(before);
+    } finally {
+      await env.DB.prepare("DROP TRIGGER refuse_attachment").run();
+    }
+    // The same upload under another name is stored.
+    expectUploaded(await uploadRaw(apiKey, randomBytes(1000), { type: "application/octet-stream", name: "ok.bin" }));
+  });
+});
+
 describe("POST /v1/attachments: the size limit", () => {
   it("answers 413 from Content-Length without reading the body", async () => {
     const { apiKey } = await createOrg();
