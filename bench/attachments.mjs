@@ -199,7 +199,10 @@ async function benchSize(parley, floor, apiKey, size) {
     throw new Error("the floor's download differs from the upload");
   }
 
-  const floorPut = (i) => send("PUT", `${floor.base}/objects/put-${size}-${i % 8}`, { body: file });
+  // Every upload is a new object on both sides (Parley's get new ids): the local R2 grows alike on each, so neither
+  // gains from overwriting a few keys while the other fills the disk.
+  let floorKeys = 0;
+  const floorPut = () => send("PUT", `${floor.base}/objects/put-${size}-${floorKeys++}`, { body: file });
   const rawUpload = () =>
     send("POST", `${parley.base}/v1/attachments?name=bench.bin`, {
       headers: { ...auth, "content-type": "application/octet-stream" },
