@@ -12,7 +12,8 @@
 //
 // Environment (all optional):
 //   BENCH_ATTACHMENT_SIZES_MIB     file sizes in MiB, comma-separated (default 1,20)
-//   BENCH_ATTACHMENT_ROUNDS        requests per measurement and server (default 12; even)
+//   BENCH_ATTACHMENT_ROUNDS        requests per measurement and server for 8 MiB and larger files (default 12); smaller
+//                                  files get proportionally more (up to 256), so every row lasts about as long
 //   BENCH_ATTACHMENT_CONCURRENCY   the concurrent runs' requests in flight (default 4)
 //   BENCH_KEEP=1                   keep the temporary state directory and the server logs
 //   BENCH_IN_PLACE=1               run Parley from the working tree instead of a snapshot of it
@@ -46,7 +47,12 @@ const SIZES = (process.env.BENCH_ATTACHMENT_SIZES_MIB || "1,20").split(",").map(
   }
   return Math.round(value * MiB);
 });
-const ROUNDS = Math.max(2, intEnv("BENCH_ATTACHMENT_ROUNDS", 12) & ~1);
+const ROUNDS = Math.max(4, intEnv("BENCH_ATTACHMENT_ROUNDS", 12));
+/** Floor and Parley take turns this many times per row, so a drift of the machine reaches both alike. */
+const SLICES = 4;
+/** Requests per server for a row of `size`-byte files: a multiple of SLICES. */
+const roundsFor = (size) =>
+  Math.ceil(Math.min(256, Math.max(ROUNDS, Math.round((ROUNDS * 8 * MiB) / size))) / SLICES) * SLICES;
 const CONCURRENCY = intEnv("BENCH_ATTACHMENT_CONCURRENCY", 4);
 const KEEP = process.env.BENCH_KEEP === "1";
 const IN_PLACE = process.env.BENCH_IN_PLACE === "1";
@@ -158,19 +164,20 @@ function summarize(runs, bytesPerRequest) {
 }
 
 /**
- * One side-by-side measurement: a warm-up of each, then floor, Parley, floor, Parley, half of the rounds each time.
- * Answers both summaries.
+ * One side-by-side measurement: a warm-up of each, then floor, Parley, floor, Parley... (SLICES turns each, a slice
+ * of the rounds each time). Answers both summaries.
  */
 async function sideBySide(label, size, concurrency, floorTask, parleyTask) {
   await run(2, 1, floorTask);
   await run(2, 1, parleyTask);
+  const rounds = roundsFor(size);
   const floor = [];
   const parley = [];
-  for (let half = 0; half < 2; half++) {
-    floor.push(await run(ROUNDS / 2, concurrency, floorTask));
-    parley.push(await run(ROUNDS / 2, concurrency, parleyTask));
+  for (let slice = 0; slice < SLICES; slice++) {
+    floor.push(await run(rounds / SLICES, concurrency, floorTask));
+    parley.push(await run(rounds / SLICES, concurrency, parleyTask));
   }
-  const result = { label, size, concurrency, floor: summarize(floor, size), parley: summarize(parley, size) };
+  const result = { label, size, concurrency, rounds, floor: summarize(floor, size), parley: summarize(parley, size) };
   log(
     `${label}: parley ${result.parley.mibPerSecond} MiB/s, floor ${result.floor.mibPerSecond} MiB/s ` +
       `(${(result.parley.mibPerSecond / result.floor.mibPerSecond).toFixed(2)}x)`,
@@ -270,7 +277,8 @@ async function main() {
   console.log(table(results));
   console.log("");
   console.log(
-    `ratio = Parley / floor throughput (target at least 0.8x); ${ROUNDS} requests per server and row; ` +
+    `ratio = Parley / floor throughput (target at least 0.8x); requests per server and row: ` +
+      `${SIZES.map((size) => `${roundsFor(size)} (${(size / MiB).toFixed(size % MiB === 0 ? 0 : 1)} MiB)`).join(", ")}; ` +
       `node ${machine.node}, ${machine.cpus} cpus, ${machine.os}` +
       (reloads > 0 ? `; ${reloads} wrangler reload(s) during the run: figures suspect` : ""),
   );
