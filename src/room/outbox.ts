@@ -17,17 +17,29 @@ const BATCH_ROWS = 100;
 const QUEUE_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
 const utf8 = new TextEncoder();
 
+/** How long rows both sinks have stay in storage when no commit comes along to delete them. */
+const PRUNE_AFTER_MS = 1_000;
+
 /**
  * Drains a room's transactional outbox to both sinks in one pass: rows go out in id order to the queue and the hub
- * at the same time, and a batch both accepted is deleted with one statement. A sink that fails keeps its rows (the
- * other marks what it took), the next batch is halved so one bad batch never blocks the rows behind it, and a retry
- * is asked for after a backoff. One drain runs at a time; writes during a drain make it go round again.
+ * at the same time. A sink that fails keeps its rows (the other marks what it took), the next batch is halved so one
+ * bad batch never blocks the rows behind it, and a retry is asked for after a backoff. One drain runs at a time;
+ * writes during a drain make it go round again.
+ *
+ * Rows both sinks accepted are deleted by the room's next commit (`prune` inside its transaction), or after
+ * `PRUNE_AFTER_MS` when none comes: a write of its own after every drain would cost each message a second commit.
+ * Until then they are only remembered in memory; an object that restarts meanwhile sends them again, which both
+ * sinks already take (the consumer is idempotent, the hub drops what a conversation already had).
  */
 export class Outbox {
   private running = false;
   private again = false;
   private failures = 0;
   private limit = BATCH_ROWS;
+  /** The last id both sinks have (in this incarnation), and the last id deleted. */
+  private delivered = 0;
+  private pruned = 0;
+  private pruneTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly sql: SqlStorage,
@@ -47,7 +59,9 @@ export class Outbox {
         this.again = false;
         const rows = this.sql
           .exec<Row>(
-            "SELECT id, body, queued, published FROM outbox WHERE queued = 0 OR published = 0 ORDER BY id LIMIT ?",
+            "SELECT id, body, queued, published FROM outbox WHERE id > ? AND (queued = 0 OR published = 0) " +
+              "ORDER BY id LIMIT ?",
+            this.delivered,
             this.limit,
           )
           .toArray();
@@ -61,7 +75,11 @@ export class Outbox {
         ]);
         const last = batch[batch.length - 1].id;
         if (queued.status === "fulfilled" && published.status === "fulfilled") {
-          this.sql.exec("DELETE FROM outbox WHERE id <= ?", last);
+          this.delivered = last;
+          this.pruneTimer ??= setTimeout(() => {
+            this.pruneTimer = null;
+            this.prune();
+          }, PRUNE_AFTER_MS);
         } else {
           if (queued.status === "fulfilled") this.sql.exec("UPDATE outbox SET queued = 1 WHERE id <= ?", last);
           if (published.status === "fulfilled") this.sql.exec("UPDATE outbox SET published = 1 WHERE id <= ?", last);
@@ -83,9 +101,21 @@ export class Outbox {
     }
   }
 
+  /** Deletes the rows both sinks have; the room calls it inside its commits. */
+  prune(): void {
+    if (this.delivered <= this.pruned) return;
+    this.sql.exec("DELETE FROM outbox WHERE id <= ?", this.delivered);
+    this.pruned = this.delivered;
+  }
+
+  /** After a rolled-back commit: its prune did not happen. */
+  rolledBack(): void {
+    this.pruned = 0;
+  }
+
   /** How many rows wait for at least one sink. */
   pending(): number {
-    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox WHERE id > ?", this.delivered).one().n;
   }
 }
 

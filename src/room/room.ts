@@ -920,13 +920,17 @@ export class Room extends DurableObject<Bindings> {
   private commit<T>(write: () => T): T {
     let result: T;
     try {
-      result = this.ctx.storage.transactionSync(write);
+      result = this.ctx.storage.transactionSync(() => {
+        this.outbox.prune();
+        return write();
+      });
     } catch (error) {
       this.room = undefined; // the transaction rolled back: forget anything read inside it
       this.members = undefined;
       this.committed = [];
       this.triggers = [];
       this.streams.reset();
+      this.outbox.rolledBack();
       throw error;
     }
     const events = this.committed;

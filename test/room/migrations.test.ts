@@ -47,3 +47,32 @@ describe("unknown rooms", () => {
     expect(tables).toEqual([]);
   });
 });
+
+describe("the room's outbox", () => {
+  it("deletes what both sinks have: with the next commit, or within about a second when none comes", async () => {
+    const f = await createFixture();
+    const stub = env.ROOMS.get(env.ROOMS.idFromName(f.room.id));
+    const rows = () =>
+      runInDurableObject(
+        stub,
+        (_instance: unknown, state: DurableObjectState) =>
+          state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n,
+      );
+    const drained = async () => {
+      for (let i = 0; i < 100 && (await (stub as any).pendingEvents()) > 0; i++) await scheduler.wait(20);
+      expect(await (stub as any).pendingEvents()).toBe(0);
+    };
+    await post(f.apiKey, f.conversation.id, { text: "one", authorId: f.alice.id });
+    await drained();
+    // The next commit deletes the delivered rows in its own transaction: only its own row is left.
+    await post(f.apiKey, f.conversation.id, { text: "two", authorId: f.alice.id });
+    expect(await rows()).toBe(1);
+    await drained();
+    let left = await rows();
+    for (let i = 0; i < 100 && left > 0; i++) {
+      await scheduler.wait(50);
+      left = await rows();
+    }
+    expect(left).toBe(0);
+  });
+});
