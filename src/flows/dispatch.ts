@@ -6,7 +6,7 @@ import type { Conversation } from "../protocol/conversations";
 import type { ParleyEvent } from "../protocol/events";
 import type { Message } from "../protocol/messages";
 import { wakeFlow } from "./instances";
-import { publishRuns, queueRuns, type RunTrigger } from "./runs";
+import { flowKey, publishRuns, queueRuns, type RunTrigger } from "./runs";
 
 /** How many agent replies in a row may answer agents (`replyToAgents`) before the exchange stops. */
 export const MAX_AGENT_DEPTH = 3;
@@ -49,9 +49,11 @@ export async function dispatchFlows(env: Bindings, bodies: QueueBody[]): Promise
       if (trigger) triggers.push(trigger);
     }
   }
-  const created = await queueRuns(env.DB, triggers);
+  const { created, waiting } = await queueRuns(env.DB, triggers);
   await publishRuns(env, created);
-  const instances = new Map(triggers.map((t) => [`${t.conversationId}/${t.agentId}`, t]));
+  // Only flows with runs still queued need waking: the consumer's second pass over a trigger the room already
+  // dispatched usually finds its run begun or done, and then costs no Workflow call.
+  const instances = new Map(triggers.filter((t) => waiting.has(flowKey(t))).map((t) => [flowKey(t), t]));
   await Promise.all(
     [...instances.values()].map((t) =>
       wakeFlow(env, { orgId: t.orgId, roomId: t.roomId, conversationId: t.conversationId, agentId: t.agentId }),

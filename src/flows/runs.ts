@@ -1,6 +1,6 @@
-import { and, desc, eq, inArray, lt } from "drizzle-orm";
+import { and, desc, eq, inArray, lt, or } from "drizzle-orm";
 import type { Bindings } from "../env";
-import { createDb } from "../db/client";
+import { chunks, createDb } from "../db/client";
 import { flowRuns } from "../db/schema";
 import { createEvent } from "../events/envelope";
 import { publishOrgEvents } from "../events/publish";
@@ -69,12 +69,15 @@ export async function publishRuns(env: Bindings, rows: FlowRunRow[]): Promise<vo
 
 /**
  * Queues runs for triggers; a trigger that already has its run (a redelivered event) queues nothing.
- * Answers the runs this call created.
+ * Answers the runs this call created, and the flows (`flowKey`) of these triggers that have runs still queued.
  */
-export async function queueRuns(db: D1Database, triggers: RunTrigger[]): Promise<FlowRunRow[]> {
-  if (triggers.length === 0) return [];
+export async function queueRuns(
+  db: D1Database,
+  triggers: RunTrigger[],
+): Promise<{ created: FlowRunRow[]; waiting: Set<string> }> {
+  if (triggers.length === 0) return { created: [], waiting: new Set() };
   const d = createDb(db);
-  const statements = triggers.map((t) =>
+  const inserts = triggers.map((t) =>
     d
       .insert(flowRuns)
       .values({
@@ -96,8 +99,29 @@ export async function queueRuns(db: D1Database, triggers: RunTrigger[]): Promise
       .onConflictDoNothing()
       .returning(),
   );
-  const results = await d.batch(statements as [(typeof statements)[0], ...typeof statements]);
-  return results.flat();
+  // In the same batch, after the inserts: which of these (conversation, agent) pairs have runs still queued (in
+  // chunks: D1 binds at most 100 values a statement).
+  const pairs = [...new Map(triggers.map((t) => [flowKey(t), t])).values()];
+  const waiting = chunks(pairs, 45).map((some) =>
+    d
+      .selectDistinct({ conversationId: flowRuns.conversationId, agentId: flowRuns.agentId })
+      .from(flowRuns)
+      .where(
+        and(
+          eq(flowRuns.status, "queued"),
+          or(...some.map((t) => and(eq(flowRuns.conversationId, t.conversationId), eq(flowRuns.agentId, t.agentId)))),
+        ),
+      ),
+  );
+  const [first, ...rest] = inserts;
+  const results = (await d.batch([first, ...rest, ...waiting])) as unknown[];
+  const queued = results.splice(inserts.length) as { conversationId: string; agentId: string }[][];
+  return { created: (results as FlowRunRow[][]).flat(), waiting: new Set(queued.flat().map(flowKey)) };
+}
+
+/** The key of a (conversation, agent) flow. */
+export function flowKey(run: { conversationId: string; agentId: string }): string {
+  return `${run.conversationId}/${run.agentId}`;
 }
 
 /** The queued runs of one (conversation, agent), in trigger order. */

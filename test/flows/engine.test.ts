@@ -104,6 +104,47 @@ describe("the flow engine", () => {
     socket.close();
   });
 
+  it("the events consumer wakes a flow whose run the room queued but never woke", async () => {
+    // The agent does not answer on its own, so the room dispatches nothing: the test plays a room that queued the
+    // run and stopped before waking the flow.
+    const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom();
+    const patched = await call("PATCH", `/v1/rooms/${room.id}/participants/${bot.id}`, {
+      token: apiKey,
+      body: { autoRespond: false },
+    });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    const question = await say(apiKey, conversationId, user.id, "anyone there?");
+    const event = messagePostedEvent(question);
+    await env.DB.prepare(
+      "INSERT INTO flow_runs (id, org_id, agent_id, conversation_id, room_id, trigger, trigger_key, message_id, " +
+        "event_id, seq, depth, status, started_at, updated_at) VALUES (?, ?, ?, ?, ?, 'message', ?, ?, ?, ?, 0, 'queued', ?, ?)",
+    )
+      .bind(
+        "run_00000000000000000000000042",
+        orgId,
+        bot.id,
+        conversationId,
+        room.id,
+        question.id,
+        question.id,
+        event.id,
+        question.seq,
+        question.createdAt,
+        question.createdAt,
+      )
+      .run();
+    const batch = createMessageBatch<unknown>("parley-events", [
+      { id: "a", timestamp: new Date(), attempts: 1, body: JSON.stringify({ event, agents: [bot.id] }) },
+    ]);
+    await consumeEvents(batch, env);
+    expect((await getQueueResult(batch, createExecutionContext())).ackAll).toBe(true);
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history[1]).toMatchObject({ authorId: bot.id, text: "Echo: anyone there?" });
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    expect(runs.map((r) => r.id)).toEqual(["run_00000000000000000000000042"]);
+    socket.close();
+  });
+
   it("a retried step posts nothing twice: reply, webhook and assistant steps are idempotent", async () => {
     const { apiKey, user, bot, room, conversationId, orgId, socket } = await agentRoom({ flow: { onMessage: [] } });
     const question = await say(apiKey, conversationId, user.id, "retry me");
