@@ -17,7 +17,7 @@ const BATCH_ROWS = 100;
 const QUEUE_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
 const utf8 = new TextEncoder();
 
-/** How long rows both sinks have stay in storage when no commit comes along to delete them. */
+/** How long a room must be quiet before rows both sinks have are deleted by a write of their own. */
 const PRUNE_AFTER_MS = 1_000;
 
 /**
@@ -26,8 +26,9 @@ const PRUNE_AFTER_MS = 1_000;
  * bad batch never blocks the rows behind it, and a retry is asked for after a backoff. One drain runs at a time;
  * writes during a drain make it go round again.
  *
- * Rows both sinks accepted are deleted by the room's next commit (`prune` inside its transaction), or after
- * `PRUNE_AFTER_MS` when none comes: a write of its own after every drain would cost each message a second commit.
+ * Rows both sinks accepted are deleted by the room's next write (`prune` inside its transaction, or in the same turn
+ * as a stream delta's row), or once no drain has come for `PRUNE_AFTER_MS`: a write of its own after every drain
+ * would cost each message a second commit.
  * Until then they are only remembered in memory; an object that restarts meanwhile sends them again, which both
  * sinks already take (the consumer is idempotent, the hub drops what a conversation already had).
  */
@@ -76,10 +77,7 @@ export class Outbox {
         const last = batch[batch.length - 1].id;
         if (queued.status === "fulfilled" && published.status === "fulfilled") {
           this.delivered = last;
-          this.pruneTimer ??= setTimeout(() => {
-            this.pruneTimer = null;
-            this.prune();
-          }, PRUNE_AFTER_MS);
+          this.pruneWhenQuiet();
         } else {
           if (queued.status === "fulfilled") this.sql.exec("UPDATE outbox SET queued = 1 WHERE id <= ?", last);
           if (published.status === "fulfilled") this.sql.exec("UPDATE outbox SET published = 1 WHERE id <= ?", last);
@@ -99,6 +97,19 @@ export class Outbox {
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * (Re)arms the deletion of delivered rows for when no drain has come for `PRUNE_AFTER_MS` (and no commit deleted
+   * them meanwhile). A write of its own holds the room's sends until it is durable, so it waits for a pause.
+   */
+  private pruneWhenQuiet(): void {
+    if (this.delivered <= this.pruned && this.pruneTimer === null) return;
+    if (this.pruneTimer !== null) clearTimeout(this.pruneTimer);
+    this.pruneTimer = setTimeout(() => {
+      this.pruneTimer = null;
+      this.prune();
+    }, PRUNE_AFTER_MS);
   }
 
   /** Deletes the rows both sinks have; the room calls it inside its commits. */

@@ -395,6 +395,8 @@ export class Room extends DurableObject<Bindings> {
     // Stored after the sends, so the output gate does not hold them until this write is durable: a delta is
     // ephemeral, and what clients keep is the message the close commits.
     this.streams.append(streamId, delta);
+    // In the same turn as the delta's row, so in the same commit: delivered outbox rows cost no write of their own.
+    this.outbox.prune();
     return ok({ index });
   }
 
