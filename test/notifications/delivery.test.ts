@@ -50,6 +50,24 @@ async function postAs(fixture: Awaited<ReturnType<typeof setup>>, text: string):
   return response.body;
 }
 
+/**
+ * Registers a new push subscription of Bob's at the local push service (answering `statuses` first, then 201), with
+ * `token` (the API key by default); answers the subscription and the id Parley gave it.
+ */
+async function subscribeBob(
+  fixture: Awaited<ReturnType<typeof setup>>,
+  statuses: number[] = [],
+  token = fixture.apiKey,
+) {
+  const subscription = await newPushSubscription(statuses);
+  const created = await call("POST", `/v1/accounts/${fixture.bob.id}/push-subscriptions`, {
+    token,
+    body: subscription.json,
+  });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  return { subscription, id: created.body.id as string };
+}
+
 /** Waits until a notification of `accountId` for this event has every listed channel in a final state. */
 async function settled(apiKey: string, accountId: string, eventId: string, channels: string[]) {
   return eventually(async () => {
@@ -150,13 +168,8 @@ describe("websocket notifications", () => {
 describe("Web Push", () => {
   it("delivers to the subscription's push service: decrypted there with its key, VAPID verified, TTL and Urgency", async () => {
     const f = await setup();
-    const subscription = await newPushSubscription();
     const token = await accountToken(f.apiKey, f.bob.id);
-    const created = await call("POST", `/v1/accounts/${f.bob.id}/push-subscriptions`, {
-      token,
-      body: subscription.json,
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const { subscription } = await subscribeBob(f, [], token);
     const rule = await createRule(f.apiKey, {
       name: "Push",
       topic: messagesTopic(f.orgId),
@@ -193,12 +206,7 @@ describe("Web Push", () => {
 
   it("a push service answering 410 removes the subscription and marks the push failed", async () => {
     const f = await setup();
-    const subscription = await newPushSubscription([410]);
-    const created = await call("POST", `/v1/accounts/${f.bob.id}/push-subscriptions`, {
-      token: f.apiKey,
-      body: subscription.json,
-    });
-    expect(created.status).toBe(201);
+    const { subscription } = await subscribeBob(f, [410]);
     await createRule(f.apiKey, {
       name: "Push",
       topic: messagesTopic(f.orgId),
@@ -222,8 +230,7 @@ describe("Web Push", () => {
 
   it("429 and 5xx answers are retried with backoff until the push is accepted, once", async () => {
     const f = await setup();
-    const subscription = await newPushSubscription([503, 429]);
-    await call("POST", `/v1/accounts/${f.bob.id}/push-subscriptions`, { token: f.apiKey, body: subscription.json });
+    const { subscription } = await subscribeBob(f, [503, 429]);
     await createRule(f.apiKey, {
       name: "Push",
       topic: messagesTopic(f.orgId),
@@ -327,8 +334,7 @@ describe("preferences", () => {
   it("channels turned off and muted rooms skip delivery; critical rules ignore preferences", async () => {
     const f = await setup();
     const token = await accountToken(f.apiKey, f.bob.id);
-    const subscription = await newPushSubscription();
-    await call("POST", `/v1/accounts/${f.bob.id}/push-subscriptions`, { token, body: subscription.json });
+    const { subscription } = await subscribeBob(f, [], token);
     const normal = await createRule(f.apiKey, {
       name: "Normal",
       topic: messagesTopic(f.orgId),
@@ -385,8 +391,7 @@ describe("preferences", () => {
 describe("exactly-once intent", () => {
   it("redelivered events and jobs create and send nothing twice", async () => {
     const f = await setup();
-    const subscription = await newPushSubscription();
-    await call("POST", `/v1/accounts/${f.bob.id}/push-subscriptions`, { token: f.apiKey, body: subscription.json });
+    const { subscription } = await subscribeBob(f);
     await createRule(f.apiKey, {
       name: "All channels",
       topic: messagesTopic(f.orgId),
@@ -448,11 +453,7 @@ describe("exactly-once intent", () => {
 describe("a sender that stopped mid-send", () => {
   it("is never retried: a delivery claimed longer ago than the lease is failed, not sent again", async () => {
     const f = await setup();
-    const subscription = await newPushSubscription();
-    const created = await call("POST", `/v1/accounts/${f.bob.id}/push-subscriptions`, {
-      token: f.apiKey,
-      body: subscription.json,
-    });
+    const { subscription, id: subscriptionId } = await subscribeBob(f);
     const id = `ntf_01stale${crypto.randomUUID().replace(/-/g, "").slice(0, 18)}`;
     const now = new Date().toISOString();
     await env.DB.batch([
@@ -465,7 +466,7 @@ describe("a sender that stopped mid-send", () => {
       env.DB.prepare(
         `INSERT INTO notification_deliveries (notification_id, channel, target, status, attempts, claimed_at, updated_at)
          VALUES (?1, 'push', ?2, 'sending', 1, ?3, ?4)`,
-      ).bind(id, created.body.id, Date.now() - 10 * 60_000, now),
+      ).bind(id, subscriptionId, Date.now() - 10 * 60_000, now),
     ]);
     await env.NOTIFICATIONS.send({ notificationId: id, channel: "push" });
     const [notification] = await eventually(async () => {
