@@ -30,21 +30,22 @@
 //   BENCH_IN_PLACE=1       run the app from the working tree instead of a snapshot of it (see snapshotApp)
 //   BENCH_LOG_LEVEL        passed to wrangler dev as --log-level
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import {
-  machineInfo,
-  profileWorker,
   intEnv,
   killProcessGroupNow,
   log,
   logTail,
+  machineInfo,
   percentile,
+  profileWorker,
   reloadsIn,
   root,
+  saveResults,
   snapshotApp,
   startDevServer,
   stopProcessGroup,
@@ -594,33 +595,22 @@ async function main() {
   );
   console.log("");
 
-  const resultsDir = join(root, "bench", ".results");
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `assistant-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
+  const file = saveResults("assistant", startedAt, {
+    bench: "assistant",
+    startedAt: startedAt.toISOString(),
+    machine,
+    config: { ...CONFIG, target: TARGET, inPlace: IN_PLACE, wranglerLogLevel: LOG_LEVEL },
+    serverReloads: reloads,
+    loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    problems,
+    results,
+    profile,
+    table,
+  });
   if (rawProfile) {
     // Opens in Chrome DevTools (Performance panel, "Load profile") for the full call tree.
     writeFileSync(file.replace(/\.json$/, ".cpuprofile"), JSON.stringify(rawProfile));
   }
-  writeFileSync(
-    file,
-    JSON.stringify(
-      {
-        bench: "assistant",
-        startedAt: startedAt.toISOString(),
-        machine,
-        config: { ...CONFIG, target: TARGET, inPlace: IN_PLACE, wranglerLogLevel: LOG_LEVEL },
-        serverReloads: reloads,
-        loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
-        problems,
-        results,
-        profile,
-        table,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  log(`results written to ${relative(root, file)}`);
 }
 
 let exiting = false;

@@ -19,9 +19,9 @@
 //   BENCH_IN_PLACE=1               run Parley from the working tree instead of a snapshot of it
 //   BENCH_LOG_LEVEL                passed to both wrangler dev as --log-level
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
   freePorts,
@@ -31,6 +31,7 @@ import {
   percentile,
   reloadsIn,
   root,
+  saveResults,
   snapshotApp,
   spawnLogged,
   startDevServer,
@@ -260,6 +261,7 @@ function table(results) {
 // --- main -------------------------------------------------------------------------------------------------------
 
 async function main() {
+  const startedAt = new Date();
   runDir = mkdtempSync(join(os.tmpdir(), "parley-bench-attachments-"));
   const [parley, floor] = [await startParley(), await startFloor()];
   const org = json(
@@ -282,14 +284,11 @@ async function main() {
       `node ${machine.node}, ${machine.cpus} cpus, ${machine.os}` +
       (reloads > 0 ? `; ${reloads} wrangler reload(s) during the run: figures suspect` : ""),
   );
-  const dir = join(root, "bench", ".results");
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `attachments-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({ config: { sizes: SIZES, rounds: ROUNDS, concurrency: CONCURRENCY }, machine, results }, null, 2),
-  );
-  log(`results written to ${relative(root, file)}`);
+  saveResults("attachments", startedAt, {
+    config: { sizes: SIZES, rounds: ROUNDS, concurrency: CONCURRENCY },
+    machine,
+    results,
+  });
 }
 
 process.on("exit", killServersNow);

@@ -13,10 +13,11 @@ import {
   readlinkSync,
   rmSync,
   symlinkSync,
+  writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
 import os from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
@@ -27,6 +28,16 @@ export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 /** Prints a progress line. */
 export function log(message) {
   console.log(`[bench] ${message}`);
+}
+
+/** Writes a run's results as JSON to bench/.results/<bench>-<startedAt>.json; answers the file's path. */
+export function saveResults(bench, startedAt, data) {
+  const dir = join(root, "bench", ".results");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${bench}-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(file, JSON.stringify(data, null, 2) + "\n");
+  log(`results written to ${relative(root, file)}`);
+  return file;
 }
 
 /** Waits `ms` milliseconds. */

@@ -18,20 +18,21 @@
 // ratio of every figure to the floor and writes JSON to bench/.results/. See bench/README.md.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import {
-  machineInfo,
   freePorts,
   intEnv as positiveIntEnv,
   killProcessGroupNow,
   log,
+  machineInfo,
   percentile,
   reloadsIn,
   root,
+  saveResults,
   sleep,
   snapshotApp,
   spawnLogged,
@@ -1200,25 +1201,14 @@ function printReport(machine) {
 }
 
 function writeResults(error) {
-  const resultsDir = join(root, "bench", ".results");
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `realtime-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify(
-      {
-        bench: "realtime",
-        startedAt: startedAt.toISOString(),
-        finishedAt: new Date().toISOString(),
-        loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
-        ...(error ? { error: String(error.stack ?? error) } : {}),
-        ...results,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  log(`results written to ${relative(root, file)}`);
+  saveResults("realtime", startedAt, {
+    bench: "realtime",
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    ...(error ? { error: String(error.stack ?? error) } : {}),
+    ...results,
+  });
 }
 
 let exiting = false;

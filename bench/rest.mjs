@@ -20,18 +20,19 @@
 //   BENCH_LOG_LEVEL          passed to wrangler dev as --log-level (default: unset, wrangler's default, which logs
 //                            every request; `warn` drops that per-request cost from both Parley and the floor)
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
-  machineInfo,
   intEnv,
   killProcessGroupNow,
   log,
+  machineInfo,
   percentile,
   reloadsIn,
   root,
+  saveResults,
   snapshotApp,
   startDevServer,
   stopProcessGroup,
@@ -426,27 +427,16 @@ async function main() {
   }
   console.log("");
 
-  const resultsDir = join(root, "bench", ".results");
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `rest-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify(
-      {
-        bench: "rest",
-        startedAt: startedAt.toISOString(),
-        machine,
-        config: { ...CONFIG, wranglerLogLevel: LOG_LEVEL, inPlace: IN_PLACE },
-        serverReloads: reloads,
-        loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
-        results,
-        table,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  log(`results written to ${relative(root, file)}`);
+  saveResults("rest", startedAt, {
+    bench: "rest",
+    startedAt: startedAt.toISOString(),
+    machine,
+    config: { ...CONFIG, wranglerLogLevel: LOG_LEVEL, inPlace: IN_PLACE },
+    serverReloads: reloads,
+    loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    results,
+    table,
+  });
 }
 
 let exiting = false;
