@@ -532,8 +532,10 @@ async function main() {
     return () => parleyStream(ctx, ctx.sockets[i++ % width], phase);
   };
   log(`warming up: ${CONFIG.warmup} streams one at a time, then ${width} at once (untimed)`);
-  await runPhase("warm-up direct", { count: CONFIG.warmup, width: 1 }, () => directStream(model.url, "wd"));
-  await runPhase("warm-up parley", { count: CONFIG.warmup, width: 1 }, sequential("wp"));
+  if (CONFIG.warmup > 0) {
+    await runPhase("warm-up direct", { count: CONFIG.warmup, width: 1 }, () => directStream(model.url, "wd"));
+    await runPhase("warm-up parley", { count: CONFIG.warmup, width: 1 }, sequential("wp"));
+  }
   await runPhase("warm-up parley", { width }, (slot) => parleyStream(ctx, ctx.sockets[slot], "wp"));
 
   const reloadsBefore = reloadsIn(app.logPath);
