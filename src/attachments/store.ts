@@ -88,48 +88,18 @@ export async function storeObject(
   options: StoreOptions,
 ): Promise<StoredObject> {
   const { maxBytes } = options;
-  let size = 0;
-  const digest = new crypto.DigestStream("SHA-256");
-  const hasher = digest.getWriter();
-  const take = async (): Promise<Uint8Array | null> => {
-    const chunk = await source.read();
-    if (chunk === null) return null;
-    size += chunk.byteLength;
-    if (size > maxBytes) throw tooLarge(maxBytes);
-    await hasher.write(chunk);
-    return chunk;
-  };
-
-  let contentType: string;
-  const head: Uint8Array[] = [];
-  let ended = false;
-  try {
-    while (size < SNIFF_BYTES) {
-      const chunk = await take();
-      if (chunk === null) {
-        ended = true;
-        break;
-      }
-      if (chunk.byteLength > 0) head.push(chunk);
-    }
-    if (size === 0)
-      throw new ApiError("BAD_REQUEST", "the file is empty", [{ path: "(body)", message: "send at least one byte" }]);
-    contentType = resolveContentType(options.declaredType, concatBytes(head, size));
-  } catch (error) {
-    await source.cancel(error);
-    throw error;
-  }
-
+  const reader = hashedReader(source, maxBytes, () => tooLarge(maxBytes));
+  const { head, ended, contentType } = await readHead(reader, options.declaredType);
   const metadata: R2PutOptions = { httpMetadata: { contentType }, customMetadata: { name: options.name } };
   let stored: StoredObject | undefined;
   let recording: Promise<unknown> | undefined;
   const chunks = async function* () {
     yield* head;
     if (!ended) {
-      for (let chunk = await take(); chunk !== null; chunk = await take()) yield chunk;
+      for (let chunk = await reader.take(); chunk !== null; chunk = await reader.take()) yield chunk;
     }
     // Every byte is hashed and handed over: the record is written while R2 completes the object.
-    stored = { size, sha256: await digestOf(hasher, digest), contentType };
+    stored = { size: reader.size, sha256: await reader.sha256(), contentType };
     recording = options.record?.(stored);
     recording?.catch(() => undefined);
   };
@@ -163,38 +133,12 @@ export async function storeBody(
 ): Promise<StoredObject> {
   const { length } = options;
   const source = streamSource(body);
-  const digest = new crypto.DigestStream("SHA-256");
-  const hasher = digest.getWriter();
-  let size = 0;
-  const take = async (): Promise<Uint8Array | null> => {
-    const chunk = await source.read();
-    if (chunk === null) return null;
-    size += chunk.byteLength;
-    if (size > length) throw new ApiError("BAD_REQUEST", "the body is longer than its Content-Length");
-    await hasher.write(chunk);
-    return chunk;
-  };
-
-  const head: Uint8Array[] = [];
-  let ended = false;
-  let contentType: string;
-  try {
-    while (size < SNIFF_BYTES && size < length) {
-      const chunk = await take();
-      if (chunk === null) {
-        ended = true;
-        break;
-      }
-      if (chunk.byteLength > 0) head.push(chunk);
-    }
-    if (size === 0) {
-      throw new ApiError("BAD_REQUEST", "the file is empty", [{ path: "(body)", message: "send at least one byte" }]);
-    }
-    contentType = resolveContentType(options.declaredType, concatBytes(head, size));
-  } catch (error) {
-    await source.cancel(error);
-    throw error;
-  }
+  const reader = hashedReader(
+    source,
+    length,
+    () => new ApiError("BAD_REQUEST", "the body is longer than its Content-Length"),
+  );
+  const { head, ended, contentType } = await readHead(reader, options.declaredType);
 
   const fixed = new FixedLengthStream(length);
   const writer = fixed.writable.getWriter();
@@ -205,7 +149,7 @@ export async function storeBody(
   try {
     for (const chunk of head) await writer.write(chunk);
     if (!ended) {
-      for (let chunk = await take(); chunk !== null; chunk = await take()) await writer.write(chunk);
+      for (let chunk = await reader.take(); chunk !== null; chunk = await reader.take()) await writer.write(chunk);
     }
     await writer.close();
   } catch (error) {
@@ -217,15 +161,72 @@ export async function storeBody(
     throw new ApiError("BAD_REQUEST", "the body ended before its Content-Length");
   }
   // Every byte is hashed and handed over: the record is written while R2 completes the object.
-  const stored = { size, sha256: await digestOf(hasher, digest), contentType };
+  const stored = { size: reader.size, sha256: await reader.sha256(), contentType };
   await settle(bucket, key, put, options.record?.(stored));
   return stored;
 }
 
-/** The hex SHA-256 of everything written to `hasher`. */
-async function digestOf(hasher: WritableStreamDefaultWriter, digest: DigestStream): Promise<string> {
-  await hasher.close();
-  return toHex(await digest.digest);
+/** A source read through SHA-256 and counted: past `limit` bytes, `take` throws `overLimit()`. */
+interface HashedReader {
+  source: ChunkSource;
+  /** The bytes taken so far. */
+  readonly size: number;
+  take(): Promise<Uint8Array | null>;
+  /** The hex SHA-256 of every byte taken (once the source has ended). */
+  sha256(): Promise<string>;
+}
+
+function hashedReader(source: ChunkSource, limit: number, overLimit: () => ApiError): HashedReader {
+  const digest = new crypto.DigestStream("SHA-256");
+  const hasher = digest.getWriter();
+  let size = 0;
+  return {
+    source,
+    get size() {
+      return size;
+    },
+    async take() {
+      const chunk = await source.read();
+      if (chunk === null) return null;
+      size += chunk.byteLength;
+      if (size > limit) throw overLimit();
+      await hasher.write(chunk);
+      return chunk;
+    },
+    async sha256() {
+      await hasher.close();
+      return toHex(await digest.digest);
+    },
+  };
+}
+
+/**
+ * Reads a source's leading bytes (`SNIFF_BYTES`, or all of a shorter file) and checks the content type against them:
+ * 400 for an empty file, 415 for a mismatch. On any failure the source is cancelled.
+ */
+async function readHead(
+  reader: HashedReader,
+  declaredType: string | null,
+): Promise<{ head: Uint8Array[]; ended: boolean; contentType: string }> {
+  const head: Uint8Array[] = [];
+  let ended = false;
+  try {
+    while (reader.size < SNIFF_BYTES) {
+      const chunk = await reader.take();
+      if (chunk === null) {
+        ended = true;
+        break;
+      }
+      if (chunk.byteLength > 0) head.push(chunk);
+    }
+    if (reader.size === 0) {
+      throw new ApiError("BAD_REQUEST", "the file is empty", [{ path: "(body)", message: "send at least one byte" }]);
+    }
+    return { head, ended, contentType: resolveContentType(declaredType, concatBytes(head, reader.size)) };
+  } catch (error) {
+    await reader.source.cancel(error);
+    throw error;
+  }
 }
 
 /** Waits for R2 to complete the object and for its record; when either fails, deletes the object and throws. */
