@@ -86,7 +86,7 @@ export type MessagePostFrame = z.infer<typeof MessagePostFrameSchema>;
 
 /** Frames the server sends. */
 export type ServerFrame =
-  | { type: "ack"; id: string; message?: Message; recovered?: boolean; topic?: string }
+  | { type: "ack"; id: string; message?: Message; recovered?: boolean; lastSeq?: number; topic?: string }
   | { type: "event"; topic: string; event: ParleyEvent }
   | {
       type: "error";

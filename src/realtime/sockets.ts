@@ -210,10 +210,19 @@ export class SocketRegistry {
     return pattern;
   }
 
-  /** Acks a `subscribe` frame that has an id; `recovered` only for subscriptions made with `sinceSeq`. */
-  ackSubscribe(ws: WebSocket, frame: { id?: string; topic: string }, recovered?: boolean): void {
+  /**
+   * Acks a `subscribe` frame that has an id; `recovered` only for subscriptions made with `sinceSeq`, and with it the
+   * conversation's `lastSeq` when the room knows it.
+   */
+  ackSubscribe(ws: WebSocket, frame: { id?: string; topic: string }, recovered?: boolean, lastSeq?: number): void {
     if (!frame.id) return;
-    this.send(ws, { type: "ack", id: frame.id, topic: frame.topic, ...(recovered === undefined ? {} : { recovered }) });
+    this.send(ws, {
+      type: "ack",
+      id: frame.id,
+      topic: frame.topic,
+      ...(recovered === undefined ? {} : { recovered }),
+      ...(lastSeq === undefined ? {} : { lastSeq }),
+    });
   }
 
   /**
@@ -283,6 +292,11 @@ export class SocketRegistry {
   }
 
   /** Closes a socket with a code and reason, forgetting its state. */
+  /** Closes every socket with a subscription matching `topic`. */
+  closeSubscribers(topic: string, code: number, reason: string): void {
+    for (const ws of [...this.subscribersOf(topic)]) this.close(ws, code, reason);
+  }
+
   close(ws: WebSocket, code: number, reason: string): void {
     this.forget(ws);
     try {

@@ -73,6 +73,8 @@ export interface PostResult {
 const MANAGERS: ReadonlySet<string> = new Set(["owner", "admin"]);
 const BACKSTOP_MS = 2_000;
 const SWEEP_MS = 30_000;
+/** Conversation rows kept in memory before the copy starts again. */
+const CONVERSATION_ROWS = 1_000;
 
 /**
  * One room: its participants, its conversations' seq counters and message log, and the outbox of its events.
@@ -86,6 +88,8 @@ export class Room extends DurableObject<Bindings> {
   private stored: boolean;
   private room: RoomRow | undefined;
   private members: Map<string, ParticipantRow> | undefined;
+  /** Conversation rows read so far (see `conversationRow`). */
+  private readonly conversations = new Map<string, ConversationRow>();
   /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
   private readonly activity = new Map<string, ConversationRecord>();
   private activityFlushing = false;
@@ -258,6 +262,7 @@ export class Room extends DurableObject<Bindings> {
         now,
         now,
       );
+      this.conversations.delete(id);
       const created = this.conversationRecord(this.conversationRow(id)!);
       this.enqueue(conversationEvent(created, "created", created.conversation), {
         conversation: created,
@@ -293,6 +298,7 @@ export class Room extends DurableObject<Bindings> {
         now,
         id,
       );
+      this.conversations.delete(id);
       const updated = this.conversationRecord(this.conversationRow(id)!);
       this.enqueue(conversationEvent(updated, "updated", updated.conversation), { conversation: updated });
       return updated;
@@ -315,6 +321,7 @@ export class Room extends DurableObject<Bindings> {
         id,
       );
       this.sql.exec("DELETE FROM messages WHERE conversation_id = ?", id);
+      this.conversations.delete(id);
       const deleted = this.conversationRecord(this.conversationRow(id)!);
       this.enqueue(conversationEvent(deleted, "deleted", deleted.conversation), { conversation: deleted });
       return deleted;
@@ -351,9 +358,21 @@ export class Room extends DurableObject<Bindings> {
         return ok({ message: previous, created: false, conversation: this.conversationRecord(found.value) });
     }
 
-    const result = this.commit(() => this.writeMessage(found.value.id, author, input, newId("msg")));
-    this.markActivity(result.conversation);
-    return ok(result);
+    const draft = this.draftMessage(found.value, author, input, newId("msg"));
+    // Sent before the write. The runtime holds every send that follows a write until the write is durable, which
+    // would make each delivery wait for a commit; the author's ack (or REST answer), the hub and the queue still
+    // wait for it. Everything that can refuse the post was checked above. Should the write still fail, the sockets
+    // that had the event are closed and recover: their `sinceSeq` ack carries the stored `lastSeq`, and the seq goes
+    // to the next stored message (the SDK delivers a different message at a seq it had, and reports a gap).
+    this.broadcast(draft.event);
+    try {
+      const result = this.commit(() => this.writeMessage(draft, true));
+      this.markActivity(result.conversation);
+      return ok(result);
+    } catch (error) {
+      this.sockets.closeSubscribers(draft.event.topic, CLOSE_CODES.internal, "a message sent here was not stored");
+      throw error;
+    }
   }
 
   // --- assistant streams ----------------------------------------------------------------------------------------
@@ -431,7 +450,7 @@ export class Room extends DurableObject<Bindings> {
       this.enqueue(done, {});
       if (failure || posted) return null;
       const input = { authorId: state.authorId, text, attachments: [], clientMessageId: streamId };
-      return this.writeMessage(state.conversationId, author!, input, messageId);
+      return this.writeMessage(this.draftMessage(conversation!, author!, input, messageId));
     });
     if (result) this.markActivity(result.conversation);
     return ok({ message: result?.message ?? posted ?? null });
@@ -515,22 +534,21 @@ export class Room extends DurableObject<Bindings> {
     return row ? this.toMessage(row) : null;
   }
 
-  /** Appends a message to a conversation: the next gapless `seq`, its row, and its event; runs inside `commit`. */
-  private writeMessage(
-    conversationId: string,
+  /** A message about to be appended: the conversation's next gapless `seq`, and its event. Writes nothing. */
+  private draftMessage(
+    conversation: ConversationRow,
     author: ParticipantRow,
     input: PostInput,
     id: string,
-  ): { message: Message; created: true; conversation: ConversationRecord } {
+  ): { message: Message; event: ParleyEvent<Message> } {
     const now = new Date().toISOString();
     const room = this.roomRow()!;
-    const seq = this.conversationRow(conversationId)!.last_seq + 1;
     const message: Message = {
       id,
       orgId: room.org_id,
       roomId: room.id,
-      conversationId,
-      seq,
+      conversationId: conversation.id,
+      seq: conversation.last_seq + 1,
       authorId: input.authorId,
       type: author.account_type === "agent" ? "bot" : "user",
       text: input.text ?? null,
@@ -539,11 +557,23 @@ export class Room extends DurableObject<Bindings> {
       clientMessageId: input.clientMessageId ?? null,
       createdAt: now,
     };
+    return { message, event: messagePostedEvent(message) };
+  }
+
+  /**
+   * Writes a drafted message: its row, the conversation's `last_seq`, and its event in the outbox; runs inside
+   * `commit`. `delivered`: the room's sockets already have the event.
+   */
+  private writeMessage(
+    draft: { message: Message; event: ParleyEvent<Message> },
+    delivered = false,
+  ): { message: Message; created: true; conversation: ConversationRecord } {
+    const { message } = draft;
     this.sql.exec(
       `INSERT INTO messages (conversation_id, seq, id, author_id, type, text, data, attachments, client_message_id, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      conversationId,
-      seq,
+      message.conversationId,
+      message.seq,
       message.id,
       message.authorId,
       message.type,
@@ -551,16 +581,19 @@ export class Room extends DurableObject<Bindings> {
       message.data === null ? null : JSON.stringify(message.data),
       JSON.stringify(message.attachments),
       message.clientMessageId,
-      now,
+      message.createdAt,
     );
     this.sql.exec(
       "UPDATE conversations SET last_seq = ?, last_message_at = ?, version = version + 1 WHERE id = ?",
-      seq,
-      now,
-      conversationId,
+      message.seq,
+      message.createdAt,
+      message.conversationId,
     );
-    const conversation = this.conversationRecord(this.conversationRow(conversationId)!);
-    this.enqueue(messagePostedEvent(message), { conversation, agents: this.respondingAgents() });
+    const row = this.conversationRow(message.conversationId)!;
+    const updated = { ...row, last_seq: message.seq, last_message_at: message.createdAt, version: row.version + 1 };
+    this.conversations.set(updated.id, updated);
+    const conversation = this.conversationRecord(updated);
+    this.enqueue(draft.event, { conversation, agents: this.respondingAgents() }, delivered);
     return { message, created: true, conversation };
   }
 
@@ -669,7 +702,8 @@ export class Room extends DurableObject<Bindings> {
     // Synchronous from here: no commit can interleave, so the replay joins the live stream with no gap and no duplicate.
     const conversationId = recoverableConversation(pattern);
     const events = conversationId ? this.replay(this.sockets.state(ws).actor, conversationId, frame.sinceSeq) : null;
-    this.sockets.ackSubscribe(ws, frame, events !== null);
+    const lastSeq = events !== null ? this.conversationRow(conversationId!)!.last_seq : undefined;
+    this.sockets.ackSubscribe(ws, frame, events !== null, lastSeq);
     for (const event of events ?? []) this.sockets.send(ws, { type: "event", topic: event.topic, event });
   }
 
@@ -695,7 +729,10 @@ export class Room extends DurableObject<Bindings> {
     try {
       result = await this.postMessage(actor, frame.conversationId, await preparePost(this.env.DB, actor, frame));
     } catch (error) {
-      if (!(error instanceof ApiError)) throw error;
+      if (!(error instanceof ApiError)) {
+        console.error("room socket post failed", String(error));
+        return this.sockets.error(ws, frame.id, "INTERNAL", "the message could not be posted");
+      }
       result = { ok: false, error: error.toInfo() };
     }
     if (!result.ok) this.sockets.error(ws, frame.id, result.error.code, result.error.message, result.error.details);
@@ -835,8 +872,14 @@ export class Room extends DurableObject<Bindings> {
     return this.members;
   }
 
+  /** A conversation's row, read once and kept: this object is its only writer, and every write updates the copy. */
   private conversationRow(id: string): ConversationRow | undefined {
-    return this.sql.exec<ConversationRow>("SELECT * FROM conversations WHERE id = ?", id).toArray()[0];
+    let row = this.conversations.get(id);
+    if (row) return row;
+    row = this.sql.exec<ConversationRow>("SELECT * FROM conversations WHERE id = ?", id).toArray()[0];
+    if (this.conversations.size >= CONVERSATION_ROWS) this.conversations.clear();
+    if (row) this.conversations.set(id, row);
+    return row;
   }
 
   private insertParticipant(spec: ParticipantSpec, joinedAt: string): void {
@@ -929,6 +972,7 @@ export class Room extends DurableObject<Bindings> {
     } catch (error) {
       this.room = undefined; // the transaction rolled back: forget anything read inside it
       this.members = undefined;
+      this.conversations.clear();
       this.committed = [];
       this.triggers = [];
       this.streams.reset();
@@ -948,9 +992,9 @@ export class Room extends DurableObject<Bindings> {
   }
 
   /** Writes an event to the outbox; called inside `commit`, so it lands with the change it describes. */
-  private enqueue(event: ParleyEvent, mirror: Omit<QueueBody, "event">): void {
+  private enqueue(event: ParleyEvent, mirror: Omit<QueueBody, "event">, delivered = false): void {
     this.sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify({ event, ...mirror } satisfies QueueBody));
-    this.committed.push(event);
+    if (!delivered) this.committed.push(event);
     if (mirror.agents?.length) this.triggers.push({ event, ...mirror });
   }
 

@@ -72,7 +72,11 @@ export interface CloseInfo {
   delayMs?: number;
 }
 
-/** A conversation whose history the server could not replay (`recovered: false`): read it over REST after `afterSeq`. */
+/**
+ * A conversation whose messages after `afterSeq` may differ from what was delivered: read them over REST. Either the
+ * server could not replay them (`recovered: false`), or messages delivered after `afterSeq` were never stored (the
+ * room failed before they were durable) and other messages took, or will take, their seqs.
+ */
 export interface GapInfo {
   topic: string;
   conversationId: string;
@@ -89,11 +93,14 @@ export interface RealtimeEventMap {
   close: [info: CloseInfo];
   /** An error frame without a request, a failed resubscription, or a protocol problem. */
   error: [error: RealtimeError];
-  /** An event of a subscription, each delivered once; a conversation's messages in increasing seq. */
+  /**
+   * An event of a subscription, each delivered once; a conversation's messages in increasing seq, except a message
+   * that replaces one never stored (a `gap` follows it).
+   */
   event: [event: ParleyEvent];
   /** The message of a `conversation.message_posted` event, after the `event` listeners. */
   message: [message: Message, event: ParleyEvent<Message>];
-  /** Recovery was refused: messages after `afterSeq` may be missing. */
+  /** Messages after `afterSeq` may be missing or differ from what was delivered (see `GapInfo`). */
   gap: [info: GapInfo];
 }
 
@@ -135,8 +142,9 @@ interface Subscription {
   sinceSeq?: number;
   /** The frame id of the subscribe in flight on the current connection. */
   frameId?: string;
-  /** The seq the in-flight subscribe asked to recover after. */
+  /** The seq the in-flight subscribe asked to recover after, and the last seq this client had delivered then. */
   sentSinceSeq?: number;
+  hadSeq?: number;
   waiters: Waiter<SubscribeResult>[];
 }
 
@@ -152,6 +160,14 @@ type InFlight =
 
 const OPEN = 1;
 const SEEN_EVENT_IDS = 10_000;
+/** Message ids kept per conversation: they tell a message delivered again from a different one at the same seq. */
+const RECENT_MESSAGES = 32;
+/**
+ * How many delivered seqs a recovering subscription asks for again. A room sends a post to its sockets before the
+ * post is durable; if the room fails before it is, the next stored message takes that seq, and only an overlap
+ * replays it to a client that reconnected after it was stored.
+ */
+const RECOVERY_OVERLAP = 8;
 const STABLE_AFTER_MS = 5_000;
 const utf8 = new TextEncoder();
 
@@ -206,6 +222,8 @@ export class RealtimeClient {
   readonly #posts = new Map<string, PendingPost>();
   readonly #inFlight = new Map<string, InFlight>();
   readonly #lastSeq = new Map<string, number>();
+  /** Per conversation, the ids of its last `RECENT_MESSAGES` delivered messages by seq, oldest first. */
+  readonly #recent = new Map<string, Map<number, string>>();
   readonly #seen = new Set<string>();
   readonly #typingSentAt = new Map<string, number>();
   readonly #listeners = new Map<keyof RealtimeEventMap, Set<(...args: never[]) => void>>();
@@ -464,9 +482,10 @@ export class RealtimeClient {
     const last = subscription.conversationId ? this.#lastSeq.get(subscription.conversationId) : undefined;
     const sinceSeq =
       last !== undefined && subscription.conversationId
-        ? Math.max(last, subscription.sinceSeq ?? 0)
+        ? Math.max(last - RECOVERY_OVERLAP, subscription.sinceSeq ?? 0, 0)
         : subscription.sinceSeq;
     subscription.sentSinceSeq = sinceSeq;
+    subscription.hadSeq = last !== undefined ? Math.max(last, sinceSeq ?? 0) : sinceSeq;
     this.#track(id, { kind: "subscribe", topic: subscription.topic });
     this.#sendText(
       JSON.stringify({
@@ -546,7 +565,9 @@ export class RealtimeClient {
         return;
       case "ack":
         this.#healthy = true;
-        if (typeof frame.id === "string") this.#acked(frame.id, frame as { message?: unknown; recovered?: unknown });
+        if (typeof frame.id === "string") {
+          this.#acked(frame.id, frame as { message?: unknown; recovered?: unknown; lastSeq?: unknown });
+        }
         return;
       case "error":
         this.#failed(frame as { id?: string; error?: { code?: string; message?: string; details?: [] } });
@@ -560,7 +581,7 @@ export class RealtimeClient {
     }
   }
 
-  #acked(id: string, frame: { message?: unknown; recovered?: unknown }): void {
+  #acked(id: string, frame: { message?: unknown; recovered?: unknown; lastSeq?: unknown }): void {
     const entry = this.#inFlight.get(id);
     if (!entry) return;
     this.#inFlight.delete(id);
@@ -580,12 +601,17 @@ export class RealtimeClient {
     subscription.frameId = undefined;
     const recovered = typeof frame.recovered === "boolean" ? frame.recovered : undefined;
     for (const waiter of subscription.waiters.splice(0)) waiter.resolve({ topic: entry.topic, recovered });
-    if (recovered === false && subscription.conversationId && subscription.sentSinceSeq !== undefined) {
-      this.#emit("gap", {
-        topic: entry.topic,
-        conversationId: subscription.conversationId,
-        afterSeq: subscription.sentSinceSeq,
-      });
+    const conversationId = subscription.conversationId;
+    if (!conversationId || subscription.hadSeq === undefined) return;
+    if (recovered === false) {
+      this.#emit("gap", { topic: entry.topic, conversationId, afterSeq: subscription.hadSeq });
+    } else if (typeof frame.lastSeq === "number" && frame.lastSeq < (this.#lastSeq.get(conversationId) ?? 0)) {
+      // Delivered messages past what the room stored were never stored: forget them, so the messages that take
+      // their seqs are delivered, and report the gap.
+      this.#lastSeq.set(conversationId, frame.lastSeq);
+      const recent = this.#recent.get(conversationId);
+      for (const seq of recent?.keys() ?? []) if (seq > frame.lastSeq) recent!.delete(seq);
+      this.#emit("gap", { topic: entry.topic, conversationId, afterSeq: frame.lastSeq });
     }
   }
 
@@ -621,18 +647,36 @@ export class RealtimeClient {
     if (!event || typeof event !== "object" || typeof event.id !== "string") return;
     if (this.#seen.has(event.id)) return;
     const isMessage = event.type === "conversation.message_posted";
-    if (isMessage) {
-      const seq = (event.data as Message | undefined)?.seq;
-      if (typeof seq === "number") {
-        const last = this.#lastSeq.get(event.resourceId);
-        if (last !== undefined && seq <= last) return;
-        this.#lastSeq.set(event.resourceId, seq);
-      }
-    }
+    const replaced = isMessage && this.#admitMessage(event.resourceId, event.data as Message | undefined);
+    if (replaced === null) return;
     this.#seen.add(event.id);
     if (this.#seen.size > SEEN_EVENT_IDS) this.#seen.delete(this.#seen.values().next().value!);
     this.#emit("event", event);
     if (isMessage) this.#emit("message", event.data as Message, event as ParleyEvent<Message>);
+    if (replaced) {
+      const afterSeq = (event.data as Message).seq - 1;
+      this.#emit("gap", { topic: event.topic, conversationId: event.resourceId, afterSeq });
+    }
+  }
+
+  /**
+   * Whether to deliver a conversation's message: null to drop it (delivered already, or older than the last one),
+   * true when it is a different message at a seq delivered before (that one was never stored), false otherwise.
+   */
+  #admitMessage(conversationId: string, message: Message | undefined): boolean | null {
+    if (typeof message?.seq !== "number") return false;
+    const { seq, id } = message;
+    const last = this.#lastSeq.get(conversationId);
+    let recent = this.#recent.get(conversationId);
+    const had = recent?.get(seq);
+    const replaced = last !== undefined && seq <= last;
+    if (replaced && (had === undefined || had === id)) return null;
+    if (!recent) this.#recent.set(conversationId, (recent = new Map()));
+    recent.delete(seq);
+    recent.set(seq, id);
+    if (recent.size > RECENT_MESSAGES) recent.delete(recent.keys().next().value!);
+    if (!replaced) this.#lastSeq.set(conversationId, seq);
+    return replaced;
   }
 
   #startHeartbeat(): void {

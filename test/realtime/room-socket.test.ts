@@ -454,6 +454,43 @@ describe("room socket message.post", () => {
     expect(history.body.items).toEqual([ack.message, second.message]);
   });
 
+  it("a post sent to sockets whose write then fails closes them with 1011; recovery acks the stored lastSeq", async () => {
+    const f = await createFixture();
+    const listener = await bobListening(f);
+    const first = await postOk(f.apiKey, f.conversation.id, { text: "stored", authorId: f.alice.id });
+    await listener.waitLog((frame) => frame.type === "event" && frame.event.data.seq === 1);
+    // The room sends a post to its sockets before its write: make that write fail.
+    await inObject(roomObject(f.room.id), (_instance, state) =>
+      state.storage.sql.exec(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.text = 'refused' BEGIN SELECT RAISE(ABORT, 'test'); END",
+      ),
+    );
+    const alice = await openRoom(f.room.id, await accountToken(f.apiKey, f.alice.id));
+    const closed = closedWithin(listener);
+    alice.sendRaw(
+      JSON.stringify({ type: "message.post", id: "p-1", conversationId: f.conversation.id, text: "refused" }),
+    );
+    expectErrorFrame(await nextError(alice, 0), "INTERNAL", "p-1");
+    expect(await closed).toMatchObject({ code: 1011 });
+    expect(seqsOf(listener.log)).toEqual([1, 2]); // the event it had before the write failed
+    const history = await call("GET", `/v1/conversations/${f.conversation.id}/messages`, { token: f.apiKey });
+    expect(history.body.items).toEqual([first]);
+
+    // Bob reconnects from seq 2, which was never stored: the ack says the room has up to 1, and seq 2 goes to the
+    // next message stored.
+    const again = await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id));
+    const ack = await request(again, {
+      type: "subscribe",
+      topic: conversationTopic(f.orgId, f.conversation.id),
+      sinceSeq: 2,
+    });
+    expect(ack).toMatchObject({ type: "ack", recovered: true, lastSeq: 1 });
+    const next = await postOk(f.apiKey, f.conversation.id, { text: "after", authorId: f.alice.id });
+    expect(next.seq).toBe(2);
+    await again.waitLog((frame) => frame.type === "event" && frame.event.data.seq === 2);
+    expect(again.events().map((e) => e.event.data)).toEqual([next]);
+  });
+
   it("refuses an observer with a FORBIDDEN error frame and posts nothing", async () => {
     const f = await createFixture();
     const carol = await createUser(f.apiKey, "Carol");

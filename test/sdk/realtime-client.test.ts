@@ -108,7 +108,7 @@ async function waitFor<T>(check: () => T | undefined | null | false, timeoutMs =
 let eventCount = 0;
 
 /** A `message_posted` event frame of a conversation. */
-function posted(seq: number, conversationId = CONV, id = `evt_${++eventCount}`) {
+function posted(seq: number, conversationId = CONV, id = `evt_${++eventCount}`, messageId = `msg_${seq}`) {
   const topic = `events.${ORG}.conversations.conversation.message_posted.${conversationId}`;
   return {
     type: "event",
@@ -123,7 +123,7 @@ function posted(seq: number, conversationId = CONV, id = `evt_${++eventCount}`) 
       event: "message_posted",
       resourceId: conversationId,
       occurredAt: new Date().toISOString(),
-      data: { id: `msg_${seq}`, conversationId, seq, text: `m${seq}` },
+      data: { id: messageId, conversationId, seq, text: `m${seq}` },
     },
   };
 }
@@ -253,7 +253,7 @@ describe("RealtimeClient: reconnection", () => {
     expect(delays.at(-1)).toBe(0);
   });
 
-  it("resubscribes every topic after a reconnection, recovering a conversation from the last seq delivered", async () => {
+  it("resubscribes every topic after a reconnection, recovering a conversation from a few seqs before the last delivered", async () => {
     const { client, socket } = setup();
     const reconnects: number[] = [];
     client.on("reconnect", ({ attempt }) => reconnects.push(attempt));
@@ -272,13 +272,56 @@ describe("RealtimeClient: reconnection", () => {
     again.accept();
     expect(reconnects).toEqual([1]);
     const [first, second] = again.frames();
-    expect(first).toEqual({ type: "subscribe", id: first.id, topic: TOPIC, sinceSeq: 2 });
+    // The overlap (8 seqs, here down to 0) replays what this client has, so it can tell a message that took the seq
+    // of one never stored; what it has is dropped.
+    expect(first).toEqual({ type: "subscribe", id: first.id, topic: TOPIC, sinceSeq: 0 });
     expect(second).toEqual({ type: "subscribe", id: second.id, topic: WILDCARD });
     const messages: number[] = [];
+    const gaps: unknown[] = [];
     client.on("message", (message) => messages.push(message.seq));
-    again.receive({ type: "ack", id: first.id, recovered: true });
-    for (const seq of [2, 3, 4]) again.receive(posted(seq));
+    client.on("gap", (gap) => gaps.push(gap));
+    again.receive({ type: "ack", id: first.id, recovered: true, lastSeq: 4 });
+    for (const seq of [1, 2, 3, 4]) again.receive(posted(seq));
     expect(messages).toEqual([3, 4]);
+    expect(gaps).toEqual([]);
+  });
+
+  it("recovers from a delivered message the room never stored: the message that takes its seq, and its lastSeq ack", async () => {
+    const { client, socket } = setup();
+    const ws = await socket(0);
+    ws.accept();
+    const subscribed = client.subscribe(TOPIC, { sinceSeq: 0 });
+    ws.receive({ type: "ack", id: ws.last("subscribe").id, recovered: true, lastSeq: 0 });
+    await subscribed;
+    const messages: string[] = [];
+    const gaps: unknown[] = [];
+    client.on("message", (message) => messages.push(`${message.seq}:${message.id}`));
+    client.on("gap", (gap) => gaps.push(gap));
+    for (const seq of [1, 2, 3, 4, 5]) ws.receive(posted(seq));
+
+    // Live: seq 5 again, as another message (the delivered one was never stored), is delivered once, with a gap.
+    ws.receive(posted(5, CONV, undefined, "msg_other5"));
+    ws.receive(posted(5, CONV, undefined, "msg_other5"));
+    ws.receive(posted(4));
+    expect(messages.slice(5)).toEqual(["5:msg_other5"]);
+    expect(gaps).toEqual([{ topic: TOPIC, conversationId: CONV, afterSeq: 4 }]);
+    expect(client.lastSeq(CONV)).toBe(5);
+
+    // Recovery: the room stored up to 3 only. The client forgets 4 and 5, reports the gap, and the next messages at
+    // those seqs are delivered in order.
+    ws.drop();
+    const again = await socket(1);
+    again.accept();
+    const frame = again.last("subscribe");
+    expect(frame.sinceSeq).toBe(0);
+    again.receive({ type: "ack", id: frame.id, recovered: true, lastSeq: 3 });
+    for (const seq of [1, 2, 3]) again.receive(posted(seq));
+    expect(client.lastSeq(CONV)).toBe(3);
+    expect(gaps.at(-1)).toEqual({ topic: TOPIC, conversationId: CONV, afterSeq: 3 });
+    again.receive(posted(4, CONV, undefined, "msg_new4"));
+    again.receive(posted(5, CONV, undefined, "msg_new5"));
+    expect(messages.slice(6)).toEqual(["4:msg_new4", "5:msg_new5"]);
+    expect(gaps).toHaveLength(2);
   });
 
   it("resolves a subscribe made while disconnected with the ack of the next connection, and reports a gap", async () => {
