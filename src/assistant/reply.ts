@@ -30,10 +30,16 @@ const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
  * the model's rate: appends cost the room a call, a broadcast and a write each, tokens cost nothing more.
  */
 const APPEND_INTERVAL_MS = 30;
+/**
+ * A room that answers slowly is busy (many streams at once): the interval grows to this many times the append's round
+ * trip, at most `MAX_APPEND_INTERVAL_MS`, so a loaded room gets fewer, larger appends.
+ */
+const LOAD_FACTOR = 4;
+const MAX_APPEND_INTERVAL_MS = 250;
 
 /**
  * Streams a model's reply through the conversation's room. The first delta goes to the room as soon as it comes;
- * then the deltas of each `APPEND_INTERVAL_MS` (or of a slower append's round trip) go together. The room closes the
+ * then the deltas of each `APPEND_INTERVAL_MS` (longer when the room answers slowly) go together. The room closes the
  * stream with one `bot` message, or with the model's error (a failure, a timeout, garbage, no text). Failures to
  * reach the room are thrown, so the step is retried; the retry restarts the stream or finds the reply.
  */
@@ -60,6 +66,9 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
 
   let pending = "";
   let length = 0;
+  // What the room has acknowledged: the text, and the index its next delta gets.
+  let sent = "";
+  let next = opened.next;
   let sending: Promise<void> | null = null;
   let roomFailure: unknown = null;
   const pump = async () => {
@@ -68,10 +77,17 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
         const delta = pending;
         pending = "";
         const started = Date.now();
-        const appended = await room.appendStream(input.streamId, delta);
+        let appended = await room.appendStream(input.streamId, delta, next);
+        // A room evicted since its last save lost the deltas after it: give it the whole text.
+        if (!appended.ok && appended.error.code === "CONFLICT") {
+          appended = await room.appendStream(input.streamId, delta, next, sent);
+        }
         // A room restarted before the stream's first delta forgot it: the step's retry opens it again.
         if (!appended.ok) throw new Error(`the room lost the stream: ${appended.error.message}`);
-        const wait = APPEND_INTERVAL_MS - (Date.now() - started);
+        sent += delta;
+        next = appended.value.index + 1;
+        const took = Date.now() - started;
+        const wait = Math.min(MAX_APPEND_INTERVAL_MS, Math.max(APPEND_INTERVAL_MS, LOAD_FACTOR * took)) - took;
         if (wait > 0 && !controller.signal.aborted) await scheduler.wait(wait);
       }
     } catch (error) {
@@ -104,6 +120,6 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
   if (roomFailure) throw roomFailure;
   if (controller.signal.aborted) error ??= "the model timed out";
 
-  const closed = unwrap(await room.closeStream(input.streamId, error));
+  const closed = unwrap(await room.closeStream(input.streamId, error, { index: next, text: sent }));
   return { message: closed.message, error };
 }

@@ -380,55 +380,76 @@ export class Room extends DurableObject<Bindings> {
   /**
    * Opens an assistant reply stream (its id is also the reply's `clientMessageId`). If that reply was already
    * posted (a retried step) it is answered and nothing opens; a stream already open (a retry mid-stream) restarts
-   * its text but keeps its indexes, and its next delta carries the new text as a snapshot.
+   * its text but keeps its indexes, and its next delta carries the new text as a snapshot. Answers the index the
+   * next delta gets.
    */
   async openStream(
     actor: Actor,
     conversationId: string,
     streamId: string,
     authorId: string,
-  ): Promise<Result<{ message: Message | null }>> {
+  ): Promise<Result<{ message: Message | null; next: number }>> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
     const author = this.participant(authorId);
     if (!author || author.role === "observer") return fail("FORBIDDEN", "the author may not post in this room");
     const posted = this.messageByClientId(conversationId, streamId);
-    if (posted) return ok({ message: posted });
-    this.streams.open(streamId, conversationId, authorId);
-    return ok({ message: null });
+    if (posted) return ok({ message: posted, next: 0 });
+    const state = this.streams.open(streamId, conversationId, authorId);
+    return ok({ message: null, next: state.next });
   }
 
   /**
    * Appends a delta to an open stream and sends its `message_stream` event to the room's sockets at once and to the
    * org hub behind the deltas before it (without waiting for the hub: the caller sends the next delta sooner).
+   * `index` is the index the writer expects the delta to get: when the room is not there (an eviction lost its
+   * last unsaved deltas) it answers CONFLICT, unless `sent` gives the whole text the writer sent before this delta;
+   * the room then takes it, and the delta carries it as a snapshot.
    */
-  async appendStream(streamId: string, delta: string): Promise<Result<{ index: number }>> {
+  async appendStream(
+    streamId: string,
+    delta: string,
+    index?: number,
+    sent?: string,
+  ): Promise<Result<{ index: number }>> {
     const state = this.streams.get(streamId);
     if (!state) return fail("NOT_FOUND", "no open stream with this id");
-    const index = state.next;
+    if (index !== undefined && index !== state.next) {
+      if (sent === undefined) return fail("CONFLICT", `the stream's next index is ${state.next}`);
+      this.streams.resync(state, index, sent);
+    }
+    const at = state.next;
     // After a restart the clients' text is stale: that delta carries the whole new text as a snapshot.
-    const text = state.restarted ? this.streams.text(streamId) + delta : undefined;
-    const event = this.streamEvent(state, { index, delta, done: false, ...(text !== undefined ? { text } : {}) });
+    const text = state.restarted ? state.text + delta : undefined;
+    const event = this.streamEvent(state, { index: at, delta, done: false, ...(text !== undefined ? { text } : {}) });
     this.broadcast(event);
     this.publishEphemeral(event);
-    // Stored after the sends, so the output gate does not hold them until this write is durable: a delta is
-    // ephemeral, and what clients keep is the message the close commits.
-    this.streams.append(streamId, delta);
-    // In the same turn as the delta's row, so in the same commit: delivered outbox rows cost no write of their own.
-    this.outbox.prune();
-    return ok({ index });
+    // After the sends, so a save (a write) does not hold them until it is durable.
+    if (this.streams.append(state, delta)) {
+      // In the same commit as the save: delivered outbox rows cost no write of their own.
+      this.outbox.prune();
+    }
+    return ok({ index: at });
   }
 
   /**
    * Closes a stream: with no error, commits the reply as one `bot` message (idempotent on the stream id) together
    * with the final `done` event; with an error, only the `done` event carrying it. Both go through the outbox once
    * the deltas before them reached the hub, so they follow every delta and precede anything posted later.
+   * `final` is the writer's whole text and next index, which the room takes if it lost part of it.
    */
-  async closeStream(streamId: string, error?: string): Promise<Result<{ message: Message | null }>> {
+  async closeStream(
+    streamId: string,
+    error?: string,
+    final?: { index: number; text: string },
+  ): Promise<Result<{ message: Message | null }>> {
     await this.ephemeralFlushed();
     const state = this.streams.get(streamId);
     if (!state) return fail("NOT_FOUND", "no open stream with this id");
-    const text = this.streams.text(streamId);
+    if (final && (final.index !== state.next || final.text !== state.text)) {
+      this.streams.resync(state, final.index, final.text);
+    }
+    const text = state.text;
     const posted = this.messageByClientId(state.conversationId, streamId);
     const author = this.participant(state.authorId);
     const conversation = this.conversationRow(state.conversationId);
@@ -520,7 +541,7 @@ export class Room extends DurableObject<Bindings> {
   private snapshots(): ParleyEvent<MessageStream>[] {
     return this.streams
       .active()
-      .map(({ state, text }) => this.streamEvent(state, { index: state.next - 1, delta: "", text, done: false }));
+      .map((state) => this.streamEvent(state, { index: state.next - 1, delta: "", text: state.text, done: false }));
   }
 
   private messageByClientId(conversationId: string, clientMessageId: string): Message | null {

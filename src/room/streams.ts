@@ -11,11 +11,27 @@ export interface StreamState {
   restarted: boolean;
   /** Whether the stream has its row in storage (a new stream is written with its first delta). */
   stored: boolean;
+  /** The text so far. */
+  text: string;
+  /** How much of `text` storage has, and whether storage must be rewritten from the start (after a resync). */
+  saved: number;
+  rewrite: boolean;
+  /** When the text was last saved (ms). */
+  savedAt: number;
 }
 
 /**
- * The streams in flight of a room, in its SQLite storage: one row per stream and one per delta, so appending costs
- * the delta's size whatever the length of the text. States are cached; the storage is the truth after an eviction.
+ * How often a stream's text is saved while it streams. Each save is a write, and a room commits every write before
+ * its later sends go out: saving every delta made one commit per delta, the limit of a room with many streams. An
+ * eviction loses at most this much of a stream's text from the room; the assistant step, which has the whole text,
+ * puts it back (`resync`), so clients and the posted message lose nothing.
+ */
+export const SAVE_EVERY_MS = 250;
+
+/**
+ * The streams in flight of a room: in memory, saved to SQLite at most every `SAVE_EVERY_MS` per stream (a row per
+ * stream, and a row per save holding the text since the save before, keyed by the index of its last delta). After an
+ * eviction the saved state is loaded again.
  */
 export class StreamLog {
   private readonly cache = new Map<string, StreamState>();
@@ -23,41 +39,74 @@ export class StreamLog {
   constructor(private readonly sql: SqlStorage) {}
 
   /** Opens a stream, or restarts one that is open: its indexes go on, its text starts again. */
-  open(streamId: string, conversationId: string, authorId: string): void {
+  open(streamId: string, conversationId: string, authorId: string): StreamState {
     const current = this.get(streamId);
-    const now = new Date().toISOString();
     if (!current) {
       // Nothing to store before the first delta: a write here would hold that delta's send until it is durable.
-      this.cache.set(streamId, { streamId, conversationId, authorId, next: 0, restarted: false, stored: false });
-      return;
+      const state: StreamState = {
+        streamId,
+        conversationId,
+        authorId,
+        next: 0,
+        restarted: false,
+        stored: false,
+        text: "",
+        saved: 0,
+        rewrite: false,
+        savedAt: 0,
+      };
+      this.cache.set(streamId, state);
+      return state;
     }
-    if (!current.stored) return;
+    if (!current.stored) return current;
     this.sql.exec("DELETE FROM stream_chunks WHERE stream_id = ?", streamId);
     this.sql.exec(
       "UPDATE streams SET base_index = ?, restarted = 1, updated_at = ? WHERE stream_id = ?",
       current.next,
-      now,
+      new Date().toISOString(),
       streamId,
     );
-    this.cache.set(streamId, { ...current, restarted: true });
+    Object.assign(current, { restarted: true, text: "", saved: 0, rewrite: false });
+    return current;
   }
 
-  /** Appends a delta to an open stream (its index is the state's `next`). */
-  append(streamId: string, delta: string): void {
-    const state = this.get(streamId);
-    if (!state) return;
+  /**
+   * Puts a stream back in step with its writer, who has sent `text` so far and expects the next delta to get `index`:
+   * after an eviction the room may have lost the last unsaved deltas. The next delta carries the whole text.
+   */
+  resync(state: StreamState, index: number, text: string): void {
+    Object.assign(state, { next: index, text, restarted: true, saved: 0, rewrite: true });
+  }
+
+  /**
+   * Appends a delta (its index is the state's `next`); answers whether it wrote. Call it after the delta's event is
+   * sent: the write it may make holds the sends that follow it, not this one.
+   */
+  append(state: StreamState, delta: string, now = Date.now()): boolean {
     if (!state.stored) {
       this.sql.exec(
         "INSERT INTO streams (stream_id, conversation_id, author_id, updated_at) VALUES (?, ?, ?, ?)",
-        streamId,
+        state.streamId,
         state.conversationId,
         state.authorId,
-        new Date().toISOString(),
+        new Date(now).toISOString(),
       );
     }
-    this.sql.exec("INSERT INTO stream_chunks (stream_id, idx, delta) VALUES (?, ?, ?)", streamId, state.next, delta);
-    if (state.restarted) this.sql.exec("UPDATE streams SET restarted = 0 WHERE stream_id = ?", streamId);
-    this.cache.set(streamId, { ...state, next: state.next + 1, restarted: false, stored: true });
+    const wasRestarted = state.restarted;
+    Object.assign(state, { text: state.text + delta, next: state.next + 1, restarted: false });
+    if (state.stored && !state.rewrite && now - state.savedAt < SAVE_EVERY_MS) return false;
+    if (state.rewrite) this.sql.exec("DELETE FROM stream_chunks WHERE stream_id = ?", state.streamId);
+    this.sql.exec(
+      "INSERT INTO stream_chunks (stream_id, idx, delta) VALUES (?, ?, ?)",
+      state.streamId,
+      state.next - 1,
+      state.text.slice(state.saved),
+    );
+    if (wasRestarted || state.rewrite) {
+      this.sql.exec("UPDATE streams SET restarted = 0 WHERE stream_id = ?", state.streamId);
+    }
+    Object.assign(state, { stored: true, saved: state.text.length, rewrite: false, savedAt: now });
+    return true;
   }
 
   /** A stream's state, or null. */
@@ -66,18 +115,9 @@ export class StreamLog {
     if (cached) return cached;
     const row = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE stream_id = ?", streamId).toArray()[0];
     if (!row) return null;
-    const state = this.fromRow(row);
+    const state = this.load(row);
     this.cache.set(streamId, state);
     return state;
-  }
-
-  /** The text of a stream so far. */
-  text(streamId: string): string {
-    return this.sql
-      .exec<{ delta: string }>("SELECT delta FROM stream_chunks WHERE stream_id = ? ORDER BY idx", streamId)
-      .toArray()
-      .map((row) => row.delta)
-      .join("");
   }
 
   /** Forgets a stream (inside the transaction that closes it). */
@@ -87,32 +127,40 @@ export class StreamLog {
     this.cache.delete(streamId);
   }
 
-  /** The streams that have sent at least one delta, with their text so far. */
-  active(): { state: StreamState; text: string }[] {
+  /** The streams that have sent at least one delta. */
+  active(): StreamState[] {
     return this.sql
       .exec<StreamRow>("SELECT * FROM streams ORDER BY stream_id")
       .toArray()
-      .map((row) => this.cache.get(row.stream_id) ?? this.fromRow(row))
-      .filter((state) => state.next > 0)
-      .map((state) => ({ state, text: this.text(state.streamId) }));
+      .map((row) => this.get(row.stream_id)!)
+      .filter((state) => state.next > 0);
   }
 
-  /** Drops the cache (after a transaction rolled back). */
+  /** Drops the cache (after a transaction rolled back): what was not saved is put back by `resync`. */
   reset(): void {
     this.cache.clear();
   }
 
-  private fromRow(row: StreamRow): StreamState {
-    const last = this.sql
-      .exec<{ idx: number | null }>("SELECT max(idx) AS idx FROM stream_chunks WHERE stream_id = ?", row.stream_id)
-      .one().idx;
+  /** A stream as storage has it. */
+  private load(row: StreamRow): StreamState {
+    const chunks = this.sql
+      .exec<{ idx: number; delta: string }>(
+        "SELECT idx, delta FROM stream_chunks WHERE stream_id = ? ORDER BY idx",
+        row.stream_id,
+      )
+      .toArray();
+    const text = chunks.map((chunk) => chunk.delta).join("");
     return {
       streamId: row.stream_id,
       conversationId: row.conversation_id,
       authorId: row.author_id,
-      next: last === null ? row.base_index : last + 1,
+      next: chunks.length === 0 ? row.base_index : chunks[chunks.length - 1].idx + 1,
       restarted: row.restarted === 1,
       stored: true,
+      text,
+      saved: text.length,
+      rewrite: false,
+      savedAt: 0,
     };
   }
 }

@@ -2,7 +2,7 @@ import { env, evictDurableObject } from "cloudflare:test";
 import { call } from "../helpers/api";
 import { roomStub } from "../../src/room/client";
 import { describe, expect, it } from "vitest";
-import { openHub, openRoom, roomObject, subscribe } from "../helpers/realtime";
+import { inObject, openHub, openRoom, roomObject, subscribe } from "../helpers/realtime";
 import { agentRoom, historyOf, runsOf, say, streamEvents } from "./helpers";
 
 // The model server streams "Model reply to: <question>" a word at a time, 120 ms apart.
@@ -96,11 +96,17 @@ describe("the room's stream log", () => {
     const { apiKey, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
     const stub = roomStub(env, room.id);
     const actor = { orgId };
-    expect(await stub.openStream(actor, conversationId, "s-1", bot.id)).toEqual({ ok: true, value: { message: null } });
+    expect(await stub.openStream(actor, conversationId, "s-1", bot.id)).toEqual({
+      ok: true,
+      value: { message: null, next: 0 },
+    });
     expect(await stub.appendStream("s-1", "first ")).toEqual({ ok: true, value: { index: 0 } });
     expect(await stub.appendStream("s-1", "try")).toEqual({ ok: true, value: { index: 1 } });
-    // The step is retried: the stream restarts.
-    await stub.openStream(actor, conversationId, "s-1", bot.id);
+    // The step is retried: the stream restarts, and says where its indexes are.
+    expect(await stub.openStream(actor, conversationId, "s-1", bot.id)).toEqual({
+      ok: true,
+      value: { message: null, next: 2 },
+    });
     expect(await stub.appendStream("s-1", "second")).toEqual({ ok: true, value: { index: 2 } });
     await stub.appendStream("s-1", " try");
     const closed = await stub.closeStream("s-1");
@@ -122,6 +128,47 @@ describe("the room's stream log", () => {
     expect(done.event.data.messageId).toBe(closed.ok && closed.value.message?.id);
     expect(await historyOf(apiKey, conversationId, 1)).toHaveLength(1);
     socket.close();
+  });
+
+  it("saves a stream's text at most every 250 ms; after an eviction the writer puts back what was not saved", async () => {
+    const { apiKey, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
+    const stub = roomStub(env, room.id);
+    await stub.openStream({ orgId }, conversationId, "s-3", bot.id);
+    const words = ["one ", "two ", "three ", "four "];
+    for (const [index, word] of words.entries()) {
+      expect(await stub.appendStream("s-3", word, index)).toEqual({ ok: true, value: { index } });
+    }
+    // Four appends within 250 ms: the first is saved (with the stream's row), the rest wait for the next save.
+    const saved = await inObject(roomObject(room.id), (_instance, state) =>
+      state.storage.sql.exec("SELECT idx, delta FROM stream_chunks WHERE stream_id = 's-3'").toArray(),
+    );
+    expect(saved).toEqual([{ idx: 0, delta: "one " }]);
+
+    await evictDurableObject(roomObject(room.id));
+    // The room is back at index 1; the writer, at 4, is told, and gives the whole text it sent.
+    const behind = await stub.appendStream("s-3", "five", 4);
+    expect(behind).toMatchObject({ ok: false, error: { code: "CONFLICT" } });
+    expect(await stub.appendStream("s-3", "five", 4, words.join(""))).toEqual({ ok: true, value: { index: 4 } });
+    const closed = await stub.closeStream("s-3", undefined, { index: 5, text: `${words.join("")}five` });
+    expect(closed.ok && closed.value.message?.text).toBe("one two three four five");
+
+    // A socket that subscribes after an eviction gets the saved text as a snapshot, then the following deltas.
+    await stub.openStream({ orgId }, conversationId, "s-4", bot.id);
+    await stub.appendStream("s-4", "a", 0);
+    await evictDurableObject(roomObject(room.id));
+    const again = await openRoom(room.id, apiKey);
+    await subscribe(again, `events.${orgId}.conversations.conversation.message_stream.${conversationId}`);
+    await stub.appendStream("s-4", "b", 1);
+    await stub.closeStream("s-4", undefined, { index: 2, text: "ab" });
+    await again.waitLog((f) => f.type === "event" && f.event.data?.done === true);
+    expect(streamEvents(again, "s-4").map((d) => [d.index, d.delta, d.text])).toEqual([
+      [0, "", "a"],
+      [1, "b", undefined],
+      [2, "", "ab"],
+    ]);
+    expect(await historyOf(apiKey, conversationId, 2)).toHaveLength(2);
+    socket.close();
+    again.close();
   });
 
   it("an empty reply posts nothing and ends the stream with an error", async () => {
