@@ -292,6 +292,11 @@ export class SocketRegistry {
   }
 
   /** Closes a socket with a code and reason, forgetting its state. */
+  /** How many sockets have a subscription matching `topic`. */
+  subscriberCount(topic: string): number {
+    return this.subscribersOf(topic).length;
+  }
+
   /** Closes every socket with a subscription matching `topic`. */
   closeSubscribers(topic: string, code: number, reason: string): void {
     for (const ws of [...this.subscribersOf(topic)]) this.close(ws, code, reason);
