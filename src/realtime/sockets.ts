@@ -291,7 +291,6 @@ export class SocketRegistry {
     });
   }
 
-  /** Closes a socket with a code and reason, forgetting its state. */
   /** How many sockets have a subscription matching `topic`. */
   subscriberCount(topic: string): number {
     return this.subscribersOf(topic).length;
@@ -302,6 +301,7 @@ export class SocketRegistry {
     for (const ws of [...this.subscribersOf(topic)]) this.close(ws, code, reason);
   }
 
+  /** Closes a socket with a code and reason, forgetting its state. */
   close(ws: WebSocket, code: number, reason: string): void {
     this.forget(ws);
     try {

@@ -114,10 +114,7 @@ export class StreamLog {
     const cached = this.cache.get(streamId);
     if (cached) return cached;
     const row = this.sql.exec<StreamRow>("SELECT * FROM streams WHERE stream_id = ?", streamId).toArray()[0];
-    if (!row) return null;
-    const state = this.load(row);
-    this.cache.set(streamId, state);
-    return state;
+    return row ? this.load(row) : null;
   }
 
   /** Forgets a stream (inside the transaction that closes it). */
@@ -132,7 +129,7 @@ export class StreamLog {
     return this.sql
       .exec<StreamRow>("SELECT * FROM streams ORDER BY stream_id")
       .toArray()
-      .map((row) => this.get(row.stream_id)!)
+      .map((row) => this.cache.get(row.stream_id) ?? this.load(row))
       .filter((state) => state.next > 0);
   }
 
@@ -141,7 +138,7 @@ export class StreamLog {
     this.cache.clear();
   }
 
-  /** A stream as storage has it. */
+  /** A stream as storage has it, kept in the cache. */
   private load(row: StreamRow): StreamState {
     const chunks = this.sql
       .exec<{ idx: number; delta: string }>(
@@ -150,7 +147,7 @@ export class StreamLog {
       )
       .toArray();
     const text = chunks.map((chunk) => chunk.delta).join("");
-    return {
+    const state: StreamState = {
       streamId: row.stream_id,
       conversationId: row.conversation_id,
       authorId: row.author_id,
@@ -162,5 +159,7 @@ export class StreamLog {
       rewrite: false,
       savedAt: 0,
     };
+    this.cache.set(row.stream_id, state);
+    return state;
   }
 }

@@ -142,8 +142,7 @@ interface Subscription {
   sinceSeq?: number;
   /** The frame id of the subscribe in flight on the current connection. */
   frameId?: string;
-  /** The seq the in-flight subscribe asked to recover after, and the last seq this client had delivered then. */
-  sentSinceSeq?: number;
+  /** The last seq this client had delivered when the in-flight subscribe asked to recover. */
   hadSeq?: number;
   waiters: Waiter<SubscribeResult>[];
 }
@@ -484,7 +483,6 @@ export class RealtimeClient {
       last !== undefined && subscription.conversationId
         ? Math.max(last - RECOVERY_OVERLAP, subscription.sinceSeq ?? 0, 0)
         : subscription.sinceSeq;
-    subscription.sentSinceSeq = sinceSeq;
     subscription.hadSeq = last !== undefined ? Math.max(last, sinceSeq ?? 0) : sinceSeq;
     this.#track(id, { kind: "subscribe", topic: subscription.topic });
     this.#sendText(
