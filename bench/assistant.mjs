@@ -14,7 +14,9 @@
 // First-token latency runs from the moment the model server has read the request to the moment the client has the
 // first token: the same span on both paths, so Parley's trigger pipeline (queue, workflow) is left out; it is shown
 // apart (post -> first token). Tokens/s per stream: (tokens - 1) / (last token received - first token received).
-// Per-token delay: for every token, received by the client - written by the model server.
+// Per-token delay: for every token, received by the client - written by the model server. Server CPU per stream: the
+// CPU time of wrangler dev's workerd processes over a measured Parley run, divided by its streams: the whole cost of
+// a reply (post, queue, D1, Workflow engine, room), and a figure that swings less than latency on a loaded machine.
 // Prints a table, writes JSON to bench/.results/. Any non-2xx answer, missing or wrong stream fails the run (exit 1).
 //
 // Environment (all optional):
@@ -43,12 +45,15 @@ import {
   machineInfo,
   percentile,
   profileWorker,
+  refreshWorkerd,
   reloadsIn,
   root,
   saveResults,
+  serverCpuMs,
   snapshotApp,
   startDevServer,
   stopProcessGroup,
+  workerdPids,
 } from "./lib.mjs";
 
 const CONFIG = {
@@ -358,11 +363,17 @@ async function parleyStream(ctx, socket, phase) {
 
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
 
-/** Runs `count` streams one after the other, or `rounds` rounds of `width` streams at once; answers every stream. */
-async function runPhase(label, { count = 1, rounds = 1, width = 1 }, one) {
+/**
+ * Runs `count` streams one after the other, or `rounds` rounds of `width` streams at once; answers every stream. With
+ * `server`, also the CPU time its workerd processes used per stream (everything a stream costs Parley: the post, the
+ * queue, D1, the Workflow engine, the room; null if workerd restarted meanwhile).
+ */
+async function runPhase(label, { count = 1, rounds = 1, width = 1 }, one, server = null) {
   const streams = [];
   loopDelay.reset();
   loopDelay.enable();
+  const pids = server && refreshWorkerd(server);
+  const cpuBefore = server && serverCpuMs(server);
   const started = performance.now();
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < count; i++) {
@@ -373,11 +384,16 @@ async function runPhase(label, { count = 1, rounds = 1, width = 1 }, one) {
   const summary = summarize(streams);
   summary.elapsedS = round3((performance.now() - started) / 1000);
   summary.benchLoopDelayP99Ms = round3(loopDelay.percentile(99) / 1e6);
+  if (server) {
+    const same = refreshWorkerd(server) === pids;
+    summary.serverCpuMsPerStream = same ? round3((serverCpuMs(server) - cpuBefore) / streams.length) : null;
+  }
   log(
     `${label}: ${streams.length} streams, first token p50 ${summary.firstTokenMs.p50} ms p99 ` +
       `${summary.firstTokenMs.p99} ms, tokens/s p50 ${summary.tokensPerSecond.p50}, ` +
       `per-token delay p50 ${summary.tokenDelayMs.p50} ms p99 ${summary.tokenDelayMs.p99} ms, ` +
-      `start to first token p50 ${summary.fromStartMs.p50} ms`,
+      `start to first token p50 ${summary.fromStartMs.p50} ms` +
+      (server ? `, server CPU ${summary.serverCpuMsPerStream ?? "?"} ms per stream` : ""),
   );
   return summary;
 }
@@ -493,6 +509,8 @@ function buildTable(results) {
     for (const p of ["p50", "p99"]) {
       rows.push([`post -> first token, ${label}, ${p} (info)`, "", ms(parley.fromStartMs[p]), "", "", ""]);
     }
+    const cpu = parley.serverCpuMsPerStream;
+    rows.push([`server CPU per stream, ${label} (info)`, "", cpu == null ? "?" : ms(cpu), "", "", ""]);
   }
   const header = ["metric", "direct", "Parley", "ratio", "overhead", `<= ${TARGET.factor}x + ${TARGET.plusMs} ms`];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -521,6 +539,7 @@ async function main() {
     onSpawn: (handle) => (app.pid = handle.pid),
   });
   BASE = server.base;
+  server.workerd = workerdPids(server.pid);
   const ctx = await setup(server.adminToken);
   const keepAlive = setInterval(() => {
     for (const socket of ctx.sockets) socket.ws.send(JSON.stringify({ type: "ping" }));
@@ -541,10 +560,11 @@ async function main() {
   const reloadsBefore = reloadsIn(app.logPath);
   const results = { c1: {}, cN: {} };
   results.c1.direct = await runPhase("c=1 direct", { count: CONFIG.repeats }, () => directStream(model.url, "d1"));
-  results.c1.parley = await runPhase("c=1 parley", { count: CONFIG.repeats }, sequential("p1"));
+  results.c1.parley = await runPhase("c=1 parley", { count: CONFIG.repeats }, sequential("p1"), server);
   const shape = { rounds: CONFIG.rounds, width };
   results.cN.direct = await runPhase(`c=${width} direct`, shape, () => directStream(model.url, "dn"));
-  results.cN.parley = await runPhase(`c=${width} parley`, shape, (slot) => parleyStream(ctx, ctx.sockets[slot], "pn"));
+  const concurrent = (slot) => parleyStream(ctx, ctx.sockets[slot], "pn");
+  results.cN.parley = await runPhase(`c=${width} parley`, shape, concurrent, server);
   const reloads = reloadsIn(app.logPath) - reloadsBefore;
 
   let profile = null;

@@ -260,6 +260,68 @@ export async function startDevServer({
   return waitHealthy(server, port, timeoutMs);
 }
 
+// --- /proc: the workerd processes of a server and their CPU ---------------------------------------------------
+
+const CLK_TCK = (() => {
+  const out = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
+  const value = Number(out.stdout?.trim());
+  return Number.isFinite(value) && value > 0 ? value : 100;
+})();
+
+/** `/proc/{pid}/stat` split after the command name: [state, ppid, ...]; null when the process is gone. */
+function procStat(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const close = text.lastIndexOf(")");
+    return { comm: text.slice(text.indexOf("(") + 1, close), fields: text.slice(close + 2).split(" ") };
+  } catch {
+    return null;
+  }
+}
+
+/** The pids of every workerd process below `pid` in the process tree. */
+export function workerdPids(pid) {
+  const children = new Map();
+  const comms = new Map();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = procStat(entry);
+    if (!stat) continue;
+    const ppid = Number(stat.fields[1]);
+    comms.set(Number(entry), stat.comm);
+    if (!children.has(ppid)) children.set(ppid, []);
+    children.get(ppid).push(Number(entry));
+  }
+  const found = [];
+  const stack = [pid];
+  while (stack.length > 0) {
+    const current = stack.pop();
+    for (const child of children.get(current) ?? []) {
+      if (comms.get(child) === "workerd") found.push(child);
+      stack.push(child);
+    }
+  }
+  return found.sort((a, b) => a - b);
+}
+
+/** Re-reads the server's workerd pids (wrangler restarts workerd on a reload); answers the list, the same object
+ * when nothing changed. */
+export function refreshWorkerd(server) {
+  const pids = workerdPids(server.pid);
+  if (pids.join() !== server.workerd.join()) server.workerd = pids;
+  return server.workerd;
+}
+
+/** CPU time (ms, user + system) used so far by the server's workerd processes, summed. */
+export function serverCpuMs(server) {
+  let ticks = 0;
+  for (const pid of server.workerd) {
+    const stat = procStat(pid);
+    if (stat) ticks += Number(stat.fields[11]) + Number(stat.fields[12]); // utime, stime
+  }
+  return (ticks / CLK_TCK) * 1000;
+}
+
 // --- where the worker's CPU goes -------------------------------------------------------------------------------
 
 /**

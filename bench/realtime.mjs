@@ -16,9 +16,8 @@
 //      largest room, divided by their number.
 // All clients live in this one Node process (so send and receive timestamps share a clock). Prints a table with the
 // ratio of every figure to the floor and writes JSON to bench/.results/. See bench/README.md.
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -30,15 +29,18 @@ import {
   log,
   machineInfo,
   percentile,
+  refreshWorkerd,
   reloadsIn,
   root,
   saveResults,
+  serverCpuMs,
   sleep,
   snapshotApp,
   spawnLogged,
   startDevServer,
   stopProcessGroup,
   waitHealthy,
+  workerdPids,
 } from "./lib.mjs";
 
 /** An integer setting from the environment; 0 is allowed (e.g. no refinement steps). */
@@ -177,57 +179,7 @@ async function startBenchWorker(name) {
   return waitHealthy(server, port, STARTUP_TIMEOUT_MS);
 }
 
-// --- /proc: the workerd processes of a server, their memory and CPU ---------------------------------------------
-
-const CLK_TCK = (() => {
-  const out = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
-  const value = Number(out.stdout?.trim());
-  return Number.isFinite(value) && value > 0 ? value : 100;
-})();
-
-/** `/proc/{pid}/stat` split after the command name: [state, ppid, ...]; null when the process is gone. */
-function procStat(pid) {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const close = text.lastIndexOf(")");
-    return { comm: text.slice(text.indexOf("(") + 1, close), fields: text.slice(close + 2).split(" ") };
-  } catch {
-    return null;
-  }
-}
-
-/** The pids of every workerd process below `pid` in the process tree. */
-function workerdPids(pid) {
-  const children = new Map();
-  const comms = new Map();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = procStat(entry);
-    if (!stat) continue;
-    const ppid = Number(stat.fields[1]);
-    comms.set(Number(entry), stat.comm);
-    if (!children.has(ppid)) children.set(ppid, []);
-    children.get(ppid).push(Number(entry));
-  }
-  const found = [];
-  const stack = [pid];
-  while (stack.length > 0) {
-    const current = stack.pop();
-    for (const child of children.get(current) ?? []) {
-      if (comms.get(child) === "workerd") found.push(child);
-      stack.push(child);
-    }
-  }
-  return found.sort((a, b) => a - b);
-}
-
-/** Re-reads the server's workerd pids (wrangler restarts workerd on a reload); answers the list, the same object
- * when nothing changed. */
-function refreshWorkerd(server) {
-  const pids = workerdPids(server.pid);
-  if (pids.join() !== server.workerd.join()) server.workerd = pids;
-  return server.workerd;
-}
+// --- /proc: the memory of a server's workerd processes --------------------------------------------------------
 
 /** Resident memory (bytes) of the server's workerd processes, summed. */
 function serverRss(server) {
@@ -241,16 +193,6 @@ function serverRss(server) {
     }
   }
   return bytes;
-}
-
-/** CPU time (ms, user + system) used so far by the server's workerd processes, summed. */
-function serverCpuMs(server) {
-  let ticks = 0;
-  for (const pid of server.workerd) {
-    const stat = procStat(pid);
-    if (stat) ticks += Number(stat.fields[11]) + Number(stat.fields[12]); // utime, stime
-  }
-  return (ticks / CLK_TCK) * 1000;
 }
 
 async function rssSample(server) {

@@ -30,6 +30,7 @@ export const flowRuns = sqliteTable(
     index("flow_runs_queue_idx").on(t.conversationId, t.agentId, t.status, t.seq),
     index("flow_runs_org_idx").on(t.orgId, t.id),
     index("flow_runs_agent_idx").on(t.orgId, t.agentId, t.id),
+    index("flow_runs_event_idx").on(t.eventId),
   ],
 );
 

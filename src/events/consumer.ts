@@ -5,7 +5,7 @@ import {
   mirrorRoomStatements,
   purgeConversationStatement,
 } from "../db/mirror";
-import { dispatchFlows } from "../flows/dispatch";
+import { dispatchedOf, dispatchedStatements, dispatchFlows } from "../flows/dispatch";
 import type { Message } from "../protocol/messages";
 import { notifyEvents, rulesOf, rulesStatements } from "../notifications/rules";
 import { QueueBodySchema, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
@@ -34,12 +34,17 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
   }
   try {
     const events = valid.map((body) => body.event);
-    // One D1 round trip for the archive writes and the notification rules the batch's events may match.
+    // One D1 round trip for the archive writes, the notification rules the batch's events may match, and the
+    // triggers whose flows have already started.
     const archive = archiveStatements(env.DB, valid);
     const rules = rulesStatements(env.DB, events);
-    const results = archive.length + rules.length > 0 ? await env.DB.batch([...archive, ...rules]) : [];
-    await dispatchFlows(env, valid);
-    await notifyEvents(env, events, rulesOf(results.slice(archive.length)));
+    const dispatched = dispatchedStatements(env.DB, valid);
+    const statements = [...archive, ...rules, ...dispatched];
+    const results = statements.length > 0 ? await env.DB.batch(statements) : [];
+    // Triggers whose runs all began were dispatched by their room: a second pass would only read them again.
+    const started = dispatchedOf(results.slice(archive.length + rules.length));
+    await dispatchFlows(env, started.size === 0 ? valid : valid.filter((body) => !started.has(body.event.id)));
+    await notifyEvents(env, events, rulesOf(results.slice(archive.length, archive.length + rules.length)));
     batch.ackAll();
   } catch (error) {
     const attempts = Math.max(...batch.messages.map((m) => m.attempts));

@@ -22,7 +22,10 @@ export interface QueueBody {
   event: ParleyEvent;
   room?: RoomRecord;
   conversation?: ConversationRecord;
-  /** For a conversation's start and its messages: the room's auto-responding agents when the room committed it. */
+  /**
+   * For a conversation's start and its messages: the room's auto-responding agents that may answer it, as of its
+   * commit (never a message's author, none for a system message).
+   */
   agents?: string[];
 }
 

@@ -31,9 +31,7 @@ interface Candidate {
  * by their trigger, so redelivered events queue nothing twice, and waking is harmless to repeat.
  */
 export async function dispatchFlows(env: Bindings, bodies: QueueBody[]): Promise<void> {
-  const triggering = bodies.filter(
-    (b) => b.event.type === "conversation.created" || b.event.type === "conversation.message_posted",
-  );
+  const triggering = bodies.filter(isTrigger);
   if (triggering.length === 0) return;
   const candidates = await withAgents(env.DB, triggering);
   const agentIds = [...new Set(candidates.flatMap((c) => c.agents))];
@@ -59,6 +57,33 @@ export async function dispatchFlows(env: Bindings, bodies: QueueBody[]): Promise
       wakeFlow(env, { orgId: t.orgId, roomId: t.roomId, conversationId: t.conversationId, agentId: t.agentId }),
     ),
   );
+}
+
+/** Whether an event may start flows: a conversation's start, or a message that names agents who may answer it. */
+function isTrigger(body: QueueBody): boolean {
+  const type = body.event.type;
+  return (type === "conversation.created" || type === "conversation.message_posted") && body.agents?.length !== 0;
+}
+
+/**
+ * For the events consumer's D1 batch: the triggers of `bodies` whose runs have all begun (the room dispatched them,
+ * and their flows took them). Those need no second dispatch; read them with `dispatchedOf`.
+ */
+export function dispatchedStatements(db: D1Database, bodies: QueueBody[]): D1PreparedStatement[] {
+  const ids = bodies.filter(isTrigger).map((body) => body.event.id);
+  return chunks(ids, D1_MAX_IDS).map((some) =>
+    db
+      .prepare(
+        `SELECT event_id FROM flow_runs WHERE event_id IN (${some.map(() => "?").join(",")})
+         GROUP BY event_id HAVING SUM(status = 'queued') = 0`,
+      )
+      .bind(...some),
+  );
+}
+
+/** The event ids in the results of `dispatchedStatements`. */
+export function dispatchedOf(results: D1Result[]): Set<string> {
+  return new Set(results.flatMap((result) => (result.results as { event_id: string }[]).map((row) => row.event_id)));
 }
 
 /**

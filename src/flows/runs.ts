@@ -1,11 +1,12 @@
-import { and, desc, eq, inArray, lt, or } from "drizzle-orm";
+import { and, desc, eq, inArray, lt, or, sql } from "drizzle-orm";
 import type { Bindings } from "../env";
-import { chunks, createDb } from "../db/client";
-import { flowRuns } from "../db/schema";
+import { chunks, createDb, type Db } from "../db/client";
+import { accounts, flowRuns } from "../db/schema";
 import { createEvent } from "../events/envelope";
 import { publishOrgEvents } from "../events/publish";
 import { sha256 } from "../lib/crypto";
 import { base32, newId } from "../lib/ids";
+import type { AgentSettings } from "../protocol/accounts";
 import type { ParleyEvent } from "../protocol/events";
 import type { FlowRun, FlowRunStatus, FlowTrigger } from "../protocol/flows";
 
@@ -144,13 +145,82 @@ export async function setRunStatus(
   status: FlowRunStatus,
   error: string | null = null,
 ): Promise<FlowRunRow | null> {
-  const now = new Date().toISOString();
-  const rows = await createDb(db)
+  const rows = await runStatusUpdate(createDb(db), id, from, status, error);
+  return rows[0] ?? null;
+}
+
+/** The update of `setRunStatus`, for a batch: answers the moved row, or none. */
+export function runStatusUpdate(
+  d: Db,
+  id: string,
+  from: FlowRunStatus[],
+  status: FlowRunStatus,
+  error: string | null = null,
+  now = new Date().toISOString(),
+) {
+  return d
     .update(flowRuns)
     .set({ status, error, updatedAt: now, ...(status === "running" ? { startedAt: now } : {}) })
     .where(and(eq(flowRuns.id, id), inArray(flowRuns.status, from)))
     .returning();
-  return rows[0] ?? null;
+}
+
+/** A run that ended, with its error if it failed. */
+export interface EndedRun {
+  id: string;
+  error: string | null;
+}
+
+/**
+ * The next run of a (conversation, agent), begun, in one D1 transaction: ends the run before it (if any), moves the
+ * next queued run to running, and reads the agent's settings. A run still running is taken again first: it is the
+ * one a retried take had begun before its answer was lost. Answers the rows that moved (to publish) and the run
+ * taken with its agent's settings (null if the agent is gone), or no run when none is queued.
+ */
+export async function takeRun(
+  db: D1Database,
+  flow: { orgId: string; conversationId: string; agentId: string },
+  previous: EndedRun | null,
+): Promise<{ moved: FlowRunRow[]; run: FlowRunRow | null; agent: AgentSettings | null }> {
+  const d = createDb(db);
+  const now = new Date().toISOString();
+  const next = d
+    .select({ id: flowRuns.id })
+    .from(flowRuns)
+    .where(
+      and(
+        eq(flowRuns.conversationId, flow.conversationId),
+        eq(flowRuns.agentId, flow.agentId),
+        inArray(flowRuns.status, ["queued", "running"]),
+      ),
+    )
+    .orderBy(desc(sql`${flowRuns.status} = 'running'`), flowRuns.seq)
+    .limit(1);
+  const begin = d
+    .update(flowRuns)
+    .set({ status: "running", error: null, updatedAt: now, startedAt: now })
+    .where(inArray(flowRuns.id, next))
+    .returning();
+  const agent = d
+    .select({ agent: accounts.agent })
+    .from(accounts)
+    .where(and(eq(accounts.id, flow.agentId), eq(accounts.orgId, flow.orgId), eq(accounts.type, "agent")));
+  if (previous) {
+    const status = previous.error ? "failed" : "completed";
+    const [ended, begun, agents] = await d.batch([
+      runStatusUpdate(d, previous.id, ["running"], status, previous.error, now),
+      begin,
+      agent,
+    ]);
+    return { moved: [...ended, ...begun], run: begun[0] ?? null, agent: agentSettings(agents) };
+  }
+  const [begun, agents] = await d.batch([begin, agent]);
+  return { moved: begun, run: begun[0] ?? null, agent: agentSettings(agents) };
+}
+
+/** The settings of the agent read by `takeRun`, or null when it is gone. */
+function agentSettings(rows: { agent: Record<string, unknown> | null }[]): AgentSettings | null {
+  return rows.length === 0 ? null : ((rows[0].agent ?? {}) as AgentSettings);
 }
 
 /** A page of an org's runs, newest first. */

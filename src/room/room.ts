@@ -618,7 +618,9 @@ export class Room extends DurableObject<Bindings> {
     const updated = { ...row, last_seq: message.seq, last_message_at: message.createdAt, version: row.version + 1 };
     this.conversations.set(updated.id, updated);
     const conversation = this.conversationRecord(updated);
-    this.enqueue(draft.event, { conversation, agents: this.respondingAgents() }, delivered);
+    // An agent never answers its own message, and none answers a system message: such a message starts no flow.
+    const agents = message.type === "system" ? [] : this.respondingAgents().filter((id) => id !== message.authorId);
+    this.enqueue(draft.event, { conversation, agents }, delivered);
     return { message, created: true, conversation };
   }
 

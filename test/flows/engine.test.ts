@@ -4,13 +4,17 @@ import {
   env,
   getQueueResult,
   introspectWorkflowInstance,
+  runInDurableObject,
 } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { call, createAccount, eventually } from "../helpers/api";
+import { call, createAccount, createOrg, eventually } from "../helpers/api";
 import { addParticipant, openHub, subscribe } from "../helpers/realtime";
 import { consumeEvents } from "../../src/events/consumer";
 import { messagePostedEvent } from "../../src/events/envelope";
+import { dispatchedOf, dispatchedStatements } from "../../src/flows/dispatch";
 import { instanceId } from "../../src/flows/instances";
+import { takeRun } from "../../src/flows/runs";
+import type { ParleyEvent } from "../../src/protocol/events";
 import { runStep } from "../../src/flows/steps";
 import { agentRoom, historyOf, newConversation, runsOf, say } from "./helpers";
 
@@ -49,6 +53,33 @@ describe("the flow engine", () => {
     expect(new Set(history.slice(1).map((m) => m.authorId))).toEqual(new Set([bot.id, other.id]));
     const runs = await runsOf(apiKey, conversationId, (r) => r.length === 2);
     expect(runs.every((r) => r.messageId === history[0].id)).toBe(true);
+    socket.close();
+  });
+
+  it("names on each message the agents that may answer it: never its author", async () => {
+    const { apiKey, user, bot, room, conversationId, socket } = await agentRoom();
+    const other = await createAccount(apiKey, { type: "agent", name: "Other", agent: {} });
+    await addParticipant(apiKey, room.id, other.id);
+    // Keep a copy of every queue body the room commits.
+    const stub = env.ROOMS.get(env.ROOMS.idFromName(room.id));
+    await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) => {
+      state.storage.sql.exec(`CREATE TABLE seen (body TEXT NOT NULL);
+        CREATE TRIGGER keep_outbox AFTER INSERT ON outbox BEGIN INSERT INTO seen VALUES (new.body); END;`);
+    });
+    const question = await say(apiKey, conversationId, user.id, "hi both");
+    await historyOf(apiKey, conversationId, 3);
+    const bodies = await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) =>
+      state.storage.sql
+        .exec<{ body: string }>("SELECT body FROM seen")
+        .toArray()
+        .map((row) => JSON.parse(row.body)),
+    );
+    const agentsOf = (authorId: string) =>
+      bodies.find((b) => b.event.type === "conversation.message_posted" && b.event.data.authorId === authorId)?.agents;
+    expect(new Set(agentsOf(user.id))).toEqual(new Set([bot.id, other.id]));
+    expect(agentsOf(bot.id)).toEqual([other.id]);
+    expect(agentsOf(other.id)).toEqual([bot.id]);
+    expect(bodies.find((b) => b.event.data.id === question.id).agents).toHaveLength(2);
     socket.close();
   });
 
@@ -188,7 +219,9 @@ describe("the flow engine", () => {
     );
     const first = await say(apiKey, conversationId, user.id, "one");
     const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
-    expect(await instance.waitForStepResult({ name: `begin ${runs[0].id}` })).toMatchObject({
+    // Each run is one step to take it (which also ends the run before it), then one per flow step.
+    expect(await instance.waitForStepResult({ name: "take 0" })).toMatchObject({
+      id: runs[0].id,
       steps: [{ type: "reply", text: "ack" }],
       error: null,
     });
@@ -198,7 +231,9 @@ describe("the flow engine", () => {
     expect(runs[0].messageId).toBe(first.id);
     await say(apiKey, conversationId, user.id, "two");
     const both = await runsOf(apiKey, conversationId, (r) => r.length === 2 && r[1].status === "completed");
-    expect(await instance.waitForStepResult({ name: `begin ${both[1].id}` })).toMatchObject({ error: null });
+    // take 1 ended the first run and found none queued; the wake for "two" led to take 2.
+    expect(await instance.waitForStepResult({ name: "take 1" })).toBeNull();
+    expect(await instance.waitForStepResult({ name: "take 2" })).toMatchObject({ id: both[1].id, error: null });
     socket.close();
   });
 });
@@ -310,5 +345,73 @@ describe("flows.flow.run events", () => {
     expect(states[2].data).toEqual(run);
     hub.close();
     socket.close();
+  });
+});
+
+describe("runs in D1", () => {
+  /** Inserts a run of a (conversation, agent) in a status, for an event. */
+  async function insertRun(flow: { orgId: string; conversationId: string; agentId: string }, run: RunSeed) {
+    await env.DB.prepare(
+      "INSERT INTO flow_runs (id, org_id, agent_id, conversation_id, room_id, trigger, trigger_key, message_id, " +
+        "event_id, seq, depth, status, started_at, updated_at) VALUES (?, ?, ?, ?, 'room_x', 'message', ?, ?, ?, ?, 0, ?, " +
+        "'2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+    )
+      .bind(run.id, flow.orgId, flow.agentId, flow.conversationId, run.id, run.id, run.eventId, run.seq, run.status)
+      .run();
+  }
+  interface RunSeed {
+    id: string;
+    eventId: string;
+    seq: number;
+    status: string;
+  }
+
+  it("a take ends the run before it and begins the next queued one; a run left running is taken again first", async () => {
+    const org = await createOrg();
+    const bot = await createAccount(org.apiKey, { type: "agent", name: "Botty", agent: { model: "local:echo" } });
+    const flow = { orgId: org.orgId, conversationId: "conv_take", agentId: bot.id };
+    await insertRun(flow, { id: "run_a", eventId: "evt_a", seq: 1, status: "queued" });
+    await insertRun(flow, { id: "run_b", eventId: "evt_b", seq: 2, status: "running" });
+    await insertRun(flow, { id: "run_c", eventId: "evt_c", seq: 3, status: "completed" });
+
+    // run_b is running: a take that began it lost its answer, so it is taken again before run_a.
+    const again = await takeRun(env.DB, flow, null);
+    expect(again.run).toMatchObject({ id: "run_b", status: "running" });
+    expect(again.agent).toMatchObject({ model: "local:echo" });
+    const next = await takeRun(env.DB, flow, { id: "run_b", error: "the step failed" });
+    expect(next.moved.map((r) => [r.id, r.status, r.error])).toEqual([
+      ["run_b", "failed", "the step failed"],
+      ["run_a", "running", null],
+    ]);
+    const none = await takeRun(env.DB, flow, { id: "run_a", error: null });
+    expect(none.run).toBeNull();
+    expect(none.moved.map((r) => [r.id, r.status])).toEqual([["run_a", "completed"]]);
+    // Ending it again (a retried take) moves nothing.
+    expect((await takeRun(env.DB, flow, { id: "run_a", error: null })).moved).toEqual([]);
+    const gone = await takeRun(env.DB, { ...flow, agentId: "acc_gone" }, null);
+    expect(gone).toEqual({ moved: [], run: null, agent: null });
+  });
+
+  it("the consumer leaves out triggers whose runs have all begun, and dispatches those with runs still queued", async () => {
+    const org = await createOrg();
+    const flow = (agentId: string) => ({ orgId: org.orgId, conversationId: "conv_seen", agentId });
+    await insertRun(flow("acc_1"), { id: "run_1", eventId: "evt_done", seq: 1, status: "completed" });
+    await insertRun(flow("acc_2"), { id: "run_2", eventId: "evt_done", seq: 1, status: "running" });
+    await insertRun(flow("acc_1"), { id: "run_3", eventId: "evt_half", seq: 2, status: "running" });
+    await insertRun(flow("acc_2"), { id: "run_4", eventId: "evt_half", seq: 2, status: "queued" });
+    const body = (id: string, agents?: string[]) => ({
+      event: { id, type: "conversation.message_posted" } as ParleyEvent,
+      ...(agents ? { agents } : {}),
+    });
+    const bodies = [
+      body("evt_done", ["acc_1", "acc_2"]),
+      body("evt_half", ["acc_1", "acc_2"]),
+      body("evt_none", ["acc_1"]),
+      body("evt_old"),
+    ];
+    const results = await env.DB.batch(dispatchedStatements(env.DB, bodies));
+    expect(dispatchedOf(results)).toEqual(new Set(["evt_done"]));
+    // A message no agent may answer is no trigger: nothing to read.
+    expect(dispatchedStatements(env.DB, [body("evt_done", [])])).toEqual([]);
   });
 });

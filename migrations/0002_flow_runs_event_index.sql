@@ -1,0 +1,1 @@
+CREATE INDEX `flow_runs_event_idx` ON `flow_runs` (`event_id`);
