@@ -38,14 +38,16 @@ export async function* streamOpenAICompatible(
   if (!response.ok || !response.body) {
     throw new ModelError(`model answered ${response.status}: ${await errorMessage(response)}`);
   }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  // Bytes decoded here rather than through a TextDecoderStream: one stream stage less per chunk.
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
   let buffer = "";
   let data: string[] = [];
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      buffer += value;
+      buffer += decoder.decode(value, { stream: true });
       let newline: number;
       while ((newline = buffer.indexOf("\n")) >= 0) {
         const line = buffer.slice(0, newline).replace(/\r$/, "");

@@ -11,6 +11,12 @@ import { roomIdOfConversation, roomStub } from "../room/client";
 const SWEEP_MS = 30_000;
 const RECENT_EVENTS = 2_000;
 const MEMBERSHIP_LOG_MS = 60_000;
+/** How many rooms the hub remembers having told that nobody listens; past it, rooms are told nothing and publish. */
+const QUIET_ROOMS_MAX = 1_000;
+/** Storage key prefix of those rooms (kept in storage: a hub evicted meanwhile must still tell them). */
+const QUIET_PREFIX = "quiet:";
+/** Storage key of the epoch: how many times the hub has told quiet rooms that a socket arrived. */
+const EPOCH_KEY = "epoch";
 
 interface MembershipChange {
   accountId: string;
@@ -37,6 +43,8 @@ export class Hub extends DurableObject<Bindings> {
   private readonly recovering = new Map<WebSocket, Map<string, ParleyEvent[]>>();
   private readonly floors = new Map<WebSocket, Map<string, number>>();
   private alarmSet = false;
+  /** The rooms told that no socket listens here, and the epoch; loaded from storage on first need. */
+  private quiet: { rooms: Set<string>; epoch: number } | null = null;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -53,14 +61,32 @@ export class Hub extends DurableObject<Bindings> {
       this.alarmSet = true;
       await this.ctx.storage.setAlarm(Date.now() + SWEEP_MS);
     }
+    // After the accept (so a publish meanwhile is delivered, not answered quiet), before the socket can subscribe.
+    await this.wakeQuietRooms();
     return response;
   }
 
   /**
    * Delivers a room's events (or any org event, with `roomId` null) to the sockets that subscribed and may see
-   * them, in the order given.
+   * them, in the order given. `ephemeral` events (typing, stream deltas) that no socket here could receive are
+   * answered with the hub's `quietEpoch`: the room may skip its next ones until it hears from `hubListening`.
    */
-  async publish(roomId: string | null, events: ParleyEvent[]): Promise<void> {
+  async publish(roomId: string | null, events: ParleyEvent[], ephemeral = false): Promise<{ quietEpoch?: number }> {
+    if (ephemeral && roomId && this.sockets.count() === 0) {
+      const quiet = await this.quietRooms();
+      if (quiet.rooms.has(roomId)) return { quietEpoch: quiet.epoch };
+      if (quiet.rooms.size < QUIET_ROOMS_MAX) {
+        quiet.rooms.add(roomId);
+        await this.ctx.storage.put(`${QUIET_PREFIX}${roomId}`, quiet.epoch);
+        return { quietEpoch: quiet.epoch };
+      }
+      return {};
+    }
+    await this.deliver(roomId, events);
+    return {};
+  }
+
+  private async deliver(roomId: string | null, events: ParleyEvent[]): Promise<void> {
     const unloaded = this.unloadedAccounts();
     if (unloaded) await this.loadMemberships(unloaded.orgId, unloaded.accountIds);
     for (const event of events) {
@@ -71,6 +97,33 @@ export class Hub extends DurableObject<Bindings> {
       this.sockets.deliver(event, (actor, ws) => this.visible(actor, event, eventRoom) && this.inOrder(ws, event));
       this.applyMembership(event, false);
     }
+  }
+
+  private async quietRooms(): Promise<{ rooms: Set<string>; epoch: number }> {
+    if (!this.quiet) {
+      const stored = await this.ctx.storage.list({ prefix: QUIET_PREFIX });
+      const epoch = (await this.ctx.storage.get<number>(EPOCH_KEY)) ?? 0;
+      this.quiet = { rooms: new Set([...stored.keys()].map((key) => key.slice(QUIET_PREFIX.length))), epoch };
+    }
+    return this.quiet;
+  }
+
+  /**
+   * A socket arrived: the rooms told that nobody listened hear of it (with the next epoch) before the socket can
+   * subscribe, so it misses none of their ephemeral events. A room that cannot be reached publishes again anyway
+   * once its quiet lapses (`HUB_QUIET_MS`).
+   */
+  private async wakeQuietRooms(): Promise<void> {
+    const quiet = await this.quietRooms();
+    if (quiet.rooms.size === 0) return;
+    const rooms = [...quiet.rooms];
+    quiet.rooms.clear();
+    quiet.epoch++;
+    await this.ctx.storage.put(EPOCH_KEY, quiet.epoch);
+    for (const keys of chunks(rooms, 128)) await this.ctx.storage.delete(keys.map((id) => `${QUIET_PREFIX}${id}`));
+    const told = await Promise.allSettled(rooms.map((id) => roomStub(this.env, id).hubListening(quiet.epoch)));
+    const failed = told.filter((result) => result.status === "rejected").length;
+    if (failed > 0) console.error("telling quiet rooms that a hub socket arrived failed", failed, "of", rooms.length);
   }
 
   /** Sweeps idle sockets; runs while any socket is open. */

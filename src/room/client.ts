@@ -27,6 +27,7 @@ export type RoomRpc = Pick<
   | "appendStream"
   | "closeStream"
   | "streamSnapshots"
+  | "hubListening"
 >;
 
 /**

@@ -75,6 +75,12 @@ const BACKSTOP_MS = 2_000;
 const SWEEP_MS = 30_000;
 /** The most subscribers a post is sent to before it is written (see `postMessage`). */
 const SEND_FIRST_SOCKETS = 256;
+/**
+ * How long a room skips the hub calls of its ephemeral events (typing, stream deltas) after the org hub answered that
+ * no socket could receive them. The hub tells the room when a socket arrives; this bounds the silence if that call
+ * is lost.
+ */
+const HUB_QUIET_MS = 10_000;
 /** Conversation rows kept in memory before the copy starts again. */
 const CONVERSATION_ROWS = 1_000;
 
@@ -102,6 +108,11 @@ export class Room extends DurableObject<Bindings> {
   /** Ephemeral events waiting for the hub, and the hub call under way. */
   private readonly ephemeral: ParleyEvent[] = [];
   private ephemeralFlight: Promise<void> | null = null;
+  /**
+   * What the org hub said of its listeners: the epoch at which it last answered that no socket could receive this
+   * room's ephemeral events, until when the room believes it, and the newest epoch at which it said a socket came.
+   */
+  private readonly hubQuiet = { epoch: -1, until: 0, listening: 0 };
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -499,6 +510,7 @@ export class Room extends DurableObject<Bindings> {
    * time carrying everything that gathered meanwhile; a failure costs only those events.
    */
   private publishEphemeral(event: ParleyEvent): void {
+    if (this.hubIsQuiet()) return;
     this.ephemeral.push(event);
     if (this.ephemeralFlight) return;
     const room = this.roomRow()!;
@@ -508,7 +520,12 @@ export class Room extends DurableObject<Bindings> {
         while (this.ephemeral.length > 0) {
           const events = this.ephemeral.splice(0);
           try {
-            await hub.publish(room.id, events);
+            const { quietEpoch } = await hub.publish(room.id, events, true);
+            if (quietEpoch !== undefined) {
+              Object.assign(this.hubQuiet, { epoch: quietEpoch, until: Date.now() + HUB_QUIET_MS });
+              // What gathered meanwhile has nobody to go to either.
+              this.ephemeral.length = 0;
+            }
           } catch (error) {
             console.error("ephemeral events to hub failed", events.length, String(error));
           }
@@ -518,6 +535,20 @@ export class Room extends DurableObject<Bindings> {
       }
     })();
     this.ctx.waitUntil(this.ephemeralFlight);
+  }
+
+  /**
+   * Whether the org hub said no socket could receive this room's ephemeral events, and has not said since that one
+   * arrived: the room then skips their hub calls, for at most `HUB_QUIET_MS` before it asks again.
+   */
+  private hubIsQuiet(): boolean {
+    const quiet = this.hubQuiet;
+    return quiet.epoch >= quiet.listening && Date.now() < quiet.until;
+  }
+
+  /** The org hub has a socket again (epoch: how many times it has said so): ephemeral events go to it again. */
+  async hubListening(epoch: number): Promise<void> {
+    this.hubQuiet.listening = Math.max(this.hubQuiet.listening, epoch);
   }
 
   /** Resolves once every ephemeral event published so far has been handed to the hub. */

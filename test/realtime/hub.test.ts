@@ -22,8 +22,10 @@ import {
   range,
   removeParticipant,
   request,
+  roomObject,
   seqsOf,
   sessionToken,
+  sleep,
   subscribe,
   upgrade,
   type LoggedSocket,
@@ -351,6 +353,43 @@ describe("hub delivery and visibility", () => {
     await eventOn(witness, "notification.created", (e) => e.id === forBob.id);
     await session.flush();
     expect(session.events()).toEqual([]);
+  });
+
+  it("while no org socket is open a room skips the hub for typing and deltas; a socket that connects gets the next ones", async () => {
+    const f = await createFixture();
+    const alice = await openRoom(f.room.id, await accountToken(f.apiKey, f.alice.id));
+    const quietRooms = () =>
+      inObject(hubObject(f.orgId), async (_hub, state) => [...(await state.storage.list({ prefix: "quiet:" })).keys()]);
+    const hubQuiet = () => inObject(roomObject(f.room.id), (room) => ({ ...room.hubQuiet }));
+    expect(await request(alice, { type: "typing", id: "q-1", conversationId: f.conversation.id })).toMatchObject({
+      type: "ack",
+    });
+    // The hub answered that nobody listens: it remembers the room, and the room skips its next hub calls.
+    for (let i = 0; i < 100 && (await hubQuiet()).epoch < 0; i++) await sleep(20);
+    expect(await hubQuiet()).toMatchObject({ epoch: 0, listening: 0 });
+    expect(await quietRooms()).toEqual([`quiet:${f.room.id}`]);
+    await request(alice, { type: "typing", id: "q-2", conversationId: f.conversation.id });
+
+    // Even after an eviction the hub knows whom to tell when a socket arrives, before it can subscribe.
+    await evictDurableObject(hubObject(f.orgId));
+    const witness = await openHub(f.apiKey);
+    expect(await hubQuiet()).toMatchObject({ epoch: 0, listening: 1 });
+    expect(await quietRooms()).toEqual([]);
+    await subscribe(witness, `events.${f.orgId}.conversations.conversation.typing.*`);
+    await request(alice, { type: "typing", id: "q-3", conversationId: f.conversation.id });
+    const typing = await eventOn(witness, "conversation.typing");
+    expect(typing.event.data).toMatchObject({ accountId: f.alice.id, conversationId: f.conversation.id });
+    await witness.flush();
+    expect(witness.events()).toHaveLength(1);
+
+    // With the last socket gone, the next hub call is answered quiet again, at the new epoch.
+    witness.close();
+    await closedWithin(witness, 5_000).catch(() => {});
+    for (let i = 0; i < 100 && (await hubQuiet()).epoch < 1; i++) {
+      await request(alice, { type: "typing", id: `q-4-${i}`, conversationId: f.conversation.id });
+      await sleep(20);
+    }
+    expect(await hubQuiet()).toMatchObject({ epoch: 1, listening: 1 });
   });
 
   it("refuses message.post and typing on the hub with error frames, and stays open", async () => {
