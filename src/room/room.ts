@@ -275,8 +275,7 @@ export class Room extends DurableObject<Bindings> {
         now,
         now,
       );
-      this.conversations.delete(id);
-      const created = this.conversationRecord(this.conversationRow(id)!);
+      const created = this.rereadConversation(id);
       this.enqueue(conversationEvent(created, "created", created.conversation), {
         conversation: created,
         agents: this.respondingAgents(),
@@ -311,8 +310,7 @@ export class Room extends DurableObject<Bindings> {
         now,
         id,
       );
-      this.conversations.delete(id);
-      const updated = this.conversationRecord(this.conversationRow(id)!);
+      const updated = this.rereadConversation(id);
       this.enqueue(conversationEvent(updated, "updated", updated.conversation), { conversation: updated });
       return updated;
     });
@@ -334,8 +332,7 @@ export class Room extends DurableObject<Bindings> {
         id,
       );
       this.sql.exec("DELETE FROM messages WHERE conversation_id = ?", id);
-      this.conversations.delete(id);
-      const deleted = this.conversationRecord(this.conversationRow(id)!);
+      const deleted = this.rereadConversation(id);
       this.enqueue(conversationEvent(deleted, "deleted", deleted.conversation), { conversation: deleted });
       return deleted;
     });
@@ -928,6 +925,12 @@ export class Room extends DurableObject<Bindings> {
         .map((row) => [row.account_id, row]),
     );
     return this.members;
+  }
+
+  /** A conversation as storage has it after a write of its row: the kept copy is dropped and read again. */
+  private rereadConversation(id: string): ConversationRecord {
+    this.conversations.delete(id);
+    return this.conversationRecord(this.conversationRow(id)!);
   }
 
   /** A conversation's row, read once and kept: this object is its only writer, and every write updates the copy. */
