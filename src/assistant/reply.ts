@@ -1,7 +1,7 @@
 import type { Bindings } from "../env";
 import { unwrap } from "../errors";
 import { MESSAGE_LIMITS, type Message } from "../protocol/messages";
-import { roomStub } from "../room/client";
+import { roomStub, type RoomRpc } from "../room/client";
 import { ModelError, streamModel, type ChatMessage } from "./models";
 
 /** What an assistant reply needs: where it goes, who speaks, which model, and the prompt. */
@@ -25,23 +25,19 @@ export interface ReplyOutcome {
 const DEFAULT_TIMEOUT_MS = 120_000;
 const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 /**
- * The least time between two appends of one stream. The first delta goes at once (first-token latency); after it,
- * the tokens of each interval go in one append, so a room sees at most ~33 appends per second per stream whatever
- * the model's rate: appends cost the room a call, a broadcast and a write each, tokens cost nothing more.
+ * The least time between two deltas of one stream. The first delta goes at once (first-token latency); after it,
+ * the tokens of each interval go in one delta, so a room sends at most ~33 events per second per stream whatever
+ * the model's rate. A room that reads slowly gets fewer, larger deltas: the next one waits for the room to take the
+ * one before.
  */
-const APPEND_INTERVAL_MS = 30;
-/**
- * A room that answers slowly is busy (many streams at once): the interval grows to this many times the append's round
- * trip, at most `MAX_APPEND_INTERVAL_MS`, so a loaded room gets fewer, larger appends.
- */
-const LOAD_FACTOR = 4;
-const MAX_APPEND_INTERVAL_MS = 250;
+const DELTA_INTERVAL_MS = 30;
 
 /**
- * Streams a model's reply through the conversation's room. The first delta goes to the room as soon as it comes;
- * then the deltas of each `APPEND_INTERVAL_MS` (longer when the room answers slowly) go together. The room closes the
- * stream with one `bot` message, or with the model's error (a failure, a timeout, garbage, no text). Failures to
- * reach the room are thrown, so the step is retried; the retry restarts the stream or finds the reply.
+ * Streams a model's reply through the conversation's room. The deltas go through one byte stream to the room (one
+ * call for the whole reply; see `DeltaPipe`): the first as soon as it comes, then the tokens of each
+ * `DELTA_INTERVAL_MS` together. The room closes the stream with one `bot` message, or with the model's error (a
+ * failure, a timeout, garbage, no text). Failures to reach the room are thrown, so the step is retried; the retry
+ * restarts the stream or finds the reply.
  */
 export async function streamReply(env: Bindings, input: ReplyInput): Promise<ReplyOutcome> {
   const room = roomStub(env, input.roomId);
@@ -64,11 +60,10 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
   };
   idle = setTimeout(watchIdle, idleMs);
 
+  // Opened before the model is asked, so the first token finds it ready.
+  const pipe = new DeltaPipe(() => roomStub(env, input.roomId), room, input.streamId, opened.next);
   let pending = "";
   let length = 0;
-  // What the room has acknowledged: the text, and the index its next delta gets.
-  let sent = "";
-  let next = opened.next;
   let sending: Promise<void> | null = null;
   let roomFailure: unknown = null;
   const pump = async () => {
@@ -77,17 +72,8 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
         const delta = pending;
         pending = "";
         const started = Date.now();
-        let appended = await room.appendStream(input.streamId, delta, next);
-        // A room evicted since its last save lost the deltas after it: give it the whole text.
-        if (!appended.ok && appended.error.code === "CONFLICT") {
-          appended = await room.appendStream(input.streamId, delta, next, sent);
-        }
-        // A room restarted before the stream's first delta forgot it: the step's retry opens it again.
-        if (!appended.ok) throw new Error(`the room lost the stream: ${appended.error.message}`);
-        sent += delta;
-        next = appended.value.index + 1;
-        const took = Date.now() - started;
-        const wait = Math.min(MAX_APPEND_INTERVAL_MS, Math.max(APPEND_INTERVAL_MS, LOAD_FACTOR * took)) - took;
+        await pipe.send(delta);
+        const wait = DELTA_INTERVAL_MS - (Date.now() - started);
         if (wait > 0 && !controller.signal.aborted) await scheduler.wait(wait);
       }
     } catch (error) {
@@ -115,11 +101,88 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
     clearTimeout(idle);
   }
   await sending;
-  if (roomFailure) throw roomFailure;
-  if (pending !== "") await pump();
+  if (!roomFailure && pending !== "") await pump();
+  const final = await pipe.close();
   if (roomFailure) throw roomFailure;
   if (controller.signal.aborted) error ??= "the model timed out";
 
-  const closed = unwrap(await room.closeStream(input.streamId, error, { index: next, text: sent }));
+  const closed = unwrap(await pipe.room.closeStream(input.streamId, error, final));
   return { message: closed.message, error };
+}
+
+/**
+ * The deltas of one stream on their way to the room: frames (a JSON string and a newline) written to a byte stream
+ * the room reads in one `pipeStream` call. `send` resolves once the room has taken the frame. The pipe counts what
+ * it sent: should the room go away mid-stream (a reset; an eviction waits for the pipe to end), the next `send`
+ * opens a new pipe from there, through a new stub (a stub whose object broke stays broken), and the room, if it lost
+ * deltas, takes the whole text and sends it on as a snapshot. A room that forgot the stream itself
+ * (restarted before it saved any of it) fails the send; the step's retry opens the stream again.
+ */
+class DeltaPipe {
+  /** The index of the next delta, and the text sent so far. */
+  private next: number;
+  private text = "";
+  private current: { writer: WritableStreamDefaultWriter<Uint8Array>; broken: boolean } | null = null;
+  /** Every pipe's answer, in order; `close` waits for them. */
+  private answers: Promise<void>[] = [];
+  private failure: Error | null = null;
+  private readonly encoder = new TextEncoder();
+
+  constructor(
+    private readonly connect: () => RoomRpc,
+    /** The room's stub: a new one after a pipe broke. */
+    public room: RoomRpc,
+    private readonly streamId: string,
+    next: number,
+  ) {
+    this.next = next;
+    this.open();
+  }
+
+  async send(delta: string): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (!this.current || this.current.broken) {
+      this.room = this.connect();
+      this.open();
+    }
+    const frame = this.encoder.encode(`${JSON.stringify(delta)}\n`);
+    this.next++;
+    this.text += delta;
+    // A frame lost with a broken pipe is in `text`: the next pipe's snapshot carries it.
+    await this.current!.writer.write(frame).catch(() => this.markBroken());
+    if (this.failure) throw this.failure;
+  }
+
+  /** Ends the pipe; answers where the stream is, for `closeStream` (which puts back anything the room lost). */
+  async close(): Promise<{ index: number; text: string }> {
+    if (this.current && !this.current.broken) await this.current.writer.close().catch(() => {});
+    await Promise.all(this.answers);
+    if (this.failure) throw this.failure;
+    return { index: this.next, text: this.text };
+  }
+
+  private open(): void {
+    console.log("PIPE OPEN", this.streamId, this.next, JSON.stringify(this.text));
+    const { readable, writable } = new IdentityTransformStream();
+    const current = { writer: writable.getWriter(), broken: false };
+    this.current = current;
+    const answer = this.room.pipeStream(this.streamId, { index: this.next, sent: this.text }, readable);
+    this.answers.push(
+      answer.then(
+        (result) => {
+          // A pipe answers when it ends: before `close`, only when the room refused the rest of it.
+          if (!result.ok) this.failure = new Error(`the room lost the stream: ${result.error.message}`);
+          current.broken = true;
+        },
+        () => {
+          current.broken = true;
+          current.writer.abort().catch(() => {});
+        },
+      ),
+    );
+  }
+
+  private markBroken(): void {
+    if (this.current) this.current.broken = true;
+  }
 }

@@ -25,6 +25,7 @@ export type RoomRpc = Pick<
   | "replayMessages"
   | "openStream"
   | "appendStream"
+  | "pipeStream"
   | "closeStream"
   | "streamSnapshots"
   | "hubListening"

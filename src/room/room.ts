@@ -430,6 +430,59 @@ export class Room extends DurableObject<Bindings> {
       if (sent === undefined) return fail("CONFLICT", `the stream's next index is ${state.next}`);
       this.streams.resync(state, index, sent);
     }
+    return ok({ index: this.emitDelta(state, delta) });
+  }
+
+  /**
+   * Appends the deltas an open stream's writer sends through `body`, a byte stream of frames (each a JSON string and
+   * a newline), one `message_stream` event per frame, as `appendStream` does for one; answers when `body` ends, with
+   * the index the next delta gets. One call for a whole reply instead of one per delta: a chunk of a stream costs
+   * the runtime a fraction of a call. `from` is where the writer is, as `appendStream`'s `index` and `sent`: after a
+   * pipe broke (the room was evicted) the writer opens a new one, and the room takes its text if it lost some.
+   */
+  async pipeStream(
+    streamId: string,
+    from: { index: number; sent: string },
+    body: ReadableStream<Uint8Array>,
+  ): Promise<Result<{ index: number }>> {
+    const state = this.streams.get(streamId);
+    if (!state) {
+      await body.cancel().catch(() => {});
+      return fail("NOT_FOUND", "no open stream with this id");
+    }
+    if (from.index !== state.next) this.streams.resync(state, from.index, from.sent);
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let newline: number;
+        while ((newline = buffer.indexOf("\n")) >= 0) {
+          const frame = buffer.slice(0, newline);
+          buffer = buffer.slice(newline + 1);
+          const delta: unknown = JSON.parse(frame);
+          if (typeof delta !== "string") return fail("BAD_REQUEST", "a stream frame is not a JSON string");
+          // Closed meanwhile (a retried step restarted it elsewhere, or the conversation went): the writer stops.
+          const current = this.streams.get(streamId);
+          if (!current) return fail("NOT_FOUND", "no open stream with this id");
+          this.emitDelta(current, delta);
+        }
+      }
+    } catch (error) {
+      if (error instanceof SyntaxError) return fail("BAD_REQUEST", "a stream frame is not JSON");
+      throw error;
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+    if (buffer !== "") return fail("BAD_REQUEST", "the stream ended inside a frame");
+    return ok({ index: this.streams.get(streamId)?.next ?? state.next });
+  }
+
+  /** Sends a stream's next delta to the sockets and the hub, then stores it; answers the delta's index. */
+  private emitDelta(state: StreamState, delta: string): number {
     const at = state.next;
     // After a restart the clients' text is stale: that delta carries the whole new text as a snapshot.
     const text = state.restarted ? state.text + delta : undefined;
@@ -441,7 +494,7 @@ export class Room extends DurableObject<Bindings> {
       // In the same commit as the save: delivered outbox rows cost no write of their own.
       this.outbox.prune();
     }
-    return ok({ index: at });
+    return at;
   }
 
   /**

@@ -1,4 +1,4 @@
-import { env, evictDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { call } from "../helpers/api";
 import { roomStub } from "../../src/room/client";
 import { describe, expect, it } from "vitest";
@@ -50,7 +50,7 @@ describe("streaming through the room", () => {
     socket.close();
   });
 
-  it("an eviction of the room mid-stream loses nothing: one bot message with the whole reply", async () => {
+  it("an eviction of the room waits for the reply in flight, which loses nothing: one bot message", async () => {
     const { apiKey, user, bot, room, socket, conversationId } = await agentRoom(SLOW);
     await say(apiKey, conversationId, user.id, QUESTION);
     await socket.waitLog((f) => f.type === "event" && f.event.data?.index === 1, 10_000);
@@ -61,12 +61,49 @@ describe("streaming through the room", () => {
     const history = await historyOf(apiKey, conversationId, 2);
     expect(history).toHaveLength(2);
     expect(history[1]).toMatchObject({ authorId: bot.id, type: "bot", text: ANSWER });
-
-    // The socket may have been dropped with the object; what it did get is contiguous and never duplicated.
     const events = streamEvents(socket);
     const indexes = events.map((d) => d.index);
-    expect(new Set(indexes).size).toBe(indexes.length);
     expect(indexes).toEqual(indexes.map((_, i) => i));
+    socket.close();
+  });
+
+  it("a reset of the room mid-stream (a deploy) breaks the reply's pipe; the step resumes it and loses nothing", async () => {
+    const { apiKey, user, bot, room, orgId, token, socket, conversationId } = await agentRoom(SLOW);
+    await say(apiKey, conversationId, user.id, QUESTION);
+    await socket.waitLog((f) => f.type === "event" && f.event.data?.index === 1, 10_000);
+    // A reset fails the requests in flight, the reply's pipe among them, and drops the room's sockets.
+    await runInDurableObject(roomObject(room.id), (_instance, state: DurableObjectState) => {
+      try {
+        state.abort("reset for the test");
+      } catch {
+        // the reset also ends this call
+      }
+    }).catch(() => {});
+
+    const again = await openRoom(room.id, token);
+    await subscribe(again, `events.${orgId}.conversations.conversation.message_stream.${conversationId}`);
+    const done = await again.waitLog((f) => f.type === "event" && f.event.data?.done === true, 20_000);
+    expect(done.event.data.text).toBe(ANSWER);
+    // After the reset: the text the room had saved as a snapshot, then deltas in index order, none twice. The room
+    // lost the deltas after its last save; the writer's next delta carries the whole text and goes on from the
+    // writer's index: a client skips to it and replaces its text, and the text it builds is the reply.
+    const events = streamEvents(again).filter((d) => !d.done);
+    expect(events[0].text).toBeDefined();
+    for (const [i, d] of events.entries()) {
+      if (i > 0)
+        expect(d.index === events[i - 1].index + 1 || (d.index > events[i - 1].index && d.text !== undefined)).toBe(
+          true,
+        );
+    }
+    const built = events.reduce((text, d) => (d.text !== undefined ? d.text : text + d.delta), "");
+    expect(built).toBe(ANSWER);
+
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed", 30_000);
+    expect(runs).toHaveLength(1);
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history).toHaveLength(2);
+    expect(history[1]).toMatchObject({ authorId: bot.id, type: "bot", text: ANSWER });
+    again.close();
     socket.close();
   });
 });
@@ -169,6 +206,71 @@ describe("the room's stream log", () => {
     expect(await historyOf(apiKey, conversationId, 2)).toHaveLength(2);
     socket.close();
     again.close();
+  });
+
+  it("a pipe carries a stream's deltas, a frame each, whatever the chunks; it refuses bad frames and unknown streams", async () => {
+    const { bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
+    const stub = roomStub(env, room.id);
+    await stub.openStream({ orgId }, conversationId, "s-5", bot.id);
+    const pipe = (from: { index: number; sent: string }, ...chunks: string[]) => {
+      const { readable, writable } = new IdentityTransformStream();
+      const answer = stub.pipeStream("s-5", from, readable);
+      const writer = writable.getWriter();
+      const encoder = new TextEncoder();
+      void (async () => {
+        for (const chunk of chunks) await writer.write(encoder.encode(chunk)).catch(() => {});
+        await writer.close().catch(() => {});
+      })();
+      return answer;
+    };
+    // Frames split across chunks, two in one chunk, a newline inside a delta, and a character split across chunks.
+    const euro = new TextEncoder().encode('"€"\n');
+    expect(await pipe({ index: 0, sent: "" }, '"one', ' "\n"two\\n"\n"th', 'ree "\n')).toEqual({
+      ok: true,
+      value: { index: 3 },
+    });
+    const { readable, writable } = new IdentityTransformStream();
+    const answer = stub.pipeStream("s-5", { index: 3, sent: "one two\nthree " }, readable);
+    const writer = writable.getWriter();
+    await writer.write(euro.slice(0, 2));
+    await writer.write(euro.slice(2));
+    await writer.close();
+    expect(await answer).toEqual({ ok: true, value: { index: 4 } });
+
+    // A writer further on than the room (it lost deltas) gives its text: the next delta carries it.
+    expect(await pipe({ index: 6, sent: "one two\nthree €, more" }, '"!"\n')).toEqual({
+      ok: true,
+      value: { index: 7 },
+    });
+    // Bad frames end the pipe with an error; the deltas before them stand.
+    expect(await pipe({ index: 7, sent: "" }, '"ok"\n42\n"lost"\n')).toMatchObject({
+      ok: false,
+      error: { code: "BAD_REQUEST" },
+    });
+    expect(await pipe({ index: 8, sent: "" }, "{oops\n")).toMatchObject({ ok: false, error: { code: "BAD_REQUEST" } });
+    expect(await pipe({ index: 8, sent: "" }, '"unfinished')).toMatchObject({
+      ok: false,
+      error: { code: "BAD_REQUEST" },
+    });
+    const unknown = new IdentityTransformStream();
+    expect(await stub.pipeStream("s-404", { index: 0, sent: "" }, unknown.readable)).toMatchObject({
+      ok: false,
+      error: { code: "NOT_FOUND" },
+    });
+
+    const closed = await stub.closeStream("s-5");
+    expect(closed.ok && closed.value.message?.text).toBe("one two\nthree €, more!ok");
+    await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
+    expect(streamEvents(socket, "s-5").map((d) => [d.index, d.delta, d.text])).toEqual([
+      [0, "one ", undefined],
+      [1, "two\n", undefined],
+      [2, "three ", undefined],
+      [3, "€", undefined],
+      [6, "!", "one two\nthree €, more!"],
+      [7, "ok", undefined],
+      [8, "", "one two\nthree €, more!ok"],
+    ]);
+    socket.close();
   });
 
   it("an empty reply posts nothing and ends the stream with an error", async () => {
