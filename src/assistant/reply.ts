@@ -162,7 +162,6 @@ class DeltaPipe {
   }
 
   private open(): void {
-    console.log("PIPE OPEN", this.streamId, this.next, JSON.stringify(this.text));
     const { readable, writable } = new IdentityTransformStream();
     const current = { writer: writable.getWriter(), broken: false };
     this.current = current;

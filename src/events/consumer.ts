@@ -1,7 +1,7 @@
 import type { Bindings } from "../env";
 import {
-  archiveMessageStatement,
-  mirrorConversationStatement,
+  archiveMessagesStatements,
+  mirrorConversationsStatements,
   mirrorRoomStatements,
   purgeConversationStatement,
 } from "../db/mirror";
@@ -72,8 +72,8 @@ export function archiveStatements(db: D1Database, bodies: QueueBody[]): D1Prepar
   }
   return [
     ...[...rooms.values()].flatMap((record) => mirrorRoomStatements(db, record)),
-    ...[...conversations.values()].map((record) => mirrorConversationStatement(db, record)),
-    ...messages.map((message) => archiveMessageStatement(db, message)),
+    ...mirrorConversationsStatements(db, [...conversations.values()]),
+    ...archiveMessagesStatements(db, messages),
     ...[...purges].map((id) => purgeConversationStatement(db, id)),
   ];
 }

@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Bindings } from "../env";
 import { ApiError, fail, ok, type Result } from "../errors";
-import { mirrorConversationStatement, writeThrough } from "../db/mirror";
+import { mirrorConversationsStatements, writeThrough } from "../db/mirror";
 import { createEvent, messagePostedEvent } from "../events/envelope";
 import type { ConversationRecord, QueueBody, RoomRecord } from "../events/queue";
 import { newId } from "../lib/ids";
@@ -884,10 +884,7 @@ export class Room extends DurableObject<Bindings> {
           while (this.activity.size > 0) {
             const records = [...this.activity.values()];
             this.activity.clear();
-            await writeThrough(
-              this.env.DB,
-              records.map((r) => mirrorConversationStatement(this.env.DB, r)),
-            );
+            await writeThrough(this.env.DB, mirrorConversationsStatements(this.env.DB, records));
           }
         } finally {
           this.activityFlushing = false;

@@ -9,32 +9,38 @@ export interface StreamState {
   next: number;
   /** Whether the stream restarted and its next delta must carry the whole text. */
   restarted: boolean;
-  /** Whether the stream has its row in storage (a new stream is written with its first delta). */
+  /** Whether the stream has its row in storage (written with the stream's first save). */
   stored: boolean;
+  /** Whether the stored row says the stream restarted (its next delta, after a reset, carries the whole text). */
+  storedRestarted: boolean;
   /** The text so far. */
   text: string;
   /** How much of `text` storage has, and whether storage must be rewritten from the start (after a resync). */
   saved: number;
   rewrite: boolean;
-  /** When the text was last saved (ms). */
-  savedAt: number;
 }
 
 /**
- * How often a stream's text is saved while it streams. Each save is a write, and a room commits every write before
- * its later sends go out: saving every delta made one commit per delta, the limit of a room with many streams. An
- * eviction loses at most this much of a stream's text from the room; the assistant step, which has the whole text,
- * puts it back (`resync`), so clients and the posted message lose nothing.
+ * How often the text of a room's streams is saved while they stream. Each save is a write, and a room commits every
+ * write before its later sends go out: saving every delta made one commit per delta, the limit of a room with many
+ * streams. A save writes every stream that changed since the one before, in one commit, and the first comes this long
+ * after a delta (not with a stream's first delta: 50 replies starting at once made 50 commits just as their first
+ * tokens went out). Only a reset loses what was not saved (an eviction waits for a stream's pipe to end); the
+ * assistant step, which has the whole text, puts it back (`resync`), so clients and the posted message lose nothing.
+ * A stream reset before its first save is forgotten, and the step's retry opens it again.
  */
 export const SAVE_EVERY_MS = 250;
 
 /**
- * The streams in flight of a room: in memory, saved to SQLite at most every `SAVE_EVERY_MS` per stream (a row per
- * stream, and a row per save holding the text since the save before, keyed by the index of its last delta). After an
- * eviction the saved state is loaded again.
+ * The streams in flight of a room: in memory, saved to SQLite at most every `SAVE_EVERY_MS` (a row per stream, and a
+ * row per save holding the text since the save before, keyed by the index of its last delta). After a reset the saved
+ * state is loaded again.
  */
 export class StreamLog {
   private readonly cache = new Map<string, StreamState>();
+  /** The streams with deltas not saved yet, and when the next save is due (ms). */
+  private readonly unsaved = new Set<StreamState>();
+  private saveAt = Infinity;
 
   constructor(private readonly sql: SqlStorage) {}
 
@@ -42,7 +48,7 @@ export class StreamLog {
   open(streamId: string, conversationId: string, authorId: string): StreamState {
     const current = this.get(streamId);
     if (!current) {
-      // Nothing to store before the first delta: a write here would hold that delta's send until it is durable.
+      // Nothing to store yet: a write here would hold the sends that follow until it is durable.
       const state: StreamState = {
         streamId,
         conversationId,
@@ -50,23 +56,26 @@ export class StreamLog {
         next: 0,
         restarted: false,
         stored: false,
+        storedRestarted: false,
         text: "",
         saved: 0,
         rewrite: false,
-        savedAt: 0,
       };
       this.cache.set(streamId, state);
       return state;
     }
-    if (!current.stored) return current;
-    this.sql.exec("DELETE FROM stream_chunks WHERE stream_id = ?", streamId);
-    this.sql.exec(
-      "UPDATE streams SET base_index = ?, restarted = 1, updated_at = ? WHERE stream_id = ?",
-      current.next,
-      new Date().toISOString(),
-      streamId,
-    );
-    Object.assign(current, { restarted: true, text: "", saved: 0, rewrite: false });
+    if (current.stored) {
+      this.sql.exec("DELETE FROM stream_chunks WHERE stream_id = ?", streamId);
+      this.sql.exec(
+        "UPDATE streams SET base_index = ?, restarted = 1, updated_at = ? WHERE stream_id = ?",
+        current.next,
+        new Date().toISOString(),
+        streamId,
+      );
+      current.storedRestarted = true;
+    }
+    // A stream that sent nothing has nothing to restart.
+    if (current.next > 0) Object.assign(current, { restarted: true, text: "", saved: 0, rewrite: false });
     return current;
   }
 
@@ -79,10 +88,25 @@ export class StreamLog {
   }
 
   /**
-   * Appends a delta (its index is the state's `next`); answers whether it wrote. Call it after the delta's event is
-   * sent: the write it may make holds the sends that follow it, not this one.
+   * Appends a delta (its index is the state's `next`); saves the room's streams when a save is due, and answers
+   * whether it wrote. Call it after the delta's event is sent: the write it may make holds the sends that follow it,
+   * not this one.
    */
   append(state: StreamState, delta: string, now = Date.now()): boolean {
+    Object.assign(state, { text: state.text + delta, next: state.next + 1, restarted: false });
+    if (!this.unsaved.has(state)) {
+      this.unsaved.add(state);
+      this.saveAt = Math.min(this.saveAt, now + SAVE_EVERY_MS);
+    }
+    if (now < this.saveAt) return false;
+    for (const unsaved of this.unsaved) this.save(unsaved, now);
+    this.unsaved.clear();
+    this.saveAt = Infinity;
+    return true;
+  }
+
+  /** Writes what storage does not have of a stream: its row, the text since its last save, its restart flag. */
+  private save(state: StreamState, now: number): void {
     if (!state.stored) {
       this.sql.exec(
         "INSERT INTO streams (stream_id, conversation_id, author_id, updated_at) VALUES (?, ?, ?, ?)",
@@ -92,9 +116,6 @@ export class StreamLog {
         new Date(now).toISOString(),
       );
     }
-    const wasRestarted = state.restarted;
-    Object.assign(state, { text: state.text + delta, next: state.next + 1, restarted: false });
-    if (state.stored && !state.rewrite && now - state.savedAt < SAVE_EVERY_MS) return false;
     if (state.rewrite) this.sql.exec("DELETE FROM stream_chunks WHERE stream_id = ?", state.streamId);
     this.sql.exec(
       "INSERT INTO stream_chunks (stream_id, idx, delta) VALUES (?, ?, ?)",
@@ -102,11 +123,10 @@ export class StreamLog {
       state.next - 1,
       state.text.slice(state.saved),
     );
-    if (wasRestarted || state.rewrite) {
+    if (state.storedRestarted && !state.restarted) {
       this.sql.exec("UPDATE streams SET restarted = 0 WHERE stream_id = ?", state.streamId);
     }
-    Object.assign(state, { stored: true, saved: state.text.length, rewrite: false, savedAt: now });
-    return true;
+    Object.assign(state, { stored: true, storedRestarted: state.restarted, saved: state.text.length, rewrite: false });
   }
 
   /** A stream's state, or null. */
@@ -119,23 +139,33 @@ export class StreamLog {
 
   /** Forgets a stream (inside the transaction that closes it). */
   remove(streamId: string): void {
+    const state = this.cache.get(streamId);
+    if (state) this.unsaved.delete(state);
     this.sql.exec("DELETE FROM stream_chunks WHERE stream_id = ?", streamId);
     this.sql.exec("DELETE FROM streams WHERE stream_id = ?", streamId);
     this.cache.delete(streamId);
   }
 
-  /** The streams that have sent at least one delta. */
+  /** The streams that have sent at least one delta, saved or not. */
   active(): StreamState[] {
-    return this.sql
-      .exec<StreamRow>("SELECT * FROM streams ORDER BY stream_id")
-      .toArray()
-      .map((row) => this.cache.get(row.stream_id) ?? this.load(row))
-      .filter((state) => state.next > 0);
+    for (const row of this.sql.exec<StreamRow>("SELECT * FROM streams").toArray()) {
+      if (!this.cache.has(row.stream_id)) this.load(row);
+    }
+    return [...this.cache.values()]
+      .filter((state) => state.next > 0)
+      .sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0));
   }
 
-  /** Drops the cache (after a transaction rolled back): what was not saved is put back by `resync`. */
+  /**
+   * After a transaction rolled back: drops what storage has (it is read again; deltas not saved are put back by
+   * `resync`), and keeps the streams not saved yet, which no transaction wrote.
+   */
   reset(): void {
-    this.cache.clear();
+    for (const [streamId, state] of this.cache) {
+      if (!state.stored) continue;
+      this.cache.delete(streamId);
+      this.unsaved.delete(state);
+    }
   }
 
   /** A stream as storage has it, kept in the cache. */
@@ -154,10 +184,10 @@ export class StreamLog {
       next: chunks.length === 0 ? row.base_index : chunks[chunks.length - 1].idx + 1,
       restarted: row.restarted === 1,
       stored: true,
+      storedRestarted: row.restarted === 1,
       text,
       saved: text.length,
       rewrite: false,
-      savedAt: 0,
     };
     this.cache.set(row.stream_id, state);
     return state;

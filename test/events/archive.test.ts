@@ -307,6 +307,21 @@ describe("events consumer", () => {
     expect(await conversationRow(target.conversationId)).toMatchObject({ message_count: 2, version: 3 });
   });
 
+  it("archives a batch too large for one statement: every message once, with exact text and data", async () => {
+    // 24 maximum-size texts outside Latin-1 (3 bytes each in UTF-8): more than one statement's JSON carries.
+    const a = syntheticConversation();
+    const b = syntheticConversation();
+    const text = (i: number) => `${i}:`.padEnd(32768, "中");
+    const bodies = Array.from({ length: 24 }, (_, i) => messageBody(i % 2 ? b : a, Math.floor(i / 2) + 1, text(i)));
+    const ids = bodies.map((_, i) => `big-${i}`);
+    expectAllAcked(await deliver(bodies, 1, ids), ids);
+    for (const target of [a, b]) {
+      const expected = bodies.map((body) => body.event.data as Message).filter((m) => m.roomId === target.roomId);
+      expect(await archived(target.conversationId)).toEqual(expected);
+      expect(await conversationRow(target.conversationId)).toMatchObject({ message_count: 12, version: 13 });
+    }
+  }, 30_000);
+
   it("retries the whole batch and acks nothing while D1 fails", async () => {
     const target = syntheticConversation();
     const bodies = [messageBody(target, 1, "one"), messageBody(target, 2, "two")];

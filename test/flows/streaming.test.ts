@@ -2,7 +2,7 @@ import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { call } from "../helpers/api";
 import { roomStub } from "../../src/room/client";
 import { describe, expect, it } from "vitest";
-import { inObject, openHub, openRoom, roomObject, subscribe } from "../helpers/realtime";
+import { inObject, openHub, openRoom, roomObject, sleep, subscribe } from "../helpers/realtime";
 import { agentRoom, historyOf, runsOf, say, streamEvents } from "./helpers";
 
 // The model server streams "Model reply to: <question>" a word at a time, 120 ms apart.
@@ -67,11 +67,14 @@ describe("streaming through the room", () => {
     socket.close();
   });
 
-  it("a reset of the room mid-stream (a deploy) breaks the reply's pipe; the step resumes it and loses nothing", async () => {
+  // A reset (a deploy) fails the requests in flight, the reply's pipe among them, and drops the room's sockets.
+  it.each([
+    { when: "after the stream's first save", index: 4, resumed: true },
+    { when: "before the stream's first save", index: 0, resumed: false },
+  ])("a reset of the room mid-stream, $when, loses nothing of the reply", async ({ index, resumed }) => {
     const { apiKey, user, bot, room, orgId, token, socket, conversationId } = await agentRoom(SLOW);
     await say(apiKey, conversationId, user.id, QUESTION);
-    await socket.waitLog((f) => f.type === "event" && f.event.data?.index === 1, 10_000);
-    // A reset fails the requests in flight, the reply's pipe among them, and drops the room's sockets.
+    await socket.waitLog((f) => f.type === "event" && f.event.data?.index === index, 10_000);
     await runInDurableObject(roomObject(room.id), (_instance, state: DurableObjectState) => {
       try {
         state.abort("reset for the test");
@@ -84,19 +87,23 @@ describe("streaming through the room", () => {
     await subscribe(again, `events.${orgId}.conversations.conversation.message_stream.${conversationId}`);
     const done = await again.waitLog((f) => f.type === "event" && f.event.data?.done === true, 20_000);
     expect(done.event.data.text).toBe(ANSWER);
-    // After the reset: the text the room had saved as a snapshot, then deltas in index order, none twice. The room
-    // lost the deltas after its last save; the writer's next delta carries the whole text and goes on from the
-    // writer's index: a client skips to it and replaces its text, and the text it builds is the reply.
     const events = streamEvents(again).filter((d) => !d.done);
-    expect(events[0].text).toBeDefined();
+    if (resumed) {
+      // The step opened a new pipe from where it was. The room had the text of its last save (the new socket's
+      // snapshot) and lost the deltas after it: the writer's next delta carries the whole text and goes on from the
+      // writer's index, so a client skips to it and replaces its text.
+      expect(events[0].text).toBeDefined();
+      expect(events[0].index).toBeGreaterThan(0);
+    }
+    // Otherwise the room forgot the stream: the step's retry opened it again and streamed the reply from its start.
+    // Deltas in index order, none twice, and the text a client builds is the reply.
     for (const [i, d] of events.entries()) {
       if (i > 0)
         expect(d.index === events[i - 1].index + 1 || (d.index > events[i - 1].index && d.text !== undefined)).toBe(
           true,
         );
     }
-    const built = events.reduce((text, d) => (d.text !== undefined ? d.text : text + d.delta), "");
-    expect(built).toBe(ANSWER);
+    expect(events.reduce((text, d) => (d.text !== undefined ? d.text : text + d.delta), "")).toBe(ANSWER);
 
     const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed", 30_000);
     expect(runs).toHaveLength(1);
@@ -167,43 +174,61 @@ describe("the room's stream log", () => {
     socket.close();
   });
 
-  it("saves a stream's text at most every 250 ms; after an eviction the writer puts back what was not saved", async () => {
+  it("saves its streams together, 250 ms after a delta; after an eviction the writer puts back what was not saved", async () => {
     const { apiKey, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
     const stub = roomStub(env, room.id);
+    const stored = () =>
+      inObject(roomObject(room.id), (_instance, state) =>
+        state.storage.sql.exec("SELECT stream_id, idx, delta FROM stream_chunks ORDER BY stream_id, idx").toArray(),
+      );
     await stub.openStream({ orgId }, conversationId, "s-3", bot.id);
-    const words = ["one ", "two ", "three ", "four "];
-    for (const [index, word] of words.entries()) {
-      expect(await stub.appendStream("s-3", word, index)).toEqual({ ok: true, value: { index } });
-    }
-    // Four appends within 250 ms: the first is saved (with the stream's row), the rest wait for the next save.
-    const saved = await inObject(roomObject(room.id), (_instance, state) =>
-      state.storage.sql.exec("SELECT idx, delta FROM stream_chunks WHERE stream_id = 's-3'").toArray(),
-    );
-    expect(saved).toEqual([{ idx: 0, delta: "one " }]);
+    await stub.openStream({ orgId }, conversationId, "s-6", bot.id);
+    expect(await stub.appendStream("s-3", "one ", 0)).toEqual({ ok: true, value: { index: 0 } });
+    await stub.appendStream("s-6", "x", 0);
+    // A stream's first delta writes nothing: the save comes 250 ms later, for every stream that changed.
+    expect(await stored()).toEqual([]);
+    await sleep(300);
+    await stub.appendStream("s-3", "two ", 1);
+    expect(await stored()).toEqual([
+      { stream_id: "s-3", idx: 1, delta: "one two " },
+      { stream_id: "s-6", idx: 0, delta: "x" },
+    ]);
+    await stub.appendStream("s-3", "three ", 2);
+    await stub.appendStream("s-3", "four ", 3);
 
     await evictDurableObject(roomObject(room.id));
-    // The room is back at index 1; the writer, at 4, is told, and gives the whole text it sent.
+    // The room is back at index 2; the writer, at 4, is told, and gives the whole text it sent.
     const behind = await stub.appendStream("s-3", "five", 4);
     expect(behind).toMatchObject({ ok: false, error: { code: "CONFLICT" } });
-    expect(await stub.appendStream("s-3", "five", 4, words.join(""))).toEqual({ ok: true, value: { index: 4 } });
-    const closed = await stub.closeStream("s-3", undefined, { index: 5, text: `${words.join("")}five` });
+    expect(await stub.appendStream("s-3", "five", 4, "one two three four ")).toEqual({ ok: true, value: { index: 4 } });
+    const closed = await stub.closeStream("s-3", undefined, { index: 5, text: "one two three four five" });
     expect(closed.ok && closed.value.message?.text).toBe("one two three four five");
+    const other = await stub.closeStream("s-6", undefined, { index: 1, text: "x" });
+    expect(other.ok && other.value.message?.text).toBe("x");
+
+    // A stream evicted before its first save is forgotten (its writer's step opens it again).
+    await stub.openStream({ orgId }, conversationId, "s-7", bot.id);
+    await stub.appendStream("s-7", "lost", 0);
+    await evictDurableObject(roomObject(room.id));
+    expect(await stub.appendStream("s-7", "more", 1)).toMatchObject({ ok: false, error: { code: "NOT_FOUND" } });
 
     // A socket that subscribes after an eviction gets the saved text as a snapshot, then the following deltas.
     await stub.openStream({ orgId }, conversationId, "s-4", bot.id);
     await stub.appendStream("s-4", "a", 0);
+    await sleep(300);
+    await stub.appendStream("s-4", "b", 1);
     await evictDurableObject(roomObject(room.id));
     const again = await openRoom(room.id, apiKey);
     await subscribe(again, `events.${orgId}.conversations.conversation.message_stream.${conversationId}`);
-    await stub.appendStream("s-4", "b", 1);
-    await stub.closeStream("s-4", undefined, { index: 2, text: "ab" });
+    await stub.appendStream("s-4", "c", 2);
+    await stub.closeStream("s-4", undefined, { index: 3, text: "abc" });
     await again.waitLog((f) => f.type === "event" && f.event.data?.done === true);
     expect(streamEvents(again, "s-4").map((d) => [d.index, d.delta, d.text])).toEqual([
-      [0, "", "a"],
-      [1, "b", undefined],
-      [2, "", "ab"],
+      [1, "", "ab"],
+      [2, "c", undefined],
+      [3, "", "abc"],
     ]);
-    expect(await historyOf(apiKey, conversationId, 2)).toHaveLength(2);
+    expect(await historyOf(apiKey, conversationId, 3)).toHaveLength(3);
     socket.close();
     again.close();
   });
