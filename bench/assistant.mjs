@@ -427,6 +427,11 @@ function summarize(streams) {
     modelTokensPerSecond: pick("modelTokensPerSecond"),
     deliveriesPerStream: pick("deliveries"),
     ...(streams[0].doneAfterLastMs !== undefined ? { doneAfterLastTokenMs: pick("doneAfterLastMs") } : {}),
+    // Each stream's [post -> model request, first token] in ms, by request time: whether first tokens wait in a queue
+    // behind the streams asked just before them.
+    byRequest: streams
+      .map((s) => [Math.round(s.triggerMs * 10) / 10, Math.round(s.firstTokenMs * 10) / 10])
+      .sort((a, b) => a[0] - b[0]),
   };
 }
 
