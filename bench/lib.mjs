@@ -168,6 +168,19 @@ export function percentile(sorted, p) {
 }
 
 /**
+ * The environment of every server a bench starts. `wrangler dev` attaches a local trace collector to every worker
+ * and Workflow engine by default (`X_LOCAL_OBSERVABILITY`, for its local explorer): a streaming tail that turns each
+ * invocation's trace into JavaScript objects on the one workerd thread, measured at 12-15% of that thread and about
+ * 40% of server CPU per assistant stream. Production has no such collector in the worker's process, so the benches
+ * run without it (set X_LOCAL_OBSERVABILITY=true to measure with it). Metrics are not sent.
+ */
+export const SERVER_ENV = {
+  ...process.env,
+  X_LOCAL_OBSERVABILITY: process.env.X_LOCAL_OBSERVABILITY ?? "false",
+  WRANGLER_SEND_METRICS: "false",
+};
+
+/**
  * Spawns a server (`node ...args`) in its own process group, so the whole tree can be killed with kill(-pid), its
  * output appended to `logPath`. Answers a handle: { name, pid, exited, exitInfo, logPath, base }; `exited` and
  * `exitInfo` follow the process.
@@ -179,7 +192,7 @@ export function spawnLogged(name, args, cwd, logPath) {
     cwd,
     detached: true,
     stdio: ["ignore", out, out],
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+    env: SERVER_ENV,
   });
   closeSync(out);
   server.pid = child.pid;
@@ -465,6 +478,7 @@ export function machineInfo(packages = ["wrangler"]) {
     os: `${os.type()} ${os.release()} ${os.arch()}`,
     totalMemGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    localObservability: SERVER_ENV.X_LOCAL_OBSERVABILITY,
     commit: git.status === 0 ? git.stdout.trim() : null,
     srcUncommitted: dirty.status === 0 ? dirty.stdout.trim() !== "" : null,
   };
