@@ -1,3 +1,4 @@
+import { LineSplitter } from "../lib/lines";
 import { ModelError, type ChatMessage } from "./models";
 
 /**
@@ -40,18 +41,14 @@ export async function* streamOpenAICompatible(
   }
   // Bytes decoded here rather than through a TextDecoderStream: one stream stage less per chunk.
   const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
+  const lines = new LineSplitter();
   let data: string[] = [];
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let newline: number;
-      while ((newline = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, newline).replace(/\r$/, "");
-        buffer = buffer.slice(newline + 1);
+      for (const raw of lines.push(value)) {
+        const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
         if (line === "") {
           // The end of one event: its data lines joined.
           if (data.length === 0) continue;
@@ -69,6 +66,9 @@ export async function* streamOpenAICompatible(
     reader.releaseLock();
     await response.body.cancel().catch(() => {});
   }
+  // A last event without its closing blank line (or its last line without a newline) still counts.
+  const last = lines.end().replace(/\r$/, "");
+  if (last.startsWith("data:")) data.push(last.slice(5).replace(/^ /, ""));
   if (data.length > 0 && data.join("\n") !== "[DONE]") {
     const delta = contentOf(data.join("\n"));
     if (delta) yield delta;

@@ -4,6 +4,7 @@ import { ApiError, fail, ok, type Result } from "../errors";
 import { mirrorConversationsStatements, writeThrough } from "../db/mirror";
 import { createEvent, messagePostedEvent } from "../events/envelope";
 import type { ConversationRecord, QueueBody, RoomRecord } from "../events/queue";
+import { LineSplitter } from "../lib/lines";
 import { newId } from "../lib/ids";
 import type { AccountType } from "../protocol/accounts";
 import type { Conversation, CreateConversation, UpdateConversation } from "../protocol/conversations";
@@ -452,17 +453,12 @@ export class Room extends DurableObject<Bindings> {
     }
     if (from.index !== state.next) this.streams.resync(state, from.index, from.sent);
     const reader = body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
+    const frames = new LineSplitter();
     try {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let newline: number;
-        while ((newline = buffer.indexOf("\n")) >= 0) {
-          const frame = buffer.slice(0, newline);
-          buffer = buffer.slice(newline + 1);
+        for (const frame of frames.push(value)) {
           const delta: unknown = JSON.parse(frame);
           if (typeof delta !== "string") return fail("BAD_REQUEST", "a stream frame is not a JSON string");
           // Closed meanwhile (a retried step restarted it elsewhere, or the conversation went): the writer stops.
@@ -477,7 +473,7 @@ export class Room extends DurableObject<Bindings> {
     } finally {
       reader.cancel().catch(() => {});
     }
-    if (buffer !== "") return fail("BAD_REQUEST", "the stream ended inside a frame");
+    if (frames.end() !== "") return fail("BAD_REQUEST", "the stream ended inside a frame");
     return ok({ index: this.streams.get(streamId)?.next ?? state.next });
   }
 

@@ -41,6 +41,17 @@ describe("assistant replies from an OpenAI-compatible server", () => {
     socket.close();
   });
 
+  it("reads a stream cut anywhere: CRLF lines, characters split across writes, no closing blank line or [DONE]", async () => {
+    const { apiKey, user, bot, socket, conversationId } = await agentRoom({ model: "openai:ragged" });
+    const question = "wie geht’s — ça va? 日本語のテキスト 🙂";
+    await say(apiKey, conversationId, user.id, question);
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history[1]).toMatchObject({ authorId: bot.id, type: "bot", text: `Model reply to: ${question}` });
+    const done = await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
+    expect(done.event.data).toMatchObject({ text: `Model reply to: ${question}`, messageId: history[1].id });
+    socket.close();
+  });
+
   it("a connection lost before the model answered is tried once more, and the reply is posted once", async () => {
     const marker = `drop-${crypto.randomUUID()}`;
     const { apiKey, user, bot, conversationId } = await agentRoom({ model: "openai:drop-once" });

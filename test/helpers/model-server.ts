@@ -5,6 +5,8 @@
 //   garbage       streams events that are not JSON
 //   hang          sends one token, then nothing more
 //   drop-once     drops the connection of the first request for a prompt without answering, then answers as usual
+//   ragged        streams the usual reply with CRLF line ends, writes cut mid-line and mid-character, and no blank
+//                 line and no [DONE] after its last event (what a client must still read)
 // Every request body is kept; GET /requests answers them (tests find theirs by a marker in the prompt).
 // An optional observer hears, on the server's clock (`performance.now()`), when each chat request was read and when
 // each token of its reply was written (benchmarks time a stream from the model's side with it).
@@ -114,6 +116,17 @@ async function handle(
     return;
   }
   const tokens = expectedReply(prompt).match(/\s*\S+/g) ?? [];
+  if (model === "ragged") {
+    const events = tokens.map((token) => `data: ${JSON.stringify(chunk(token))}`);
+    const bytes = Buffer.from(events.join("\r\n\r\n"));
+    // Seven-byte writes, apart, so the client gets lines and multi-byte characters in pieces.
+    for (let at = 0; at < bytes.length && !res.destroyed; at += 7) {
+      res.write(bytes.subarray(at, at + 7));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    res.end();
+    return;
+  }
   if (model === "hang") {
     send(chunk(tokens[0] ?? "…"));
     return; // never ends: the client's timeout must
