@@ -61,7 +61,7 @@ export async function streamReply(env: Bindings, input: ReplyInput): Promise<Rep
   idle = setTimeout(watchIdle, idleMs);
 
   // Opened before the model is asked, so the first token finds it ready.
-  const pipe = new DeltaPipe(() => roomStub(env, input.roomId), room, input.streamId, opened.next);
+  const pipe = new DeltaPipe(() => roomStub(env, input.roomId), input.streamId, opened.next);
   let pending = "";
   let length = 0;
   let sending: Promise<void> | null = null;
@@ -128,13 +128,15 @@ class DeltaPipe {
   private failure: Error | null = null;
   private readonly encoder = new TextEncoder();
 
+  /** The room's stub: a new one after a pipe broke. */
+  room: RoomRpc;
+
   constructor(
     private readonly connect: () => RoomRpc,
-    /** The room's stub: a new one after a pipe broke. */
-    public room: RoomRpc,
     private readonly streamId: string,
     next: number,
   ) {
+    this.room = connect();
     this.next = next;
     this.open();
   }
@@ -145,11 +147,14 @@ class DeltaPipe {
       this.room = this.connect();
       this.open();
     }
+    const current = this.current!;
     const frame = this.encoder.encode(`${JSON.stringify(delta)}\n`);
     this.next++;
     this.text += delta;
     // A frame lost with a broken pipe is in `text`: the next pipe's snapshot carries it.
-    await this.current!.writer.write(frame).catch(() => this.markBroken());
+    await current.writer.write(frame).catch(() => {
+      current.broken = true;
+    });
     if (this.failure) throw this.failure;
   }
 
@@ -179,9 +184,5 @@ class DeltaPipe {
         },
       ),
     );
-  }
-
-  private markBroken(): void {
-    if (this.current) this.current.broken = true;
   }
 }
