@@ -43,23 +43,25 @@ export async function* streamOpenAICompatible(
   const reader = response.body.getReader();
   const lines = new LineSplitter();
   let data: string[] = [];
+  /** Takes one line of the event stream; answers an event's payload (its data lines joined) when a blank line ends it. */
+  const take = (raw: string): string | null => {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    if (line !== "" || data.length === 0) return null;
+    const payload = data.join("\n");
+    data = [];
+    return payload;
+  };
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      for (const raw of lines.push(value)) {
-        const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-        if (line === "") {
-          // The end of one event: its data lines joined.
-          if (data.length === 0) continue;
-          const payload = data.join("\n");
-          data = [];
-          if (payload === "[DONE]") return;
-          const delta = contentOf(payload);
-          if (delta) yield delta;
-        } else if (line.startsWith("data:")) {
-          data.push(line.slice(5).replace(/^ /, ""));
-        }
+      for (const line of lines.push(value)) {
+        const payload = take(line);
+        if (payload === null) continue;
+        if (payload === "[DONE]") return;
+        const delta = contentOf(payload);
+        if (delta) yield delta;
       }
     }
   } finally {
@@ -67,10 +69,10 @@ export async function* streamOpenAICompatible(
     await response.body.cancel().catch(() => {});
   }
   // A last event without its closing blank line (or its last line without a newline) still counts.
-  const last = lines.end().replace(/\r$/, "");
-  if (last.startsWith("data:")) data.push(last.slice(5).replace(/^ /, ""));
-  if (data.length > 0 && data.join("\n") !== "[DONE]") {
-    const delta = contentOf(data.join("\n"));
+  take(lines.end());
+  const payload = take("");
+  if (payload !== null && payload !== "[DONE]") {
+    const delta = contentOf(payload);
     if (delta) yield delta;
   }
 }
