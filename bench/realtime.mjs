@@ -17,7 +17,7 @@
 // All clients live in this one Node process (so send and receive timestamps share a clock). Prints a table with the
 // ratio of every figure to the floor and writes JSON to bench/.results/. See bench/README.md.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -27,6 +27,7 @@ import {
   intEnv as positiveIntEnv,
   killProcessGroupNow,
   log,
+  profileWorker,
   machineInfo,
   percentile,
   refreshWorkerd,
@@ -84,6 +85,9 @@ const SERVERS = [...new Set((process.env.BENCH_SERVERS || "floor,partyserver,par
   .filter(Boolean)
   .sort((a, b) => KNOWN_SERVERS.indexOf(a) - KNOWN_SERVERS.indexOf(b));
 const KEEP = process.env.BENCH_KEEP === "1";
+// BENCH_PROFILE_RATE=<msgs/s>: after Parley's latency run in each room size, one more run at that rate (untimed) while
+// its worker is CPU-profiled through the inspector; the summary goes to the JSON and the raw profile beside it.
+const PROFILE_RATE = intEnv("BENCH_PROFILE_RATE", 0);
 const DEFLATE = process.env.BENCH_DEFLATE === "1";
 const IN_PLACE = process.env.BENCH_IN_PLACE === "1";
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL || null;
@@ -773,6 +777,27 @@ async function latencyRun(group) {
   return stats;
 }
 
+/** One run at BENCH_PROFILE_RATE while Parley's worker is CPU-profiled; answers the profile's summary. */
+async function profiledRun(group) {
+  const label = `${group.target.name} ${group.size} members`;
+  const rate = clampRate(PROFILE_RATE);
+  await group.ensureSenders(group.target.senderSockets(rate)); // connections are not what the profile is for
+  let stats;
+  const { summary, raw } = await profileWorker(group.target.server.inspectorPort, async () => {
+    stats = await runPhase(group, rate, CONFIG.stepS * 1000, { stopWhenFailed: false });
+  });
+  describe(`${label}, profiled run at ${rate} msg/s`, stats);
+  log(`${label}: worker busy ${(summary.busyMs / 1000).toFixed(2)} s of ${(summary.wallMs / 1000).toFixed(2)} s`);
+  for (const m of summary.modules.slice(0, 12)) log(`  ${(m.share * 100).toFixed(1).padStart(5)}%  ${m.name}`);
+  for (const f of summary.functions.slice(0, 25)) log(`    ${(f.share * 100).toFixed(1).padStart(5)}%  ${f.name}`);
+  profiles.push({ name: `${group.target.name}-${group.size}`, raw });
+  await settle(group.target.server);
+  return { rate, stats, summary };
+}
+
+/** Raw CPU profiles of the profiled runs, written beside the JSON results. */
+const profiles = [];
+
 /**
  * The delivery ceiling: from the latency run's rate, doubles the send rate until a
  * step fails (or halves it until one passes), then halves the gap between the last passing and the first failing rate
@@ -1068,6 +1093,7 @@ async function main() {
       results.servers[target.name].sizes[size] = entry;
       if (measureMemory) results.servers[target.name].memory = group.memory;
       entry.latency = await latencyRun(group);
+      if (PROFILE_RATE > 0 && target.name === "parley") entry.profile = await profiledRun(group);
       if (CONFIG.ceiling) entry.ceiling = await ceilingSearch(group);
       await closeRoom(group);
       const reloads = serverReloads(target.server) - reloadsBefore;
@@ -1143,7 +1169,7 @@ function printReport(machine) {
 }
 
 function writeResults(error) {
-  saveResults("realtime", startedAt, {
+  const file = saveResults("realtime", startedAt, {
     bench: "realtime",
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
@@ -1151,6 +1177,8 @@ function writeResults(error) {
     ...(error ? { error: String(error.stack ?? error) } : {}),
     ...results,
   });
+  for (const { name, raw } of profiles)
+    writeFileSync(file.replace(/\.json$/, `-${name}.cpuprofile`), JSON.stringify(raw));
 }
 
 let exiting = false;

@@ -41,6 +41,8 @@ export class Outbox {
   private delivered = 0;
   private pruned = 0;
   private pruneTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When the last drain delivered rows (ms). */
+  private drainedAt = 0;
 
   constructor(
     private readonly sql: SqlStorage,
@@ -104,12 +106,19 @@ export class Outbox {
    * them meanwhile). A write of its own holds the room's sends until it is durable, so it waits for a pause.
    */
   private pruneWhenQuiet(): void {
-    if (this.delivered <= this.pruned && this.pruneTimer === null) return;
-    if (this.pruneTimer !== null) clearTimeout(this.pruneTimer);
-    this.pruneTimer = setTimeout(() => {
+    this.drainedAt = Date.now();
+    if (this.delivered <= this.pruned || this.pruneTimer !== null) return;
+    // One timer, not one per drain: when it fires early (drains came meanwhile) it waits for the rest.
+    const fire = () => {
+      const quietFor = Date.now() - this.drainedAt;
+      if (quietFor < PRUNE_AFTER_MS) {
+        this.pruneTimer = setTimeout(fire, PRUNE_AFTER_MS - quietFor);
+        return;
+      }
       this.pruneTimer = null;
       this.prune();
-    }, PRUNE_AFTER_MS);
+    };
+    this.pruneTimer = setTimeout(fire, PRUNE_AFTER_MS);
   }
 
   /** Deletes the rows both sinks have; the room calls it inside its commits. */
