@@ -17,6 +17,12 @@ const BATCH_ROWS = 100;
 const QUEUE_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
 const utf8 = new TextEncoder();
 
+/**
+ * The least time between two sends of a drain. A quiet room's event goes at once; a busy room's go in batches (each
+ * send is a queue call and a hub call: at one per commit, they were a third of a room's work at 400 msg/s).
+ */
+const DRAIN_EVERY_MS = 5;
+
 /** How long a room must be quiet before rows both sinks have are deleted by a write of their own. */
 const PRUNE_AFTER_MS = 1_000;
 
@@ -41,6 +47,8 @@ export class Outbox {
   private delivered = 0;
   private pruned = 0;
   private pruneTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When the last drain started sending (ms). */
+  private sentAt = 0;
   /** When the last drain delivered rows (ms). */
   private drainedAt = 0;
 
@@ -59,6 +67,10 @@ export class Outbox {
     this.running = true;
     try {
       do {
+        // A busy room sends at most every `DRAIN_EVERY_MS`: the rows committed meanwhile go in the same two sends.
+        const wait = this.sentAt + DRAIN_EVERY_MS - Date.now();
+        if (wait > 0) await scheduler.wait(wait);
+        this.sentAt = Date.now();
         this.again = false;
         const rows = this.sql
           .exec<Row>(
