@@ -108,6 +108,8 @@ export class Room extends DurableObject<Bindings> {
   /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
   private readonly activity = new Map<string, ConversationRecord>();
   private activityFlushing = false;
+  /** When the last of those writes started (ms). */
+  private activityAt = 0;
   /** Events written by the transaction in progress; sent to this room's sockets once it commits. */
   private committed: ParleyEvent[] = [];
   /** Assistant replies in flight. */
@@ -885,12 +887,12 @@ export class Room extends DurableObject<Bindings> {
       (async () => {
         try {
           while (this.activity.size > 0) {
-            const started = Date.now();
+            const wait = this.activityAt + ACTIVITY_EVERY_MS - Date.now();
+            if (wait > 0) await scheduler.wait(wait);
+            this.activityAt = Date.now();
             const records = [...this.activity.values()];
             this.activity.clear();
             await writeThrough(this.env.DB, mirrorConversationsStatements(this.env.DB, records));
-            const wait = ACTIVITY_EVERY_MS - (Date.now() - started);
-            if (this.activity.size > 0 && wait > 0) await scheduler.wait(wait);
           }
         } finally {
           this.activityFlushing = false;
