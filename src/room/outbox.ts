@@ -1,3 +1,4 @@
+import { Pace } from "../lib/pace";
 import type { OutboxRow } from "./storage";
 
 /** Where outbox rows go: the events queue (`queued`) and the org hub (`published`), each with its own flag. */
@@ -47,8 +48,7 @@ export class Outbox {
   private delivered = 0;
   private pruned = 0;
   private pruneTimer: ReturnType<typeof setTimeout> | null = null;
-  /** When the last drain started sending (ms). */
-  private sentAt = 0;
+  private readonly pace = new Pace(DRAIN_EVERY_MS);
   /** When the last drain delivered rows (ms). */
   private drainedAt = 0;
 
@@ -68,9 +68,7 @@ export class Outbox {
     try {
       do {
         // A busy room sends at most every `DRAIN_EVERY_MS`: the rows committed meanwhile go in the same two sends.
-        const wait = this.sentAt + DRAIN_EVERY_MS - Date.now();
-        if (wait > 0) await scheduler.wait(wait);
-        this.sentAt = Date.now();
+        await this.pace.turn();
         this.again = false;
         const rows = this.sql
           .exec<Row>(

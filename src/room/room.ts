@@ -6,6 +6,7 @@ import { createEvent, messagePostedEvent } from "../events/envelope";
 import type { ConversationRecord, QueueBody, RoomRecord } from "../events/queue";
 import { LineSplitter } from "../lib/lines";
 import { newId } from "../lib/ids";
+import { Pace } from "../lib/pace";
 import type { AccountType } from "../protocol/accounts";
 import type { Conversation, CreateConversation, UpdateConversation } from "../protocol/conversations";
 import type { HistoryPage, HistoryQuery, Message, MessageAttachment } from "../protocol/messages";
@@ -108,8 +109,7 @@ export class Room extends DurableObject<Bindings> {
   /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
   private readonly activity = new Map<string, ConversationRecord>();
   private activityFlushing = false;
-  /** When the last of those writes started (ms). */
-  private activityAt = 0;
+  private readonly activityPace = new Pace(ACTIVITY_EVERY_MS);
   /** Events written by the transaction in progress; sent to this room's sockets once it commits. */
   private committed: ParleyEvent[] = [];
   /** Assistant replies in flight. */
@@ -887,9 +887,7 @@ export class Room extends DurableObject<Bindings> {
       (async () => {
         try {
           while (this.activity.size > 0) {
-            const wait = this.activityAt + ACTIVITY_EVERY_MS - Date.now();
-            if (wait > 0) await scheduler.wait(wait);
-            this.activityAt = Date.now();
+            await this.activityPace.turn();
             const records = [...this.activity.values()];
             this.activity.clear();
             await writeThrough(this.env.DB, mirrorConversationsStatements(this.env.DB, records));
