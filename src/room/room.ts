@@ -19,6 +19,7 @@ import type { MessageStream } from "../protocol/flows";
 import { preparePost } from "./post";
 import { hubStub, type HubRpc } from "../hub/client";
 import { Outbox } from "./outbox";
+import { PostBatch, type Draft } from "./post-batch";
 import { dispatchFlows } from "../flows/dispatch";
 import {
   hasRoomStorage,
@@ -110,6 +111,8 @@ export class Room extends DurableObject<Bindings> {
   private readonly activity = new Map<string, ConversationRecord>();
   private activityFlushing = false;
   private readonly activityPace = new Pace(ACTIVITY_EVERY_MS);
+  /** Posts drafted and waiting for their commit, which they share with the posts that arrive meanwhile. */
+  private readonly posts = new PostBatch<PostResult>(() => this.commitPosts());
   /** Events written by the transaction in progress; sent to this room's sockets once it commits. */
   private committed: ParleyEvent[] = [];
   /** Assistant replies in flight. */
@@ -384,10 +387,12 @@ export class Room extends DurableObject<Bindings> {
     // the sockets that had the event are closed and recover: their `sinceSeq` ack carries the stored `lastSeq`, and
     // the seq goes to the next stored message (the SDK delivers a different message at a seq it had, and reports a
     // gap). A large fan-out goes after the commit: measured, sending first made rooms of 1,000 slower.
+    // The commit is shared with the posts that arrive meanwhile (`PostBatch`): anything that reads messages or
+    // writes commits the waiting posts first, so the room's order is the order of the drafts.
     const sendFirst = this.sockets.subscriberCount(draft.event.topic) <= SEND_FIRST_SOCKETS;
     if (sendFirst) this.broadcast(draft.event);
     try {
-      const result = this.commit(() => this.writeMessage(draft, sendFirst));
+      const result = await this.posts.add(draft, sendFirst);
       this.markActivity(result.conversation);
       return ok(result);
     } catch (error) {
@@ -634,6 +639,7 @@ export class Room extends DurableObject<Bindings> {
   }
 
   private messageByClientId(conversationId: string, clientMessageId: string): Message | null {
+    if (this.posts.has(conversationId, clientMessageId)) this.commitPosts();
     const row = this.sql
       .exec<MessageRow>(
         "SELECT * FROM messages WHERE conversation_id = ? AND client_message_id = ?",
@@ -644,13 +650,11 @@ export class Room extends DurableObject<Bindings> {
     return row ? this.toMessage(row) : null;
   }
 
-  /** A message about to be appended: the conversation's next gapless `seq`, and its event. Writes nothing. */
-  private draftMessage(
-    conversation: ConversationRow,
-    author: ParticipantRow,
-    input: PostInput,
-    id: string,
-  ): { message: Message; event: ParleyEvent<Message> } {
+  /**
+   * A message about to be appended: the conversation's next gapless `seq` (after its posts waiting for their
+   * commit), and its event. Writes nothing.
+   */
+  private draftMessage(conversation: ConversationRow, author: ParticipantRow, input: PostInput, id: string): Draft {
     const now = new Date().toISOString();
     const room = this.roomRow()!;
     const message: Message = {
@@ -658,7 +662,7 @@ export class Room extends DurableObject<Bindings> {
       orgId: room.org_id,
       roomId: room.id,
       conversationId: conversation.id,
-      seq: conversation.last_seq + 1,
+      seq: (this.posts.lastSeq(conversation.id) ?? this.conversationRow(conversation.id)!.last_seq) + 1,
       authorId: input.authorId,
       type: author.account_type === "agent" ? "bot" : "user",
       text: input.text ?? null,
@@ -674,10 +678,7 @@ export class Room extends DurableObject<Bindings> {
    * Writes a drafted message: its row, the conversation's `last_seq`, and its event in the outbox; runs inside
    * `commit`. `delivered`: the room's sockets already have the event.
    */
-  private writeMessage(
-    draft: { message: Message; event: ParleyEvent<Message> },
-    delivered = false,
-  ): { message: Message; created: true; conversation: ConversationRecord } {
+  private writeMessage(draft: Draft, delivered = false): PostResult {
     const { message } = draft;
     this.sql.exec(
       `INSERT INTO messages (conversation_id, seq, id, author_id, type, text, data, attachments, client_message_id, created_at)
@@ -713,6 +714,7 @@ export class Room extends DurableObject<Bindings> {
   async listMessages(actor: Actor, conversationId: string, query: HistoryQuery): Promise<Result<HistoryPage>> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
+    this.commitPosts();
     const { afterSeq, beforeSeq, limit } = query;
     const upper = beforeSeq ?? Number.MAX_SAFE_INTEGER;
     let rows: MessageRow[];
@@ -805,6 +807,8 @@ export class Room extends DurableObject<Bindings> {
 
   /** `subscribe`: acks, then with `sinceSeq` replays the conversation's later messages before anything live. */
   private subscribe(ws: WebSocket, frame: SubscribeFrame): void {
+    // Before the subscription: the waiting posts go to the subscribers before it, and the replay has them.
+    if (frame.sinceSeq !== undefined) this.commitPosts();
     const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
     if (!pattern) return;
     if (frame.sinceSeq === undefined) {
@@ -821,6 +825,7 @@ export class Room extends DurableObject<Bindings> {
 
   /** The `message_posted` events after `sinceSeq`, or null when the conversation cannot be replayed to this actor. */
   private replay(actor: Actor, conversationId: string, sinceSeq: number): ParleyEvent[] | null {
+    this.commitPosts();
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok || found.value.last_seq - sinceSeq > REALTIME_LIMITS.replayMessages) return null;
     return this.sql
@@ -1076,10 +1081,30 @@ export class Room extends DurableObject<Bindings> {
   // --- outbox -------------------------------------------------------------------------------------------------
 
   /**
-   * Runs a write in one SQLite transaction; once it committed, sends its events to this room's sockets and hands
-   * its outbox rows to the queue and the hub.
+   * Runs a write in one SQLite transaction, after the posts waiting for theirs (in a transaction of their own, so
+   * neither can fail the other); once it committed, sends its events to this room's sockets and hands its outbox
+   * rows to the queue and the hub.
    */
   private commit<T>(write: () => T): T {
+    this.commitPosts();
+    return this.commitNow(write);
+  }
+
+  /** Commits the posts waiting for it, in one transaction; each caller gets its message, or the failure. */
+  private commitPosts(): void {
+    if (this.posts.size === 0) return;
+    const posts = this.posts.take();
+    let written: PostResult[];
+    try {
+      written = this.commitNow(() => posts.map((post) => this.writeMessage(post.draft, post.delivered)));
+    } catch (error) {
+      for (const post of posts) post.reject(error);
+      return;
+    }
+    posts.forEach((post, i) => post.resolve(written[i]));
+  }
+
+  private commitNow<T>(write: () => T): T {
     let result: T;
     try {
       result = this.ctx.storage.transactionSync(() => {
