@@ -15,27 +15,23 @@ export interface PendingPost<R> {
   reject(error: unknown): void;
 }
 
-/**
- * A quiet room commits a post at once; a post that comes less than this long after the last commit of posts waits
- * for the next turn of the event loop, and the posts that arrive meanwhile go in the same commit.
- */
-export const POSTS_QUIET_MS = 5;
 /** The most posts one commit takes: more and the batch commits at once. */
 export const POSTS_PER_COMMIT = 256;
 
 /**
- * The posts of a room waiting for their commit (group commit). Each commit is durable before the room's later sends
- * go out, and it is most of a message's cost: one commit for every post that arrives in the same moment lets a busy
- * room take several times as many messages a second (measured: a 2-member room's ceiling 1,522 -> 5,120 deliveries
- * a second). `flush` is the room's: it takes the pending posts (`take`) and writes them in one transaction, in order.
- * Their seqs are taken when they are drafted, so the next draft of a conversation follows its pending posts
- * (`lastSeq`).
+ * The posts of a room waiting for their commit (group commit). A post waits for the next turn of the event loop, and
+ * every post that arrives meanwhile goes in the same commit. Each commit is durable before the room's later sends go
+ * out, and it is most of a message's cost: one commit for the posts of a moment lets a busy room take several times
+ * as many messages a second (measured: a 2-member room's ceiling 1,522 -> 5,120 deliveries a second). Waiting for
+ * the next turn also lets the sends made before the write (a post's delivery to its room's sockets) leave before the
+ * commit holds the thread. `flush` is the room's: it takes the pending posts (`take`) and writes them in one
+ * transaction, in order. Their seqs are taken when they are drafted, so the next draft of a conversation follows its
+ * pending posts (`lastSeq`).
  */
 export class PostBatch<R> {
   private pending: PendingPost<R>[] = [];
   private readonly seqs = new Map<string, number>();
   private scheduled = false;
-  private flushedAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly flush: () => void) {}
 
@@ -44,11 +40,9 @@ export class PostBatch<R> {
     return new Promise<R>((resolve, reject) => {
       this.pending.push({ draft, delivered, resolve, reject });
       this.seqs.set(draft.message.conversationId, draft.message.seq);
-      if (this.scheduled) {
-        if (this.pending.length >= POSTS_PER_COMMIT) this.flush();
-      } else if (Date.now() - this.flushedAt >= POSTS_QUIET_MS) {
+      if (this.pending.length >= POSTS_PER_COMMIT) {
         this.flush();
-      } else {
+      } else if (!this.scheduled) {
         this.scheduled = true;
         setTimeout(() => {
           this.scheduled = false;
@@ -80,7 +74,6 @@ export class PostBatch<R> {
     const taken = this.pending;
     this.pending = [];
     this.seqs.clear();
-    if (taken.length > 0) this.flushedAt = Date.now();
     return taken;
   }
 }

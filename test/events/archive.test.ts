@@ -372,22 +372,23 @@ describe("events on the queue", () => {
     const room = roomObject(f.room.id);
     const conversationId = newConversationId(f.room.id);
 
-    // Outbox rows are read in the same turn as the writes, before the drain could have removed them.
+    // Outbox rows are read right after each commit, before the next write prunes those the drain delivered.
     const { outbox, created, posted } = await runInDurableObject(room, async (instance: Room, state) => {
-      const creating = instance.createConversation({ orgId: f.orgId }, conversationId, { name: "Envelopes" });
-      const posting = instance.postMessage({ orgId: f.orgId }, conversationId, {
+      const rows = () =>
+        state.storage.sql
+          .exec<{ body: string }>("SELECT body FROM outbox ORDER BY id")
+          .toArray()
+          .map((row) => JSON.parse(row.body) as QueueBody);
+      const created = await instance.createConversation({ orgId: f.orgId }, conversationId, { name: "Envelopes" });
+      const afterCreate = rows();
+      const posted = await instance.postMessage({ orgId: f.orgId }, conversationId, {
         authorId: f.alice.id,
         text: "hello events",
         data: { n: 1 },
         attachments: [],
         clientMessageId: "env-1",
       });
-      const rows = state.storage.sql.exec<{ body: string }>("SELECT body FROM outbox ORDER BY id").toArray();
-      return {
-        outbox: rows.map((row) => JSON.parse(row.body) as QueueBody),
-        created: await creating,
-        posted: await posting,
-      };
+      return { outbox: [...afterCreate, ...rows()], created, posted };
     });
     expect(created.ok && posted.ok, JSON.stringify({ created, posted })).toBe(true);
     if (!created.ok || !posted.ok) return;

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { PostResult, Room } from "../../src/room/room";
 import type { Result } from "../../src/errors";
 import { createFixture } from "../helpers/api";
+import { POSTS_PER_COMMIT } from "../../src/room/post-batch";
 
 /** A room object, in its isolate, with a way to post as Alice and to read what its storage holds. */
 async function inRoom(test: (ctx: RoomContext) => Promise<void>): Promise<void> {
@@ -44,15 +45,11 @@ function posted(result: Result<PostResult>): PostResult {
 }
 
 describe("the room's group commit of posts", () => {
-  it("commits a quiet room's post at once, and the posts right after it together in the next turn, in order", async () => {
+  it("commits the posts of one moment together in the next turn, in order, each answered with its message", async () => {
     await inRoom(async ({ post, stored }) => {
-      const first = post("a");
-      expect(stored()).toEqual(["1:a"]); // committed before the call returned
-
-      const second = post("b");
-      const third = post("c");
-      expect(stored()).toEqual(["1:a"]); // waiting for the next turn
-      const results = (await Promise.all([first, second, third])).map(posted);
+      const posts = [post("a"), post("b"), post("c")];
+      expect(stored()).toEqual([]); // the sends go first; the commit waits for the next turn
+      const results = (await Promise.all(posts)).map(posted);
       expect(stored()).toEqual(["1:a", "2:b", "3:c"]);
       expect(results.map((r) => [r.message.seq, r.message.text, r.created])).toEqual([
         [1, "a", true],
@@ -60,6 +57,21 @@ describe("the room's group commit of posts", () => {
         [3, "c", true],
       ]);
       expect(results.map((r) => r.conversation.conversation.messageCount)).toEqual([1, 2, 3]);
+
+      // A later moment: a commit of its own, after the first.
+      const later = post("d");
+      expect(stored()).toEqual(["1:a", "2:b", "3:c"]);
+      expect(posted(await later).message.seq).toBe(4);
+    });
+  });
+
+  it("commits at once when a moment brings the most posts one commit takes", async () => {
+    await inRoom(async ({ post, stored }) => {
+      const posts = Array.from({ length: POSTS_PER_COMMIT + 1 }, (_, i) => post(`m${i + 1}`));
+      expect(stored()).toHaveLength(POSTS_PER_COMMIT);
+      const seqs = (await Promise.all(posts)).map((result) => posted(result).message.seq);
+      expect(seqs).toEqual(Array.from({ length: POSTS_PER_COMMIT + 1 }, (_, i) => i + 1));
+      expect(stored()).toHaveLength(POSTS_PER_COMMIT + 1);
     });
   });
 
