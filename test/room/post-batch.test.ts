@@ -2,7 +2,8 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { PostResult, Room } from "../../src/room/room";
 import type { Result } from "../../src/errors";
-import { createFixture } from "../helpers/api";
+import { accountToken, createFixture } from "../helpers/api";
+import { conversationTopic, openRoom, seqsOf } from "../helpers/realtime";
 import { POSTS_PER_COMMIT } from "../../src/room/post-batch";
 
 /** A room object, in its isolate, with a way to post as Alice and to read what its storage holds. */
@@ -122,5 +123,27 @@ describe("the room's group commit of posts", () => {
       expect(posted(await post("d")).message.seq).toBe(3);
       expect(stored()).toEqual(["1:a", "2:x", "3:d"]);
     });
+  });
+
+  it("replays a waiting post to a socket that subscribes with sinceSeq before the post commits: no gap, no duplicate", async () => {
+    const f = await createFixture();
+    const socket = await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id));
+    const topic = conversationTopic(f.orgId, f.conversation.id);
+    const stub = env.ROOMS.get(env.ROOMS.idFromName(f.room.id));
+    const result = await runInDurableObject(stub, async (room: Room, state: DurableObjectState) => {
+      const actor = { orgId: f.orgId };
+      // Sent to the room's subscribers before its write (none yet), then waiting for the next turn.
+      const waiting = room.postMessage(actor, f.conversation.id, { authorId: f.alice.id, text: "a", attachments: [] });
+      const [ws] = state.getWebSockets();
+      await room.webSocketMessage(ws, JSON.stringify({ type: "subscribe", id: "s1", topic, sinceSeq: 0 }));
+      return waiting;
+    });
+    expect(posted(result).message.seq).toBe(1);
+    await socket.waitLog((frame) => frame.type === "ack" && frame.id === "s1");
+    await socket.waitLog((frame) => frame.type === "event");
+    await socket.flush();
+    expect(socket.log.find((frame) => frame.id === "s1")).toMatchObject({ recovered: true, lastSeq: 1 });
+    expect(seqsOf(socket.log)).toEqual([1]);
+    socket.close();
   });
 });
