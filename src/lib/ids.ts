@@ -35,15 +35,36 @@ export function base32(bytes: Uint8Array): string {
   return out;
 }
 
+/** Random bytes drawn ahead, `RANDOM_POOL` at a time: one `getRandomValues` call serves 64 ids. */
+const RANDOM_POOL = 640;
+const pool = new Uint8Array(RANDOM_POOL);
+let poolAt = RANDOM_POOL;
+
+/** The next `n` random bytes of the pool (a view: use them before the next call). */
+function randomBytes(n: number): Uint8Array {
+  if (poolAt + n > RANDOM_POOL) {
+    crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
+  poolAt += n;
+  return pool.subarray(poolAt - n, poolAt);
+}
+
+/** The time part of the last body made, and its millisecond: ids made in the same millisecond share it. */
+let lastTime = { ms: -1, text: "" };
+
 /** A time-ordered body: 10 characters of milliseconds then 16 random characters (a ULID in lower case). */
 export function ulidBody(now = Date.now()): string {
-  let time = "";
-  let t = now;
-  for (let i = 0; i < 10; i++) {
-    time = ALPHABET[t % 32] + time;
-    t = Math.floor(t / 32);
+  if (lastTime.ms !== now) {
+    let text = "";
+    let t = now;
+    for (let i = 0; i < 10; i++) {
+      text = ALPHABET[t % 32] + text;
+      t = Math.floor(t / 32);
+    }
+    lastTime = { ms: now, text };
   }
-  return time + base32(crypto.getRandomValues(new Uint8Array(10)));
+  return lastTime.text + base32(randomBytes(10));
 }
 
 /** A new id with its type prefix, e.g. `acc_01jd...`; ids sort by creation time. */

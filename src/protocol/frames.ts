@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { ParleyEvent } from "./events";
-import { MessageInputShape, requireContent, type Message } from "./messages";
+import { idPattern } from "../lib/ids";
+import { MESSAGE_LIMITS, MessageInputShape, requireContent, type Message } from "./messages";
 
 /** Limits of realtime connections (contract section 8). */
 export const REALTIME_LIMITS = {
@@ -83,6 +84,43 @@ export const ClientFrameSchema = z.discriminatedUnion("type", [
 export type ClientFrame = z.infer<typeof ClientFrameSchema>;
 export type SubscribeFrame = z.infer<typeof SubscribeFrameSchema>;
 export type MessagePostFrame = z.infer<typeof MessagePostFrameSchema>;
+
+/**
+ * Parses a client frame: `ClientFrameSchema.safeParse`, with a fast path for the common `message.post` frame. zod
+ * cannot compile its checks in Workers (code generation is off there), and its parse of that frame was about 8% of a
+ * busy room's CPU. The fast path takes only frames it can check in full and answers what zod answers for them (a
+ * test compares the two); every other frame, and every invalid one, goes to zod.
+ */
+export function parseClientFrame(json: unknown): z.ZodSafeParseResult<ClientFrame> {
+  const frame = fastMessagePost(json);
+  return frame ? { success: true, data: frame } : ClientFrameSchema.safeParse(json);
+}
+
+const FAST_POST_KEYS = new Set(["type", "id", "conversationId", "text", "clientMessageId", "authorId"]);
+const ACCOUNT_ID = idPattern("acc");
+
+/** A valid `message.post` frame with text and no data or attachments, or null for zod to decide. */
+export function fastMessagePost(json: unknown): MessagePostFrame | null {
+  if (typeof json !== "object" || json === null) return null;
+  const f = json as Record<string, unknown>;
+  if (f.type !== "message.post") return null;
+  for (const key in f) if (!FAST_POST_KEYS.has(key)) return null;
+  const { id, conversationId, text, clientMessageId, authorId } = f;
+  if (!within(text, 1, MESSAGE_LIMITS.textChars) || !within(conversationId, 1, 100)) return null;
+  if (id !== undefined && !within(id, 1, 64)) return null;
+  if (clientMessageId !== undefined && !within(clientMessageId, 1, MESSAGE_LIMITS.clientMessageIdChars)) return null;
+  if (authorId !== undefined && !(typeof authorId === "string" && ACCOUNT_ID.test(authorId))) return null;
+  const frame: MessagePostFrame = { type: "message.post", conversationId, text };
+  if (id !== undefined) frame.id = id;
+  if (clientMessageId !== undefined) frame.clientMessageId = clientMessageId;
+  if (authorId !== undefined) frame.authorId = authorId;
+  return frame;
+}
+
+/** Whether a value is a string of `min` to `max` UTF-16 code units (as zod counts). */
+function within(value: unknown, min: number, max: number): value is string {
+  return typeof value === "string" && value.length >= min && value.length <= max;
+}
 
 /** Frames the server sends. */
 export type ServerFrame =

@@ -3,7 +3,7 @@ import { isTopicError, parseTopicPattern, segmentsMatch, type TopicPattern } fro
 import type { ParleyEvent } from "../protocol/events";
 import {
   CLOSE_CODES,
-  ClientFrameSchema,
+  parseClientFrame,
   PING_TEXT,
   PONG_TEXT,
   REALTIME_LIMITS,
@@ -141,7 +141,7 @@ export class SocketRegistry {
       this.error(ws, undefined, "BAD_REQUEST", "the frame is not valid JSON");
       return null;
     }
-    const result = ClientFrameSchema.safeParse(json);
+    const result = parseClientFrame(json);
     if (!result.success) {
       const id = typeof (json as { id?: unknown })?.id === "string" ? (json as { id: string }).id : undefined;
       const type = (json as { type?: unknown })?.type;

@@ -545,7 +545,8 @@ export class Room extends DurableObject<Bindings> {
       this.enqueue(done, {});
       if (failure || posted) return null;
       const input = { authorId: state.authorId, text, attachments: [], clientMessageId: streamId };
-      return this.writeMessage(this.draftMessage(conversation!, author!, input, messageId));
+      const draft = this.draftMessage(conversation!, author!, input, messageId);
+      return this.writeMessages([{ draft, delivered: false }])[0];
     });
     if (result) this.markActivity(result.conversation);
     return ok({ message: result?.message ?? posted ?? null });
@@ -675,39 +676,49 @@ export class Room extends DurableObject<Bindings> {
   }
 
   /**
-   * Writes a drafted message: its row, the conversation's `last_seq`, and its event in the outbox; runs inside
-   * `commit`. `delivered`: the room's sockets already have the event.
+   * Writes drafted messages, in order: their rows and their events in the outbox, then each conversation's
+   * `last_seq` once for all of its messages; runs inside `commit`. `delivered`: the room's sockets already have the
+   * event.
    */
-  private writeMessage(draft: Draft, delivered = false): PostResult {
-    const { message } = draft;
-    this.sql.exec(
-      `INSERT INTO messages (conversation_id, seq, id, author_id, type, text, data, attachments, client_message_id, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      message.conversationId,
-      message.seq,
-      message.id,
-      message.authorId,
-      message.type,
-      message.text,
-      message.data === null ? null : JSON.stringify(message.data),
-      JSON.stringify(message.attachments),
-      message.clientMessageId,
-      message.createdAt,
-    );
-    this.sql.exec(
-      "UPDATE conversations SET last_seq = ?, last_message_at = ?, version = version + 1 WHERE id = ?",
-      message.seq,
-      message.createdAt,
-      message.conversationId,
-    );
-    const row = this.conversationRow(message.conversationId)!;
-    const updated = { ...row, last_seq: message.seq, last_message_at: message.createdAt, version: row.version + 1 };
-    this.conversations.set(updated.id, updated);
-    const conversation = this.conversationRecord(updated);
-    // An agent never answers its own message, and none answers a system message: such a message starts no flow.
-    const agents = message.type === "system" ? [] : this.respondingAgents().filter((id) => id !== message.authorId);
-    this.enqueue(draft.event, { conversation, agents }, delivered);
-    return { message, created: true, conversation };
+  private writeMessages(drafts: { draft: Draft; delivered: boolean }[]): PostResult[] {
+    const agents = this.respondingAgents();
+    const latest = new Map<string, ConversationRow>();
+    const results = drafts.map(({ draft, delivered }): PostResult => {
+      const { message } = draft;
+      this.sql.exec(
+        `INSERT INTO messages (conversation_id, seq, id, author_id, type, text, data, attachments, client_message_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        message.conversationId,
+        message.seq,
+        message.id,
+        message.authorId,
+        message.type,
+        message.text,
+        message.data === null ? null : JSON.stringify(message.data),
+        JSON.stringify(message.attachments),
+        message.clientMessageId,
+        message.createdAt,
+      );
+      const row = latest.get(message.conversationId) ?? this.conversationRow(message.conversationId)!;
+      const updated = { ...row, last_seq: message.seq, last_message_at: message.createdAt, version: row.version + 1 };
+      latest.set(updated.id, updated);
+      const conversation = this.conversationRecord(updated);
+      // An agent never answers its own message, and none answers a system message: such a message starts no flow.
+      const answering = message.type === "system" ? [] : agents.filter((id) => id !== message.authorId);
+      this.enqueue(draft.event, { conversation, agents: answering }, delivered);
+      return { message, created: true, conversation };
+    });
+    for (const row of latest.values()) {
+      this.sql.exec(
+        "UPDATE conversations SET last_seq = ?, last_message_at = ?, version = ? WHERE id = ?",
+        row.last_seq,
+        row.last_message_at,
+        row.version,
+        row.id,
+      );
+      this.conversations.set(row.id, row);
+    }
+    return results;
   }
 
   /** One page of a conversation's history, always in ascending `seq` (contract section 6). */
@@ -1096,7 +1107,7 @@ export class Room extends DurableObject<Bindings> {
     const posts = this.posts.take();
     let written: PostResult[];
     try {
-      written = this.commitNow(() => posts.map((post) => this.writeMessage(post.draft, post.delivered)));
+      written = this.commitNow(() => this.writeMessages(posts));
     } catch (error) {
       for (const post of posts) post.reject(error);
       return;

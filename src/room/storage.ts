@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS stream_chunks (
   PRIMARY KEY (stream_id, idx)
 ) WITHOUT ROWID;
 `,
+  // The outbox is read by id range (the drain) and deleted by id (the prune): the indexes of its unsent rows served
+  // no query, and cost every message two index writes and their deletes.
+  `
+DROP INDEX IF EXISTS outbox_unqueued;
+DROP INDEX IF EXISTS outbox_unpublished;
+`,
 ];
 
 /** Whether an object has a room's storage at all (any schema version). */

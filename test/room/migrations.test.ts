@@ -27,6 +27,13 @@ describe("room storage migrations", () => {
         .map((c) => c.name),
     );
     expect(columns).toEqual(expect.arrayContaining(["queued", "published"]));
+    // The indexes of unsent rows that a later migration dropped are gone too.
+    const indexes = await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) =>
+      state.storage.sql
+        .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'")
+        .toArray(),
+    );
+    expect(indexes).toEqual([]);
   });
 });
 
