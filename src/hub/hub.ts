@@ -68,22 +68,26 @@ export class Hub extends DurableObject<Bindings> {
 
   /**
    * Delivers a room's events (or any org event, with `roomId` null) to the sockets that subscribed and may see
-   * them, in the order given. `ephemeral` events (typing, stream deltas) that no socket here could receive are
-   * answered with the hub's `quietEpoch`: the room may skip its next ones until it hears from `hubListening`.
+   * them, in the order given. While no socket is open here, a room's call is answered with the hub's `quietEpoch`
+   * (the room is remembered, to be told when a socket arrives): the room may then skip its ephemeral events (typing,
+   * stream deltas) and its messages until it hears from `hubListening`. Its other events (rooms, participants,
+   * conversations) still come, and are still taken: the hub's view of memberships follows them.
    */
   async publish(roomId: string | null, events: ParleyEvent[], ephemeral = false): Promise<{ quietEpoch?: number }> {
-    if (ephemeral && roomId && this.sockets.count() === 0) {
-      const quiet = await this.quietRooms();
-      if (quiet.rooms.has(roomId)) return { quietEpoch: quiet.epoch };
-      if (quiet.rooms.size < QUIET_ROOMS_MAX) {
-        quiet.rooms.add(roomId);
-        await this.ctx.storage.put(`${QUIET_PREFIX}${roomId}`, quiet.epoch);
-        return { quietEpoch: quiet.epoch };
-      }
-      return {};
-    }
-    await this.deliver(roomId, events);
-    return {};
+    const listening = this.sockets.count() > 0;
+    const quietEpoch = roomId && !listening ? await this.markQuiet(roomId) : undefined;
+    if (listening || !ephemeral) await this.deliver(roomId, events);
+    return quietEpoch === undefined ? {} : { quietEpoch };
+  }
+
+  /** Remembers a room told that nobody listens; answers the epoch it was told, or nothing when too many were. */
+  private async markQuiet(roomId: string): Promise<number | undefined> {
+    const quiet = await this.quietRooms();
+    if (quiet.rooms.has(roomId)) return quiet.epoch;
+    if (quiet.rooms.size >= QUIET_ROOMS_MAX) return undefined;
+    quiet.rooms.add(roomId);
+    await this.ctx.storage.put(`${QUIET_PREFIX}${roomId}`, quiet.epoch);
+    return quiet.epoch;
   }
 
   private async deliver(roomId: string | null, events: ParleyEvent[]): Promise<void> {

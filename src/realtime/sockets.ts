@@ -125,8 +125,7 @@ export class SocketRegistry {
    */
   parse(ws: WebSocket, message: string | ArrayBuffer): ClientFrame | null {
     this.touch(ws);
-    const size = typeof message === "string" ? utf8.encode(message).byteLength : message.byteLength;
-    if (size > REALTIME_LIMITS.frameBytes) {
+    if (overFrameLimit(message)) {
       this.close(ws, CLOSE_CODES.tooLarge, "frame larger than 64 KiB");
       return null;
     }
@@ -406,4 +405,14 @@ export function upgradeActor(request: Request): SocketActor | Response {
     return refuseUpgrade(request, 400, "BAD_REQUEST", "expected a WebSocket upgrade from the worker");
   }
   return actor!;
+}
+
+/**
+ * Whether a frame is larger than the frame limit in bytes. A text frame short enough that even three bytes per UTF-16
+ * unit stay within the limit is not encoded to count them.
+ */
+function overFrameLimit(message: string | ArrayBuffer): boolean {
+  const limit = REALTIME_LIMITS.frameBytes;
+  if (typeof message !== "string") return message.byteLength > limit;
+  return message.length * 3 > limit && utf8.encode(message).byteLength > limit;
 }

@@ -79,11 +79,24 @@ const SWEEP_MS = 30_000;
 /** The most subscribers a post is sent to before it is written (see `postMessage`). */
 const SEND_FIRST_SOCKETS = 256;
 /**
- * How long a room skips the hub calls of its ephemeral events (typing, stream deltas) after the org hub answered that
- * no socket could receive them. The hub tells the room when a socket arrives; this bounds the silence if that call
+ * How long a room skips the hub calls of its ephemeral events (typing, stream deltas) and messages after the org hub
+ * answered that no socket listens there. The hub tells the room when a socket arrives; this bounds the silence if that call
  * is lost.
  */
 const HUB_QUIET_MS = 10_000;
+/**
+ * The outbox events a room skips while the org hub has no socket: they only go to sockets. (Room, participant and
+ * conversation events still go: the hub's view of who may see what follows them.)
+ */
+const QUIET_SKIPS = new Set(["conversation.message_posted", "conversation.message_stream"]);
+/** The envelope's leading fields as the outbox writes them; its type is the room's own, never a client's text. */
+const OUTBOX_TYPE = /^\{"event":\{"id":"[^"]*","type":"([^"]*)"/;
+
+/** The event type of an outbox row, read from its leading bytes without parsing the row (empty if it cannot). */
+export function outboxEventType(body: string): string {
+  return OUTBOX_TYPE.exec(body)?.[1] ?? "";
+}
+
 /** Conversation rows kept in memory before the copy starts again. */
 const CONVERSATION_ROWS = 1_000;
 /**
@@ -582,7 +595,7 @@ export class Room extends DurableObject<Bindings> {
           try {
             const { quietEpoch } = await hub.publish(room.id, events, true);
             if (quietEpoch !== undefined) {
-              Object.assign(this.hubQuiet, { epoch: quietEpoch, until: Date.now() + HUB_QUIET_MS });
+              this.hubWentQuiet(quietEpoch);
               // What gathered meanwhile has nobody to go to either.
               this.ephemeral.length = 0;
             }
@@ -597,9 +610,14 @@ export class Room extends DurableObject<Bindings> {
     this.ctx.waitUntil(this.ephemeralFlight);
   }
 
+  /** The org hub answered that no socket listens there (at `epoch`). */
+  private hubWentQuiet(epoch: number): void {
+    Object.assign(this.hubQuiet, { epoch, until: Date.now() + HUB_QUIET_MS });
+  }
+
   /**
-   * Whether the org hub said no socket could receive this room's ephemeral events, and has not said since that one
-   * arrived: the room then skips their hub calls, for at most `HUB_QUIET_MS` before it asks again.
+   * Whether the org hub said no socket listens there, and has not said since that one arrived: the room then skips
+   * the hub calls of its ephemeral events and messages, for at most `HUB_QUIET_MS` before it asks again.
    */
   private hubIsQuiet(): boolean {
     const quiet = this.hubQuiet;
@@ -1172,11 +1190,20 @@ export class Room extends DurableObject<Bindings> {
     await this.env.EVENTS.sendBatch(bodies.map((body) => ({ body, contentType: "text" as const })));
   }
 
+  /**
+   * Publishes outbox rows to the org hub. While the hub says no socket listens there, messages and stream ends are
+   * skipped (read without parsing their rows); the room's other events still go, as the hub's memberships follow them.
+   */
   private async publishToHub(bodies: string[]): Promise<void> {
     const room = this.roomRow();
     if (!room) return;
-    const events = bodies.map((body) => (JSON.parse(body) as QueueBody).event);
-    await this.hub(room.org_id).publish(room.id, events);
+    const quiet = this.hubIsQuiet();
+    const events = bodies
+      .filter((body) => !(quiet && QUIET_SKIPS.has(outboxEventType(body))))
+      .map((body) => (JSON.parse(body) as QueueBody).event);
+    if (events.length === 0) return;
+    const { quietEpoch } = await this.hub(room.org_id).publish(room.id, events);
+    if (quietEpoch !== undefined) this.hubWentQuiet(quietEpoch);
   }
 
   private hubRpc: HubRpc | undefined;

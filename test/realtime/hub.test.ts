@@ -2,6 +2,7 @@ import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test"
 import { describe, expect, it } from "vitest";
 import { createEvent } from "../../src/events/envelope";
 import { hubStub } from "../../src/hub/client";
+import { outboxEventType } from "../../src/room/room";
 import { accountToken, call, createFixture, expectError, ADMIN_TOKEN } from "../helpers/api";
 import {
   addParticipant,
@@ -390,6 +391,48 @@ describe("hub delivery and visibility", () => {
       await sleep(20);
     }
     expect(await hubQuiet()).toMatchObject({ epoch: 1, listening: 1 });
+  });
+
+  it("while no org socket is open a room skips the hub for its messages, not for membership; a socket then gets them", async () => {
+    const f = await createFixture();
+    const hubRecent = () => inObject(hubObject(f.orgId), (hub) => new Set<string>(hub.recent));
+    const room = roomObject(f.room.id);
+    const drained = async () => {
+      for (let i = 0; i < 100 && (await inObject(room, (r) => r.outbox.pending())) > 0; i++) await sleep(20);
+    };
+    const eventIdOf = (message: { id: string }) => `evt_${message.id.slice("msg_".length)}`;
+    // The room's first events (its creation, its conversation) went to the hub, which answered that nobody listens.
+    for (let i = 0; i < 100 && (await inObject(room, (r) => r.hubQuiet.epoch)) < 0; i++) await sleep(20);
+    expect(await inObject(room, (r) => ({ ...r.hubQuiet }))).toMatchObject({ epoch: 0, listening: 0 });
+
+    // So a message is not sent to the hub at all; a participant added meanwhile still reaches its memberships.
+    const second = await postOk(f.apiKey, f.conversation.id, { text: "two", authorId: f.alice.id });
+    const carol = await createUser(f.apiKey, "Carol");
+    await addParticipant(f.apiKey, f.room.id, carol.id);
+    await drained();
+    expect((await hubRecent()).has(eventIdOf(second))).toBe(false);
+    const log = await inObject(hubObject(f.orgId), (hub) => hub.membershipLog as { accountId: string }[]);
+    expect(log.map((change) => change.accountId)).toContain(carol.id);
+
+    // A socket that connects is told to the room before it can subscribe: the next message reaches it.
+    const witness = await openHub(f.apiKey);
+    await subscribe(witness, conversationTopic(f.orgId, f.conversation.id));
+    const third = await postOk(f.apiKey, f.conversation.id, { text: "three", authorId: f.alice.id });
+    expect((await eventOn(witness, "conversation.message_posted")).event.id).toBe(eventIdOf(third));
+  });
+
+  it("reads an outbox row's event type from its envelope, never from a client's text or data", () => {
+    const event = createEvent({
+      orgId: "org_1",
+      source: "conversations",
+      resource: "conversation",
+      event: "message_posted",
+      resourceId: "conv_1",
+      data: { text: '{"event":{"id":"x","type":"room.created"}', data: { type: "room.participant_added" } },
+    });
+    const body = JSON.stringify({ event, agents: [] });
+    expect(outboxEventType(body)).toBe("conversation.message_posted");
+    expect(outboxEventType('{"agents":[],"event":{"id":"e","type":"conversation.message_posted"}}')).toBe("");
   });
 
   it("refuses message.post and typing on the hub with error frames, and stays open", async () => {
