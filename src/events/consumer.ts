@@ -8,7 +8,7 @@ import {
 import { dispatchedOf, dispatchedStatements, dispatchFlows } from "../flows/dispatch";
 import type { Message } from "../protocol/messages";
 import { notifyEvents, rulesOf, rulesStatements } from "../notifications/rules";
-import { QueueBodySchema, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
+import { QueueBodySchema, unpackBodies, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
 
 /** Retry delay of a failed batch: 1 s doubling to 5 min. */
 export function retryDelaySeconds(attempts: number): number {
@@ -24,12 +24,14 @@ export function retryDelaySeconds(attempts: number): number {
 export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
   const valid: QueueBody[] = [];
   for (const message of batch.messages) {
-    const body = typeof message.body === "string" ? parseJson(message.body) : message.body;
-    const parsed = QueueBodySchema.safeParse(body);
-    if (parsed.success) {
-      valid.push(body as QueueBody);
-    } else {
-      console.error("dropping malformed events queue message", message.id, parsed.error.message);
+    const content = typeof message.body === "string" ? parseJson(message.body) : message.body;
+    for (const body of unpackBodies(content)) {
+      const parsed = QueueBodySchema.safeParse(body);
+      if (parsed.success) {
+        valid.push(body as QueueBody);
+      } else {
+        console.error("dropping malformed events queue message", message.id, parsed.error.message);
+      }
     }
   }
   try {

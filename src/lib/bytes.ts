@@ -35,3 +35,12 @@ export async function readLimited(
   }
   return concatBytes(chunks, total);
 }
+
+const scratch = { buffer: new Uint8Array(4096) };
+const utf8 = new TextEncoder();
+
+/** The UTF-8 length of a text, counted into a reused buffer (no copy of the text is kept). */
+export function utf8Length(text: string): number {
+  if (scratch.buffer.length < text.length * 3) scratch.buffer = new Uint8Array(text.length * 3);
+  return utf8.encodeInto(text, scratch.buffer).written;
+}

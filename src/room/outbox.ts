@@ -1,3 +1,4 @@
+import { utf8Length } from "../lib/bytes";
 import { Pace } from "../lib/pace";
 import type { OutboxRow } from "./storage";
 
@@ -16,7 +17,6 @@ interface Row extends OutboxRow {
 
 const BATCH_ROWS = 100;
 const QUEUE_BATCH_BYTES = 200 * 1024; // the queue takes 256 KB a batch
-const utf8 = new TextEncoder();
 
 /**
  * The least time between two sends of a drain. A quiet room's event goes at once; a busy room's go in batches (each
@@ -154,7 +154,7 @@ function withinBytes(rows: Row[], maxBytes: number): Row[] {
   let bytes = 0;
   let count = 0;
   for (const row of rows) {
-    bytes += utf8.encode(row.body).byteLength;
+    bytes += utf8Length(row.body);
     if (count > 0 && bytes > maxBytes) break;
     count++;
   }

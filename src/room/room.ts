@@ -3,7 +3,7 @@ import type { Bindings } from "../env";
 import { ApiError, fail, ok, type Result } from "../errors";
 import { mirrorConversationsStatements, writeThrough } from "../db/mirror";
 import { createEvent, messagePostedEvent } from "../events/envelope";
-import type { ConversationRecord, QueueBody, RoomRecord } from "../events/queue";
+import { packBodies, type ConversationRecord, type QueueBody, type RoomRecord } from "../events/queue";
 import { LineSplitter } from "../lib/lines";
 import { newId } from "../lib/ids";
 import { Pace } from "../lib/pace";
@@ -1187,7 +1187,7 @@ export class Room extends DurableObject<Bindings> {
 
   private async sendToQueue(bodies: string[]): Promise<void> {
     // Sent as text: the queue carries the committed JSON as it is, and counts its size in bytes.
-    await this.env.EVENTS.sendBatch(bodies.map((body) => ({ body, contentType: "text" as const })));
+    await this.env.EVENTS.sendBatch(packBodies(bodies).map((body) => ({ body, contentType: "text" as const })));
   }
 
   /**

@@ -2,7 +2,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult, runInDurabl
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { createEvent } from "../../src/events/envelope";
-import type { QueueBody } from "../../src/events/queue";
+import { PACK_BODIES, PACK_BYTES, packBodies, unpackBodies, type QueueBody } from "../../src/events/queue";
 import { newId } from "../../src/lib/ids";
 import type { Message } from "../../src/protocol/messages";
 import { newConversationId } from "../../src/room/client";
@@ -363,6 +363,34 @@ describe("events consumer", () => {
     );
     expectAllAcked(result, ids);
     expect(await archived(target.conversationId)).toEqual([good.event.data, good2.event.data]);
+  });
+});
+
+describe("packed queue messages", () => {
+  it("pack bodies in order, within the byte and count limits, and a body on its own stays as it is", () => {
+    const target = syntheticConversation();
+    const bodies = Array.from({ length: 70 }, (_, i) => JSON.stringify(messageBody(target, i + 1, `m${i}`)));
+    const packed = packBodies(bodies);
+    expect(packed).toHaveLength(Math.ceil(70 / PACK_BODIES));
+    expect(packed.flatMap((text) => unpackBodies(JSON.parse(text)))).toEqual(bodies.map((b) => JSON.parse(b)));
+    expect(packBodies(bodies.slice(0, 1))).toEqual(bodies.slice(0, 1));
+    // Large bodies: each message stays within the byte limit (characters of 3 bytes each counted as such).
+    const large = Array.from({ length: 8 }, (_, i) => JSON.stringify(messageBody(target, i + 1, "€".repeat(10_000))));
+    const messages = packBodies(large);
+    for (const text of messages) expect(new TextEncoder().encode(text).byteLength).toBeLessThanOrEqual(PACK_BYTES);
+    expect(messages.length).toBeGreaterThan(1);
+    expect(messages.flatMap((text) => unpackBodies(JSON.parse(text)))).toEqual(large.map((b) => JSON.parse(b)));
+  });
+
+  it("are consumed body by body: every message archived once, malformed bodies dropped, the batch acked", async () => {
+    const target = syntheticConversation();
+    const bodies = Array.from({ length: 5 }, (_, i) => messageBody(target, i + 1, `packed ${i}`));
+    const [packed] = packBodies(bodies.map((body) => JSON.stringify(body)));
+    const withBad = JSON.stringify({ bodies: [bodies[0], { hello: "world" }, bodies[1]] });
+    // A packed message, a redelivered part of it, and a single body: as text, the way the room sends them.
+    const ids = ["p-1", "p-2", "p-3"];
+    expectAllAcked(await deliver([packed, withBad, JSON.stringify(bodies[4])], 1, ids), ids);
+    expect(await archived(target.conversationId)).toEqual(bodies.map((b) => b.event.data));
   });
 });
 
