@@ -7,6 +7,7 @@ import {
 } from "../db/mirror";
 import { dispatchedOf, dispatchedStatements, dispatchFlows } from "../flows/dispatch";
 import type { Message } from "../protocol/messages";
+import { roomStub } from "../room/client";
 import { notifyEvents, rulesOf, rulesStatements } from "../notifications/rules";
 import { QueueBodySchema, unpackBodies, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
 
@@ -35,6 +36,7 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
     }
   }
   try {
+    await restoreTexts(env, valid);
     const events = valid.map((body) => body.event);
     // One D1 round trip for the archive writes, the notification rules the batch's events may match, and the
     // triggers whose flows have already started.
@@ -53,6 +55,25 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
     console.error("events archive failed; batch will be retried", { attempts, error: String(error) });
     batch.retryAll({ delaySeconds: retryDelaySeconds(attempts) });
   }
+}
+
+/**
+ * Gives the messages whose text was left out of their queue body (`textOmitted`) their text back, from their room.
+ * A message the room no longer shows (its conversation deleted) keeps none; the archive skips it anyway.
+ */
+async function restoreTexts(env: Bindings, bodies: QueueBody[]): Promise<void> {
+  const omitted = bodies.filter((b) => b.textOmitted && b.event.type === "conversation.message_posted");
+  await Promise.all(
+    omitted.map(async (body) => {
+      const message = body.event.data as Message;
+      const page = await roomStub(env, message.roomId).listMessages({ orgId: message.orgId }, message.conversationId, {
+        afterSeq: message.seq - 1,
+        limit: 1,
+      });
+      const stored = page.ok ? page.value.items[0] : undefined;
+      if (stored?.id === message.id) body.event = { ...body.event, data: { ...message, text: stored.text } };
+    }),
+  );
 }
 
 /** The D1 statements for a batch: newest mirror per room and conversation, every message, purges of deletions. */

@@ -28,6 +28,11 @@ export interface QueueBody {
    * commit (never a message's author, none for a system message).
    */
   agents?: string[];
+  /**
+   * The event's `data.text` was left out so the body fits one queue message (a long text of characters JSON escapes
+   * can take six bytes each). The consumer reads a message's text back from its room.
+   */
+  textOmitted?: true;
 }
 
 /** Validates queue bodies at the consumer's edge; mirrors are checked for the fields the archive relies on. */
@@ -48,6 +53,7 @@ export const QueueBodySchema = z.object({
     })
     .optional(),
   agents: z.array(z.string()).max(1000).optional(),
+  textOmitted: z.literal(true).optional(),
 });
 
 /**
@@ -62,6 +68,8 @@ export interface PackedBodies {
 /** The most bytes of one packed message (the queue takes 128 KB a message), and the most bodies in it. */
 export const PACK_BYTES = 100 * 1024;
 export const PACK_BODIES = 32;
+/** The most bytes of a body sent on its own; a larger one goes without its event's text (`textOmitted`). */
+export const MESSAGE_BYTES = 120_000;
 
 /**
  * Packs JSON queue bodies, in order, into as few messages as `PACK_BYTES` and `PACK_BODIES` allow: a run of bodies
@@ -76,14 +84,27 @@ export function packBodies(bodies: string[]): string[] {
     run = [];
     bytes = 0;
   };
-  for (const body of bodies) {
-    const size = utf8Length(body) + 1;
+  for (const original of bodies) {
+    let body = original;
+    let size = utf8Length(body) + 1;
+    if (size > MESSAGE_BYTES) {
+      body = withoutText(body);
+      size = utf8Length(body) + 1;
+    }
     if (run.length === PACK_BODIES || (run.length > 0 && bytes + size > PACK_BYTES - 16)) close();
     run.push(body);
     bytes += size;
   }
   close();
   return messages;
+}
+
+/** A body without its event's text, for the consumer to read back (`textOmitted`). */
+function withoutText(text: string): string {
+  const body = JSON.parse(text) as QueueBody;
+  const data = body.event.data as { text?: unknown } | null;
+  if (data && typeof data === "object" && typeof data.text === "string") data.text = null;
+  return JSON.stringify({ ...body, textOmitted: true } satisfies QueueBody);
 }
 
 /** The bodies a queue message carries: a packed message's, in order, or the message itself. */

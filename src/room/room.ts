@@ -80,8 +80,8 @@ const SWEEP_MS = 30_000;
 const SEND_FIRST_SOCKETS = 256;
 /**
  * How long a room skips the hub calls of its ephemeral events (typing, stream deltas) and messages after the org hub
- * answered that no socket listens there. The hub tells the room when a socket arrives; this bounds the silence if that call
- * is lost.
+ * answered that no socket listens there. The hub tells the room when a socket arrives; this bounds the silence if
+ * that call is lost.
  */
 const HUB_QUIET_MS = 10_000;
 /**

@@ -2,7 +2,14 @@ import { createExecutionContext, createMessageBatch, getQueueResult, runInDurabl
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { createEvent } from "../../src/events/envelope";
-import { PACK_BODIES, PACK_BYTES, packBodies, unpackBodies, type QueueBody } from "../../src/events/queue";
+import {
+  MESSAGE_BYTES,
+  PACK_BODIES,
+  PACK_BYTES,
+  packBodies,
+  unpackBodies,
+  type QueueBody,
+} from "../../src/events/queue";
 import { newId } from "../../src/lib/ids";
 import type { Message } from "../../src/protocol/messages";
 import { newConversationId } from "../../src/room/client";
@@ -164,6 +171,36 @@ describe("D1 archive fed by the events queue", () => {
     }, 15_000);
     await expectArchiveMatches(f.apiKey, f.room.id, f.conversation.id, 7);
   }, 40_000);
+
+  it("archives a message whose queue body would exceed a queue message (a text JSON escapes to six bytes a character)", async () => {
+    const f = await createFixture();
+    // 32768 control characters: the longest text a message may carry, escaped as \u0001 in JSON, about 196 KB.
+    const text = "\u0001".repeat(32768);
+    const large = await post(f.apiKey, f.conversation.id, { text, authorId: f.alice.id, data: { big: true } });
+    expect(large.status, JSON.stringify(large.body).slice(0, 300)).toBe(201);
+    const after = await post(f.apiKey, f.conversation.id, { text: "after the large one", authorId: f.bob.id });
+    expect(after.status).toBe(201);
+
+    await until(async () => {
+      expect(await roomObject(f.room.id).pendingEvents()).toBe(0);
+      expect(await archivedCount(f.conversation.id)).toEqual({ n: 2, ids: 2 });
+    }, 15_000);
+    const [first, second] = await archived(f.conversation.id);
+    expect(first.text).toBe(text);
+    expect(first.data).toEqual({ big: true });
+    expect(second.text).toBe("after the large one");
+  }, 40_000);
+
+  it("sends a body too large for one queue message without its text, and packs it within the limit", () => {
+    const target = syntheticConversation();
+    const body = messageBody(target, 1, "\u0001".repeat(32768));
+    const [message] = packBodies([JSON.stringify(body)]);
+    expect(new TextEncoder().encode(message).byteLength).toBeLessThanOrEqual(MESSAGE_BYTES);
+    const sent = JSON.parse(message) as QueueBody;
+    expect(sent.textOmitted).toBe(true);
+    expect(sent.event.data).toEqual({ ...(body.event.data as Message), text: null });
+    expect(sent.conversation).toEqual(body.conversation);
+  });
 
   it("loses and duplicates nothing when the first archive attempts fail", async () => {
     const f = await createFixture();
