@@ -5,7 +5,7 @@ import { DEFAULT_FLOW, type AgentSettings, type Flow } from "../protocol/account
 import type { Conversation } from "../protocol/conversations";
 import type { ParleyEvent } from "../protocol/events";
 import type { Message } from "../protocol/messages";
-import { wakeFlow } from "./instances";
+import { wakeFlows } from "./instances";
 import { flowKey, publishRuns, queueRuns, type RunTrigger } from "./runs";
 
 /** How many agent replies in a row may answer agents (`replyToAgents`) before the exchange stops. */
@@ -52,10 +52,14 @@ export async function dispatchFlows(env: Bindings, bodies: QueueBody[]): Promise
   // Only flows with runs still queued need waking: the consumer's second pass over a trigger the room already
   // dispatched usually finds its run begun or done, and then costs no Workflow call.
   const instances = new Map(triggers.filter((t) => waiting.has(flowKey(t))).map((t) => [flowKey(t), t]));
-  await Promise.all(
-    [...instances.values()].map((t) =>
-      wakeFlow(env, { orgId: t.orgId, roomId: t.roomId, conversationId: t.conversationId, agentId: t.agentId }),
-    ),
+  await wakeFlows(
+    env,
+    [...instances.values()].map((t) => ({
+      orgId: t.orgId,
+      roomId: t.roomId,
+      conversationId: t.conversationId,
+      agentId: t.agentId,
+    })),
   );
 }
 

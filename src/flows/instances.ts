@@ -1,3 +1,4 @@
+import { chunks } from "../db/client";
 import type { Bindings } from "../env";
 import { queuedRuns } from "./runs";
 
@@ -35,18 +36,29 @@ async function existing(env: Bindings, params: FlowParams): Promise<WorkflowInst
 }
 
 /**
- * Makes sure the flow of a (conversation, agent) runs its queued runs: creates the current generation's instance, or
- * wakes it. An instance that is ending hands over to the next generation itself when runs are still queued, so a
- * wake that reaches an instance too late is never lost.
+ * Makes sure the flows of (conversation, agent) pairs run their queued runs: reads each one's current generation (one
+ * D1 round trip for all of them), then creates that generation's instance, or wakes it. An instance that is ending
+ * hands over to the next generation itself when runs are still queued, so a wake that reaches an instance too late is
+ * never lost.
  */
-export async function wakeFlow(env: Bindings, params: Omit<FlowParams, "generation">): Promise<void> {
-  const row = await env.DB.prepare(
+export async function wakeFlows(env: Bindings, flows: Omit<FlowParams, "generation">[]): Promise<void> {
+  if (flows.length === 0) return;
+  const generation = env.DB.prepare(
     `INSERT INTO flow_instances (conversation_id, agent_id, org_id, generation) VALUES (?, ?, ?, 0)
      ON CONFLICT (conversation_id, agent_id) DO UPDATE SET generation = generation RETURNING generation`,
-  )
-    .bind(params.conversationId, params.agentId, params.orgId)
-    .first<{ generation: number }>();
-  const current = { ...params, generation: row!.generation };
+  );
+  const rows: D1Result<{ generation: number }>[] = [];
+  for (const some of chunks(flows, 100)) {
+    const bound = some.map((f) => generation.bind(f.conversationId, f.agentId, f.orgId));
+    rows.push(...(await env.DB.batch<{ generation: number }>(bound)));
+  }
+  await Promise.all(
+    flows.map((params, i) => wakeInstance(env, { ...params, generation: rows[i].results[0].generation })),
+  );
+}
+
+/** Creates a generation's instance, or wakes it. */
+async function wakeInstance(env: Bindings, current: FlowParams): Promise<void> {
   let instance = await existing(env, current);
   if (!instance) {
     if (await createInstance(env, current)) return;
