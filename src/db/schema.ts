@@ -115,10 +115,8 @@ export const messages = sqliteTable(
     clientMessageId: text("client_message_id"),
     createdAt: text("created_at").notNull(),
   },
-  (t) => [
-    uniqueIndex("messages_conversation_seq_idx").on(t.conversationId, t.seq),
-    index("messages_org_created_idx").on(t.orgId, t.createdAt),
-  ],
+  // One index: the archive is written with every message and read only by conversation (its room serves history).
+  (t) => [uniqueIndex("messages_conversation_seq_idx").on(t.conversationId, t.seq)],
 );
 
 /** Attachment metadata; the bytes live in R2. */

@@ -1,0 +1,1 @@
+DROP INDEX `messages_org_created_idx`;
