@@ -25,7 +25,7 @@ export type RoomRpc = Pick<
   | "replayMessages"
   | "openStream"
   | "appendStream"
-  | "pipeStream"
+  | "assistantReply"
   | "closeStream"
   | "streamSnapshots"
   | "hubListening"

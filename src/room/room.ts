@@ -4,7 +4,8 @@ import { ApiError, fail, ok, type Result } from "../errors";
 import { mirrorConversationsStatements, writeThrough } from "../db/mirror";
 import { createEvent, messagePostedEvent } from "../events/envelope";
 import { packBodies, type ConversationRecord, type QueueBody, type RoomRecord } from "../events/queue";
-import { LineSplitter } from "../lib/lines";
+import { pumpModel } from "../assistant/pump";
+import type { ReplyOutcome, ReplyRequest } from "../assistant/reply";
 import { newId } from "../lib/ids";
 import { Pace } from "../lib/pace";
 import type { AccountType } from "../protocol/accounts";
@@ -132,6 +133,8 @@ export class Room extends DurableObject<Bindings> {
   private committed: ParleyEvent[] = [];
   /** Assistant replies in flight. */
   private readonly streams: StreamLog;
+  /** The streams whose model this object is calling, each with the turn of the call that owns it. */
+  private readonly replies = new Map<string, number>();
   /** Ephemeral events waiting for the hub, and the hub call under way. */
   private readonly ephemeral: ParleyEvent[] = [];
   private ephemeralFlight: Promise<void> | null = null;
@@ -442,67 +445,59 @@ export class Room extends DurableObject<Bindings> {
 
   /**
    * Appends a delta to an open stream and sends its `message_stream` event to the room's sockets at once and to the
-   * org hub behind the deltas before it (without waiting for the hub: the caller sends the next delta sooner).
-   * `index` is the index the writer expects the delta to get: when the room is not there (an eviction lost its
-   * last unsaved deltas) it answers CONFLICT, unless `sent` gives the whole text the writer sent before this delta;
-   * the room then takes it, and the delta carries it as a snapshot.
+   * org hub behind the deltas before it. For a writer other than the room's own model call (`assistantReply`).
    */
-  async appendStream(
-    streamId: string,
-    delta: string,
-    index?: number,
-    sent?: string,
-  ): Promise<Result<{ index: number }>> {
+  async appendStream(streamId: string, delta: string): Promise<Result<{ index: number }>> {
     const state = this.streams.get(streamId);
     if (!state) return fail("NOT_FOUND", "no open stream with this id");
-    if (index !== undefined && index !== state.next) {
-      if (sent === undefined) return fail("CONFLICT", `the stream's next index is ${state.next}`);
-      this.streams.resync(state, index, sent);
-    }
     return ok({ index: this.emitDelta(state, delta) });
   }
 
   /**
-   * Appends the deltas an open stream's writer sends through `body`, a byte stream of frames (each a JSON string and
-   * a newline), one `message_stream` event per frame, as `appendStream` does for one; answers when `body` ends, with
-   * the index the next delta gets. One call for a whole reply instead of one per delta: a chunk of a stream costs
-   * the runtime a fraction of a call. `from` is where the writer is, as `appendStream`'s `index` and `sent`: after a
-   * pipe broke (the room was evicted) the writer opens a new one, and the room takes its text if it lost some.
+   * Streams an agent's reply (the assistant step's one call): opens the stream, or answers the reply a retried step
+   * already posted; calls the model and sends each delta to the sockets and the hub as it comes (`pumpModel`); then
+   * closes the stream with one `bot` message, or with the model's error. The model is called here, next to the
+   * sockets, rather than in the step: a delta goes from the model to the sockets with no call between (it cost the
+   * step a pipe frame per delta, and the room a read). A call for a stream whose reply is under way (a step retried
+   * while its first call lives on) takes it over: the first stops, and the stream restarts, its next delta carrying
+   * the new text as a snapshot. A reset of the room fails the call; the step's retry asks the model again.
    */
-  async pipeStream(
-    streamId: string,
-    from: { index: number; sent: string },
-    body: ReadableStream<Uint8Array>,
-  ): Promise<Result<{ index: number }>> {
-    const state = this.streams.get(streamId);
-    if (!state) {
-      await body.cancel().catch(() => {});
-      return fail("NOT_FOUND", "no open stream with this id");
-    }
-    if (from.index !== state.next) this.streams.resync(state, from.index, from.sent);
-    const reader = body.getReader();
-    const frames = new LineSplitter();
+  async assistantReply(actor: Actor, request: ReplyRequest): Promise<Result<ReplyOutcome>> {
+    const { streamId } = request;
+    const turn = (this.replies.get(streamId) ?? 0) + 1;
+    this.replies.set(streamId, turn);
     try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        for (const frame of frames.push(value)) {
-          const delta: unknown = JSON.parse(frame);
-          if (typeof delta !== "string") return fail("BAD_REQUEST", "a stream frame is not a JSON string");
-          // Closed meanwhile (a retried step restarted it elsewhere, or the conversation went): the writer stops.
-          const current = this.streams.get(streamId);
-          if (!current) return fail("NOT_FOUND", "no open stream with this id");
-          this.emitDelta(current, delta);
-        }
+      const opened = await this.openStream(actor, request.conversationId, streamId, request.agentId);
+      if (!opened.ok || opened.value.message) return opened.ok ? ok({ message: opened.value.message }) : opened;
+      // Where the reply is: a stream read back from storage (a rolled-back transaction drops it from memory) may
+      // lack its last unsaved deltas, and takes this text back, its next delta carrying it as a snapshot.
+      let index = opened.value.next;
+      let text = "";
+      /** The stream, back in step with the reply; null once it closed or another call took it over. */
+      const current = () => {
+        const state = this.streams.get(streamId);
+        if (!state || this.replies.get(streamId) !== turn) return null;
+        if (state.next !== index || state.text.length !== text.length) this.streams.resync(state, index, text);
+        return state;
+      };
+      const { stopped, error } = await pumpModel(this.env, request.model, request.messages, (delta) => {
+        const state = current();
+        if (!state) return false;
+        index = this.emitDelta(state, delta) + 1;
+        text += delta;
+        return true;
+      });
+      if (stopped) {
+        return this.replies.get(streamId) === turn
+          ? fail("NOT_FOUND", "the stream was closed while the model answered")
+          : fail("CONFLICT", "a retried step took the reply over");
       }
-    } catch (error) {
-      if (error instanceof SyntaxError) return fail("BAD_REQUEST", "a stream frame is not JSON");
-      throw error;
+      current();
+      const closed = await this.closeStream(streamId, error);
+      return closed.ok ? ok({ message: closed.value.message, ...(error ? { error } : {}) }) : closed;
     } finally {
-      reader.cancel().catch(() => {});
+      if (this.replies.get(streamId) === turn) this.replies.delete(streamId);
     }
-    if (frames.end() !== "") return fail("BAD_REQUEST", "the stream ended inside a frame");
-    return ok({ index: this.streams.get(streamId)?.next ?? state.next });
   }
 
   /** Sends a stream's next delta to the sockets and the hub, then stores it; answers the delta's index. */
@@ -525,19 +520,11 @@ export class Room extends DurableObject<Bindings> {
    * Closes a stream: with no error, commits the reply as one `bot` message (idempotent on the stream id) together
    * with the final `done` event; with an error, only the `done` event carrying it. Both go through the outbox once
    * the deltas before them reached the hub, so they follow every delta and precede anything posted later.
-   * `final` is the writer's whole text and next index, which the room takes if it lost part of it.
    */
-  async closeStream(
-    streamId: string,
-    error?: string,
-    final?: { index: number; text: string },
-  ): Promise<Result<{ message: Message | null }>> {
+  async closeStream(streamId: string, error?: string): Promise<Result<{ message: Message | null }>> {
     await this.ephemeralFlushed();
     const state = this.streams.get(streamId);
     if (!state) return fail("NOT_FOUND", "no open stream with this id");
-    if (final && (final.index !== state.next || final.text !== state.text)) {
-      this.streams.resync(state, final.index, final.text);
-    }
     const text = state.text;
     const posted = this.messageByClientId(state.conversationId, streamId);
     const author = this.participant(state.authorId);

@@ -25,9 +25,9 @@ export interface StreamState {
  * write before its later sends go out: saving every delta made one commit per delta, the limit of a room with many
  * streams. A save writes every stream that changed since the one before, in one commit, and the first comes this long
  * after a delta (not with a stream's first delta: 50 replies starting at once made 50 commits just as their first
- * tokens went out). Only a reset loses what was not saved (an eviction waits for a stream's pipe to end); the
- * assistant step, which has the whole text, puts it back (`resync`), so clients and the posted message lose nothing.
- * A stream reset before its first save is forgotten, and the step's retry opens it again.
+ * tokens went out). Only a reset loses what was not saved (an eviction waits for the reply's call to end): the reset
+ * fails that call, and the step's retry restarts the stream (or opens it again, when it was reset before its first
+ * save) and asks the model again; its first delta carries the whole new text.
  */
 export const SAVE_EVERY_MS = 250;
 
@@ -80,8 +80,9 @@ export class StreamLog {
   }
 
   /**
-   * Puts a stream back in step with its writer, who has sent `text` so far and expects the next delta to get `index`:
-   * after an eviction the room may have lost the last unsaved deltas. The next delta carries the whole text.
+   * Puts a stream back in step with the reply in flight, which has sent `text` so far and expects the next delta to
+   * get `index`: a stream read back from storage lacks its deltas since the last save. The next delta carries the
+   * whole text.
    */
   resync(state: StreamState, index: number, text: string): void {
     Object.assign(state, { next: index, text, restarted: true, saved: 0, rewrite: true });
@@ -157,8 +158,8 @@ export class StreamLog {
   }
 
   /**
-   * After a transaction rolled back: drops what storage has (it is read again; deltas not saved are put back by
-   * `resync`), and keeps the streams not saved yet, which no transaction wrote.
+   * After a transaction rolled back: drops what storage has (it is read again; the reply in flight puts back the
+   * deltas not saved with `resync`), and keeps the streams not saved yet, which no transaction wrote.
    */
   reset(): void {
     for (const [streamId, state] of this.cache) {
