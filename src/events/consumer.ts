@@ -36,7 +36,7 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
     }
   }
   try {
-    await restoreTexts(env, valid);
+    await Promise.all([restoreTexts(env, valid), restoreParticipants(env, valid)]);
     const events = valid.map((body) => body.event);
     // One D1 round trip for the archive writes, the notification rules the batch's events may match, and the
     // triggers whose flows have already started.
@@ -72,6 +72,40 @@ async function restoreTexts(env: Bindings, bodies: QueueBody[]): Promise<void> {
       });
       const stored = page.ok ? page.value.items[0] : undefined;
       if (stored?.id === message.id) body.event = { ...body.event, data: { ...message, text: stored.text } };
+    }),
+  );
+}
+
+/**
+ * Gives the bodies whose room went without its participants (`participantsOmitted`) their room back, as its object
+ * has it now (read once per room): the mirror takes the newest version anyway, and a room's event data carries its
+ * participants as of that read. A room that is gone mirrors nothing (its deletion purges the mirror).
+ */
+async function restoreParticipants(env: Bindings, bodies: QueueBody[]): Promise<void> {
+  const reads = new Map<string, Promise<RoomRecord | null>>();
+  const read = ({ room }: RoomRecord) => {
+    let record = reads.get(room.id);
+    if (!record) {
+      record = roomStub(env, room.id)
+        .getRoom({ orgId: room.orgId })
+        .then((result) => (result.ok ? result.value : null));
+      reads.set(room.id, record);
+    }
+    return record;
+  };
+  await Promise.all(
+    bodies.map(async (body) => {
+      if (!body.participantsOmitted || !body.room) return;
+      const current = await read(body.room);
+      if (!current) {
+        delete body.room;
+        return;
+      }
+      body.room = current;
+      const data = body.event.data as { participants?: unknown } | null;
+      if (Array.isArray(data?.participants)) {
+        body.event = { ...body.event, data: { ...data, participants: current.room.participants } };
+      }
     }),
   );
 }

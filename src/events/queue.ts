@@ -33,6 +33,11 @@ export interface QueueBody {
    * can take six bytes each). The consumer reads a message's text back from its room.
    */
   textOmitted?: true;
+  /**
+   * The room's participants were left out of `room`, and of the event's data when it is the room, so the body fits
+   * one queue message (1,000 participants take about 120 KB a copy). The consumer reads the room back from its object.
+   */
+  participantsOmitted?: true;
 }
 
 /** Validates queue bodies at the consumer's edge; mirrors are checked for the fields the archive relies on. */
@@ -54,6 +59,7 @@ export const QueueBodySchema = z.object({
     .optional(),
   agents: z.array(z.string()).max(1000).optional(),
   textOmitted: z.literal(true).optional(),
+  participantsOmitted: z.literal(true).optional(),
 });
 
 /**
@@ -68,7 +74,10 @@ export interface PackedBodies {
 /** The most bytes of one packed message (the queue takes 128 KB a message), and the most bodies in it. */
 export const PACK_BYTES = 100 * 1024;
 export const PACK_BODIES = 32;
-/** The most bytes of a body sent on its own; a larger one goes without its event's text (`textOmitted`). */
+/**
+ * The most bytes of a body sent on its own; a larger one goes without its message's text (`textOmitted`), then
+ * without its room's participants (`participantsOmitted`).
+ */
 export const MESSAGE_BYTES = 120_000;
 
 /**
@@ -88,7 +97,7 @@ export function packBodies(bodies: string[]): string[] {
     let body = original;
     let size = utf8Length(body) + 1;
     if (size > MESSAGE_BYTES) {
-      body = withoutText(body);
+      body = shrink(body);
       size = utf8Length(body) + 1;
     }
     if (run.length === PACK_BODIES || (run.length > 0 && bytes + size > PACK_BYTES - 16)) close();
@@ -99,12 +108,25 @@ export function packBodies(bodies: string[]): string[] {
   return messages;
 }
 
-/** A body without its event's text, for the consumer to read back (`textOmitted`). */
-function withoutText(text: string): string {
+/**
+ * A body too large for one queue message, made smaller for the consumer to fill in again: without its message's text
+ * (`textOmitted`), then, if that is not enough, without its room's participants (`participantsOmitted`).
+ */
+function shrink(text: string): string {
   const body = JSON.parse(text) as QueueBody;
-  const data = body.event.data as { text?: unknown } | null;
-  if (data && typeof data === "object" && typeof data.text === "string") data.text = null;
-  return JSON.stringify({ ...body, textOmitted: true } satisfies QueueBody);
+  const data = body.event.data as { text?: unknown; participants?: unknown } | null;
+  if (body.event.type === "conversation.message_posted" && typeof data?.text === "string") {
+    body.event = { ...body.event, data: { ...data, text: null } };
+    body.textOmitted = true;
+    const shrunk = JSON.stringify(body);
+    if (utf8Length(shrunk) + 1 <= MESSAGE_BYTES) return shrunk;
+  }
+  if (body.room) {
+    body.room = { ...body.room, room: { ...body.room.room, participants: [] } };
+    if (Array.isArray(data?.participants)) body.event = { ...body.event, data: { ...data, participants: [] } };
+    body.participantsOmitted = true;
+  }
+  return JSON.stringify(body);
 }
 
 /** The bodies a queue message carries: a packed message's, in order, or the message itself. */

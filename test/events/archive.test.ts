@@ -12,6 +12,7 @@ import {
 } from "../../src/events/queue";
 import { newId } from "../../src/lib/ids";
 import type { Message } from "../../src/protocol/messages";
+import type { Room as RoomShape } from "../../src/protocol/rooms";
 import { newConversationId } from "../../src/room/client";
 import type { Room } from "../../src/room/room";
 import { call, createFixture, env, post } from "../helpers/api";
@@ -200,6 +201,73 @@ describe("D1 archive fed by the events queue", () => {
     expect(sent.textOmitted).toBe(true);
     expect(sent.event.data).toEqual({ ...(body.event.data as Message), text: null });
     expect(sent.conversation).toEqual(body.conversation);
+  });
+
+  it("mirrors a room of 1,000 participants, whose events exceed a queue message, and archives what follows", async () => {
+    const f = await createFixture();
+    // 1,000 accounts, written straight to D1 (the API would take a request each); the room is created through the API.
+    const now = new Date().toISOString();
+    const ids = Array.from({ length: 1000 }, () => newId("acc"));
+    const insert = env.DB.prepare(
+      "INSERT INTO accounts (id, org_id, type, name, meta, created_at, updated_at) VALUES (?1, ?2, 'user', ?3, '{}', ?4, ?4)",
+    );
+    await env.DB.batch(ids.map((id, i) => insert.bind(id, f.orgId, `Member ${i}`, now)));
+    const created = await call("POST", "/v1/rooms", {
+      token: f.apiKey,
+      body: { type: "standard", name: "Town hall", participants: ids.map((accountId) => ({ accountId })) },
+    });
+    expect(created.status, JSON.stringify(created.body).slice(0, 300)).toBe(201);
+    const roomId = created.body.id as string;
+    // Its room.created body alone (the room twice, each with 1,000 participants) is about 240 KB.
+    const conversation = await newConversation(f.apiKey, roomId, "Agenda");
+    const posted = await post(f.apiKey, conversation.id, { text: "welcome, everyone", authorId: ids[0] });
+    expect(posted.status).toBe(201);
+
+    await until(async () => {
+      expect(await roomObject(roomId).pendingEvents()).toBe(0);
+      expect(await archivedCount(conversation.id)).toEqual({ n: 1, ids: 1 });
+    }, 20_000);
+    const mirrored = await env.DB.prepare("SELECT count(*) AS n FROM participants WHERE room_id = ?1")
+      .bind(roomId)
+      .first<{ n: number }>();
+    expect(mirrored!.n).toBe(1000);
+    expect((await archived(conversation.id))[0].text).toBe("welcome, everyone");
+  }, 60_000);
+
+  it("sends a room body too large for one queue message without its participants", () => {
+    const orgId = newId("org");
+    const room = {
+      id: newId("room"),
+      orgId,
+      type: "standard",
+      name: "Town hall",
+      meta: {},
+      participants: Array.from({ length: 1000 }, () => ({
+        accountId: newId("acc"),
+        role: "member",
+        autoRespond: false,
+        joinedAt: new Date().toISOString(),
+      })),
+      createdAt: new Date().toISOString(),
+    } as unknown as RoomShape;
+    const record = { room, dmKey: null, version: 1 };
+    const event = createEvent({
+      orgId,
+      source: "conversations",
+      resource: "room",
+      event: "created",
+      resourceId: room.id,
+      data: room,
+    });
+    const text = JSON.stringify({ event, room: record } satisfies QueueBody);
+    expect(new TextEncoder().encode(text).byteLength).toBeGreaterThan(MESSAGE_BYTES);
+    const [message] = packBodies([text]);
+    expect(new TextEncoder().encode(message).byteLength).toBeLessThanOrEqual(MESSAGE_BYTES);
+    const sent = JSON.parse(message) as QueueBody;
+    expect(sent.participantsOmitted).toBe(true);
+    expect(sent.textOmitted).toBeUndefined();
+    expect(sent.room).toEqual({ ...record, room: { ...room, participants: [] } });
+    expect(sent.event).toEqual({ ...event, data: { ...room, participants: [] } });
   });
 
   it("loses and duplicates nothing when the first archive attempts fail", async () => {
