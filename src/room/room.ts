@@ -133,8 +133,8 @@ export class Room extends DurableObject<Bindings> {
   private committed: ParleyEvent[] = [];
   /** Assistant replies in flight. */
   private readonly streams: StreamLog;
-  /** The streams whose model this object is calling, each with the turn of the call that owns it. */
-  private readonly replies = new Map<string, number>();
+  /** The replies this object is streaming, by stream id. */
+  private readonly replies = new Map<string, Promise<Result<ReplyOutcome>>>();
   /** Ephemeral events waiting for the hub, and the hub call under way. */
   private readonly ephemeral: ParleyEvent[] = [];
   private ephemeralFlight: Promise<void> | null = null;
@@ -458,46 +458,45 @@ export class Room extends DurableObject<Bindings> {
    * already posted; calls the model and sends each delta to the sockets and the hub as it comes (`pumpModel`); then
    * closes the stream with one `bot` message, or with the model's error. The model is called here, next to the
    * sockets, rather than in the step: a delta goes from the model to the sockets with no call between (it cost the
-   * step a pipe frame per delta, and the room a read). A call for a stream whose reply is under way (a step retried
-   * while its first call lives on) takes it over: the first stops, and the stream restarts, its next delta carrying
-   * the new text as a snapshot. A reset of the room fails the call; the step's retry asks the model again.
+   * step a pipe frame per delta, and the room a read). A call for a reply under way (a step retried while its first
+   * call lives on) joins it: one model call, one answer for both. A reset of the room fails the call; the step's retry
+   * restarts the stream and asks the model again.
    */
-  async assistantReply(actor: Actor, request: ReplyRequest): Promise<Result<ReplyOutcome>> {
+  assistantReply(actor: Actor, request: ReplyRequest): Promise<Result<ReplyOutcome>> {
+    const running = this.replies.get(request.streamId);
+    if (running) return running;
+    const reply = this.runReply(actor, request).finally(() => this.replies.delete(request.streamId));
+    this.replies.set(request.streamId, reply);
+    return reply;
+  }
+
+  private async runReply(actor: Actor, request: ReplyRequest): Promise<Result<ReplyOutcome>> {
     const { streamId } = request;
-    const turn = (this.replies.get(streamId) ?? 0) + 1;
-    this.replies.set(streamId, turn);
-    try {
-      const opened = await this.openStream(actor, request.conversationId, streamId, request.agentId);
-      if (!opened.ok || opened.value.message) return opened.ok ? ok({ message: opened.value.message }) : opened;
-      // Where the reply is: a stream read back from storage (a rolled-back transaction drops it from memory) may
-      // lack its last unsaved deltas, and takes this text back, its next delta carrying it as a snapshot.
-      let index = opened.value.next;
-      let text = "";
-      /** The stream, back in step with the reply; null once it closed or another call took it over. */
-      const current = () => {
-        const state = this.streams.get(streamId);
-        if (!state || this.replies.get(streamId) !== turn) return null;
-        if (state.next !== index || state.text.length !== text.length) this.streams.resync(state, index, text);
-        return state;
-      };
-      const { stopped, error } = await pumpModel(this.env, request.model, request.messages, (delta) => {
-        const state = current();
-        if (!state) return false;
-        index = this.emitDelta(state, delta) + 1;
-        text += delta;
-        return true;
-      });
-      if (stopped) {
-        return this.replies.get(streamId) === turn
-          ? fail("NOT_FOUND", "the stream was closed while the model answered")
-          : fail("CONFLICT", "a retried step took the reply over");
+    const opened = await this.openStream(actor, request.conversationId, streamId, request.agentId);
+    if (!opened.ok || opened.value.message) return opened.ok ? ok({ message: opened.value.message }) : opened;
+    // Where the reply is: a stream read back from storage (a rolled-back transaction drops it from memory) lacks its
+    // deltas since the last save, and takes this text back, its next delta carrying it as a snapshot.
+    let index = opened.value.next;
+    let text = "";
+    /** The stream, back in step with the reply; null once it closed. */
+    const current = () => {
+      const state = this.streams.get(streamId);
+      if (state && (state.next !== index || state.text.length !== text.length)) {
+        this.streams.resync(state, index, text);
       }
-      current();
-      const closed = await this.closeStream(streamId, error);
-      return closed.ok ? ok({ message: closed.value.message, ...(error ? { error } : {}) }) : closed;
-    } finally {
-      if (this.replies.get(streamId) === turn) this.replies.delete(streamId);
-    }
+      return state;
+    };
+    const { stopped, error } = await pumpModel(this.env, request.model, request.messages, (delta) => {
+      const state = current();
+      if (!state) return false;
+      index = this.emitDelta(state, delta) + 1;
+      text += delta;
+      return true;
+    });
+    if (stopped) return fail("NOT_FOUND", "the stream was closed while the model answered");
+    current();
+    const closed = await this.closeStream(streamId, error);
+    return closed.ok ? ok({ message: closed.value.message, ...(error ? { error } : {}) }) : closed;
   }
 
   /** Sends a stream's next delta to the sockets and the hub, then stores it; answers the delta's index. */
