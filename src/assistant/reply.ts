@@ -2,16 +2,21 @@ import type { Bindings } from "../env";
 import { unwrap } from "../errors";
 import type { Message } from "../protocol/messages";
 import { roomStub } from "../room/client";
-import type { ChatMessage } from "./models";
 
-/** What the room needs to stream an assistant reply: where it goes, who speaks, which model, and the prompt. */
+/**
+ * What the room needs to stream an assistant reply: where it goes, who speaks, which model, and what the prompt is
+ * made of (the room adds the conversation's recent history, which it holds).
+ */
 export interface ReplyRequest {
   conversationId: string;
   agentId: string;
   /** The stream's id, also the reply's `clientMessageId`: a retried step finds the reply it already posted. */
   streamId: string;
   model: string;
-  messages: ChatMessage[];
+  /** The agent's and the step's instructions, for the system message. */
+  instructions: string[];
+  /** The history the prompt carries ends before this seq (the message after the trigger); the latest without it. */
+  beforeSeq?: number;
 }
 
 /** A reply request and the room it goes to. */

@@ -1,13 +1,12 @@
 import { z } from "zod";
 import { streamReply } from "../assistant/reply";
-import { buildPrompt, HISTORY_MESSAGES } from "../assistant/prompt";
 import { DEFAULT_MODEL } from "../assistant/models";
 import type { Bindings } from "../env";
 import { ApiError, unwrap } from "../errors";
 import { createEvent, messagePostedEvent } from "../events/envelope";
 import type { AgentSettings, Step } from "../protocol/accounts";
 import type { ParleyEvent } from "../protocol/events";
-import { MESSAGE_LIMITS, type Message } from "../protocol/messages";
+import { MESSAGE_LIMITS } from "../protocol/messages";
 import { roomStub } from "../room/client";
 import type { FlowParams } from "./instances";
 import { readLimited } from "../lib/bytes";
@@ -52,7 +51,6 @@ export async function runStep(
       const answer = await callWebhook(step.url, await triggerEvent(env, flow, run), flow, run);
       return answer === null ? {} : await post(env, flow, key, answer);
     }
-    const history = await recentHistory(env, flow, run);
     const outcome = await streamReply(env, {
       orgId: flow.orgId,
       roomId: flow.roomId,
@@ -60,7 +58,9 @@ export async function runStep(
       agentId: flow.agentId,
       streamId: key,
       model: step.model ?? agent.model ?? DEFAULT_MODEL,
-      messages: buildPrompt(flow.agentId, [agent.instructions ?? "", step.instructions ?? ""], history),
+      instructions: [agent.instructions ?? "", step.instructions ?? ""],
+      // A message's run answers the history up to its message; a start's, the latest.
+      ...(run.trigger === "message" ? { beforeSeq: run.seq + 1 } : {}),
     });
     return outcome.error ? { error: outcome.error } : { messageId: outcome.message?.id };
   } catch (error) {
@@ -81,15 +81,6 @@ async function post(env: Bindings, flow: FlowParams, clientMessageId: string, te
     clientMessageId,
   });
   return { messageId: unwrap(result).message.id };
-}
-
-/** The messages up to the trigger (the latest ones for a start), for the prompt. */
-async function recentHistory(env: Bindings, flow: FlowParams, run: StepRun): Promise<Message[]> {
-  const page = await roomStub(env, flow.roomId).listMessages({ orgId: flow.orgId }, flow.conversationId, {
-    limit: HISTORY_MESSAGES,
-    ...(run.trigger === "message" ? { beforeSeq: run.seq + 1 } : {}),
-  });
-  return unwrap(page).items;
 }
 
 /** The event that triggered a run, rebuilt with its id: the message's `message_posted`, or `conversation.created`. */

@@ -4,6 +4,7 @@ import { ApiError, fail, ok, type Result } from "../errors";
 import { mirrorConversationsStatements, writeThrough } from "../db/mirror";
 import { createEvent, messagePostedEvent } from "../events/envelope";
 import { packBodies, type ConversationRecord, type QueueBody, type RoomRecord } from "../events/queue";
+import { buildPrompt, HISTORY_MESSAGES } from "../assistant/prompt";
 import { pumpModel } from "../assistant/pump";
 import type { ReplyOutcome, ReplyRequest } from "../assistant/reply";
 import { newId } from "../lib/ids";
@@ -455,7 +456,8 @@ export class Room extends DurableObject<Bindings> {
 
   /**
    * Streams an agent's reply (the assistant step's one call): opens the stream, or answers the reply a retried step
-   * already posted; calls the model and sends each delta to the sockets and the hub as it comes (`pumpModel`); then
+   * already posted; builds the prompt from the request's instructions and the conversation's recent history (the
+   * agent's own messages as `assistant`); calls the model and sends each delta to the sockets and the hub as it comes (`pumpModel`); then
    * closes the stream with one `bot` message, or with the model's error. The model is called here, next to the
    * sockets, rather than in the step: a delta goes from the model to the sockets with no call between (it cost the
    * step a pipe frame per delta, and the room a read). A call for a reply under way (a step retried while its first
@@ -474,6 +476,12 @@ export class Room extends DurableObject<Bindings> {
     const { streamId } = request;
     const opened = await this.openStream(actor, request.conversationId, streamId, request.agentId);
     if (!opened.ok || opened.value.message) return opened.ok ? ok({ message: opened.value.message }) : opened;
+    const history = await this.listMessages(actor, request.conversationId, {
+      limit: HISTORY_MESSAGES,
+      ...(request.beforeSeq !== undefined ? { beforeSeq: request.beforeSeq } : {}),
+    });
+    if (!history.ok) return history;
+    const prompt = buildPrompt(request.agentId, request.instructions, history.value.items);
     // Where the reply is: a stream read back from storage (a rolled-back transaction drops it from memory) lacks its
     // deltas since the last save, and takes this text back, its next delta carrying it as a snapshot.
     let index = opened.value.next;
@@ -486,7 +494,7 @@ export class Room extends DurableObject<Bindings> {
       }
       return state;
     };
-    const { stopped, error } = await pumpModel(this.env, request.model, request.messages, (delta) => {
+    const { stopped, error } = await pumpModel(this.env, request.model, prompt, (delta) => {
       const state = current();
       if (!state) return false;
       index = this.emitDelta(state, delta) + 1;

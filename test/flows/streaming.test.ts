@@ -233,15 +233,10 @@ describe("the room's stream log", () => {
   });
 
   it("a second call for a reply under way joins it: one model call, one message, one stream", async () => {
-    const { apiKey, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
+    const { apiKey, user, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });
+    await say(apiKey, conversationId, user.id, QUESTION);
     const stub = roomStub(env, room.id);
-    const request = {
-      conversationId,
-      agentId: bot.id,
-      streamId: "s-5",
-      model: SLOW.model,
-      messages: [{ role: "user" as const, content: QUESTION }],
-    };
+    const request = { conversationId, agentId: bot.id, streamId: "s-5", model: SLOW.model, instructions: [] };
     const first = stub.assistantReply({ orgId }, request);
     await socket.waitLog((f) => f.type === "event" && f.event.data?.streamId === "s-5" && f.event.data.index === 1);
     const second = await stub.assistantReply({ orgId }, request);
@@ -260,7 +255,7 @@ describe("the room's stream log", () => {
     // A retried step finds the posted reply and asks no model.
     const again = await stub.assistantReply({ orgId }, request);
     expect(again.ok && again.value.message?.id).toBe(second.ok && second.value.message?.id);
-    expect(await historyOf(apiKey, conversationId, 1)).toHaveLength(1);
+    expect(await historyOf(apiKey, conversationId, 2)).toHaveLength(2);
     socket.close();
   });
 
