@@ -9,7 +9,7 @@ const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
  * the tokens of each interval go in one delta, so a room sends at most ~33 events per second per stream whatever
  * the model's rate.
  */
-export const DELTA_INTERVAL_MS = 30;
+const DELTA_INTERVAL_MS = 30;
 
 /** How a pumped reply ended: `stopped` when `emit` refused a delta (the stream went); else the model's error, if any. */
 export interface PumpOutcome {
