@@ -25,6 +25,7 @@ export default defineConfig(async () => {
                   OPENAI_BASE_URL: model.url,
                   OPENAI_API_KEY: "test-openai-key",
                   MODEL_IDLE_TIMEOUT_MS: "1500",
+                  EVENTS_REDRIVE_DELAY_SECONDS: "0",
                 },
                 workers: [notificationsWorker(inject)],
               },

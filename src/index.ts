@@ -1,6 +1,7 @@
 import { createApp } from "./app";
 import type { Bindings } from "./env";
 import { consumeEvents } from "./events/consumer";
+import { consumeDeadLetters } from "./events/dead-letters";
 
 export { FlowWorkflow } from "./flows/workflow";
 export { Hub } from "./hub/hub";
@@ -12,6 +13,10 @@ const app = createApp();
 export default {
   fetch: app.fetch,
   async queue(batch, env) {
+    if (batch.queue.startsWith("parley-events") && batch.queue.endsWith("-dlq")) {
+      await consumeDeadLetters(batch, env);
+      return;
+    }
     if (batch.queue.startsWith("parley-events")) {
       await consumeEvents(batch, env);
       return;
