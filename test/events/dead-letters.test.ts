@@ -46,7 +46,7 @@ async function deadLetter(...bodies: string[]) {
   const messages = bodies.map((body) => ({ id: newId("qm"), timestamp: new Date(), attempts: 1, body }));
   const batch = createMessageBatch("parley-events-dlq", messages);
   const ctx = createExecutionContext();
-  await worker.queue(batch, env, ctx);
+  await (worker as ExportedHandler<Cloudflare.Env>).queue!(batch, env, ctx);
   return { messages, result: await getQueueResult(batch, ctx) };
 }
 
