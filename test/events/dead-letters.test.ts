@@ -43,7 +43,7 @@ function messageBody(text: string): QueueBody {
 }
 
 async function deadLetter(...bodies: string[]) {
-  const messages = bodies.map((body) => ({ id: newId("qm"), timestamp: new Date(), attempts: 1, body }));
+  const messages = bodies.map((body) => ({ id: crypto.randomUUID(), timestamp: new Date(), attempts: 1, body }));
   const batch = createMessageBatch("parley-events-dlq", messages);
   const ctx = createExecutionContext();
   await (worker as ExportedHandler<Cloudflare.Env>).queue!(batch, env, ctx);
