@@ -1,4 +1,5 @@
 import { Hono } from "hono";
+import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { AppEnv } from "./env";
 import { ApiError, errorBody } from "./errors";
@@ -49,6 +50,17 @@ export function createApp() {
     await next();
     if (c.res.status !== 101) c.res.headers.set("x-request-id", id);
   });
+
+  // Browsers call the API from their application's origin: credentials are bearer tokens, never cookies, so any
+  // origin may (`CORS_ORIGINS`, `*` by default, narrows it to a comma-separated list).
+  app.use(
+    cors({
+      origin: (origin, c) => allowedOrigin(c.env.CORS_ORIGINS, origin),
+      allowHeaders: ["Authorization", "Content-Type", "X-Request-Id", "Range", "If-None-Match"],
+      exposeHeaders: ["X-Request-Id", "Retry-After", "ETag", "Content-Disposition", "Content-Range", "Accept-Ranges"],
+      maxAge: 86_400,
+    }),
+  );
 
   app.use(
     methodNotAllowed({
@@ -106,4 +118,14 @@ export function createApp() {
   });
 
   return app;
+}
+
+/** The `Access-Control-Allow-Origin` for a request's origin: `*` unless `CORS_ORIGINS` lists the allowed ones. */
+function allowedOrigin(configured: string | undefined, origin: string): string | null {
+  const list = (configured ?? "*")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter(Boolean);
+  if (list.length === 0 || list.includes("*")) return "*";
+  return list.includes(origin) ? origin : null;
 }

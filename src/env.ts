@@ -27,6 +27,8 @@ export interface Bindings {
   /** Longest a model reply may take, and longest silence between its tokens (milliseconds). */
   MODEL_TIMEOUT_MS?: string;
   MODEL_IDLE_TIMEOUT_MS?: string;
+  /** Origins browsers may call the API from, comma-separated (`*`, any, by default). */
+  CORS_ORIGINS?: string;
   /** How long a dead-lettered events message waits before it goes back to the events queue (s; 900 by default). */
   EVENTS_REDRIVE_DELAY_SECONDS?: string;
 }
