@@ -9,7 +9,14 @@ import { dispatchedOf, dispatchedStatements, dispatchFlows } from "../flows/disp
 import type { Message } from "../protocol/messages";
 import { roomStub } from "../room/client";
 import { notifyEvents, rulesOf, rulesStatements } from "../notifications/rules";
-import { QueueBodySchema, unpackBodies, type ConversationRecord, type QueueBody, type RoomRecord } from "./queue";
+import {
+  messageContent,
+  QueueBodySchema,
+  unpackBodies,
+  type ConversationRecord,
+  type QueueBody,
+  type RoomRecord,
+} from "./queue";
 
 /** Retry delay of a failed batch: 1 s doubling to 5 min. */
 export function retryDelaySeconds(attempts: number): number {
@@ -25,7 +32,7 @@ export function retryDelaySeconds(attempts: number): number {
 export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
   const valid: QueueBody[] = [];
   for (const message of batch.messages) {
-    const content = typeof message.body === "string" ? parseJson(message.body) : message.body;
+    const content = messageContent(message.body);
     for (const body of unpackBodies(content)) {
       const parsed = QueueBodySchema.safeParse(body);
       if (parsed.success) {
@@ -133,12 +140,4 @@ export function archiveStatements(db: D1Database, bodies: QueueBody[]): D1Prepar
     ...archiveMessagesStatements(db, messages),
     ...[...purges].map((id) => purgeConversationStatement(db, id)),
   ];
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }

@@ -1,5 +1,5 @@
 import type { Bindings } from "../env";
-import { unpackBodies } from "./queue";
+import { messageContent, unpackBodies } from "./queue";
 
 /** How many times a dead-lettered events message goes back to the events queue before it is parked in R2. */
 export const REDRIVES = 3;
@@ -25,7 +25,7 @@ export async function consumeDeadLetters(batch: MessageBatch<unknown>, env: Bind
   await Promise.all(
     batch.messages.map(async (message) => {
       const text = typeof message.body === "string" ? message.body : JSON.stringify(message.body);
-      const content = parse(text);
+      const content = messageContent(message.body);
       const redrives = (content as Partial<Redriven> | undefined)?.redrives;
       const done = typeof redrives === "number" ? redrives : 0;
       try {
@@ -45,12 +45,4 @@ export async function consumeDeadLetters(batch: MessageBatch<unknown>, env: Bind
       }
     }),
   );
-}
-
-function parse(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }

@@ -129,6 +129,16 @@ function shrink(text: string): string {
   return JSON.stringify(body);
 }
 
+/** A queue message's content: its body, parsed when it came as text (undefined when that text is not JSON). */
+export function messageContent(body: unknown): unknown {
+  if (typeof body !== "string") return body;
+  try {
+    return JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The bodies a queue message carries: a packed message's, in order, or the message itself. */
 export function unpackBodies(message: unknown): unknown[] {
   const bodies = (message as Partial<PackedBodies> | null)?.bodies;

@@ -457,12 +457,12 @@ export class Room extends DurableObject<Bindings> {
   /**
    * Streams an agent's reply (the assistant step's one call): opens the stream, or answers the reply a retried step
    * already posted; builds the prompt from the request's instructions and the conversation's recent history (the
-   * agent's own messages as `assistant`); calls the model and sends each delta to the sockets and the hub as it comes (`pumpModel`); then
-   * closes the stream with one `bot` message, or with the model's error. The model is called here, next to the
-   * sockets, rather than in the step: a delta goes from the model to the sockets with no call between (it cost the
-   * step a pipe frame per delta, and the room a read). A call for a reply under way (a step retried while its first
-   * call lives on) joins it: one model call, one answer for both. A reset of the room fails the call; the step's retry
-   * restarts the stream and asks the model again.
+   * agent's own messages as `assistant`); calls the model and sends each delta to the sockets and the hub as it comes
+   * (`pumpModel`); then closes the stream with one `bot` message, or with the model's error. The model is called
+   * here, next to the sockets, rather than in the step: a delta goes from the model to the sockets with no call
+   * between (it cost the step a pipe frame per delta, and the room a read). A call for a reply under way (a step
+   * retried while its first call lives on) joins it: one model call, one answer for both. A reset of the room fails
+   * the call; the step's retry restarts the stream and asks the model again.
    */
   assistantReply(actor: Actor, request: ReplyRequest): Promise<Result<ReplyOutcome>> {
     const running = this.replies.get(request.streamId);
@@ -502,7 +502,7 @@ export class Room extends DurableObject<Bindings> {
       return true;
     });
     if (stopped) return fail("NOT_FOUND", "the stream was closed while the model answered");
-    current();
+    current(); // the close commits the stream's text: back in step first
     const closed = await this.closeStream(streamId, error);
     return closed.ok ? ok({ message: closed.value.message, ...(error ? { error } : {}) }) : closed;
   }

@@ -8,6 +8,7 @@ import { newId } from "../../src/lib/ids";
 import type { Message } from "../../src/protocol/messages";
 import { newConversationId } from "../../src/room/client";
 import { env } from "../helpers/api";
+import { eventually } from "../helpers/wait";
 
 // The events dead-letter queue: what the events consumer failed on every retry goes back to the events queue (after
 // EVENTS_REDRIVE_DELAY_SECONDS, 0 in the tests), at most REDRIVES times, then is parked in R2. Nothing is dropped.
@@ -54,16 +55,6 @@ async function archivedText(id: string) {
   return (await env.DB.prepare("SELECT text FROM messages WHERE id = ?1").bind(id).first<{ text: string }>())?.text;
 }
 
-async function until<T>(check: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 describe("the events dead-letter queue", () => {
   it("sends a dead-lettered message back to the events queue, whose consumer archives it", async () => {
     const single = messageBody("back from the dead");
@@ -73,7 +64,7 @@ describe("the events dead-letter queue", () => {
     expect(result.retryMessages).toEqual([]);
     for (const body of [single, ...packed]) {
       const message = body.event.data as Message;
-      expect(await until(() => archivedText(message.id))).toBe(message.text);
+      expect(await eventually(() => archivedText(message.id), 10_000)).toBe(message.text);
     }
   });
 

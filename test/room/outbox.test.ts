@@ -11,7 +11,8 @@ describe("the outbox drain", () => {
       const sql = state.storage.sql;
       // The room's own rows (its creation events) are not this test's: once its own drain has sent them (so it has
       // nothing under way that could take a test row), an outbox of test rows only.
-      const unsent = () => sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox WHERE queued = 0 OR published = 0");
+      const unsent = () =>
+        sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox WHERE queued = 0 OR published = 0");
       for (let i = 0; i < 200 && unsent().one().n > 0; i++) await scheduler.wait(10);
       expect(unsent().one().n).toBe(0);
       sql.exec("DELETE FROM outbox");
