@@ -174,6 +174,27 @@ async function deliverTarget(
   }
 }
 
+/**
+ * Gives up on a job for good: every delivery of its channel not yet final is marked failed (one being sent too: at
+ * most once means never sending it again), and the channel ends `sent` if any target got it, else `failed`. For a
+ * job the dead-letter queue could not deliver either, so that its notification never stays `pending`.
+ */
+export async function abandonJob(env: NotificationsBindings, job: NotificationJob, reason: string): Promise<void> {
+  const column = job.channel === "push" ? "push_status" : "email_status";
+  const now = new Date().toISOString();
+  await env.DB.batch([
+    env.DB.prepare(
+      `UPDATE notification_deliveries SET status = 'failed', error = ?3, claimed_at = NULL, updated_at = ?4
+        WHERE notification_id = ?1 AND channel = ?2 AND status IN ('pending', 'sending')`,
+    ).bind(job.notificationId, job.channel, reason, now),
+    env.DB.prepare(
+      `UPDATE notifications SET ${column} = CASE WHEN EXISTS (SELECT 1 FROM notification_deliveries
+           WHERE notification_id = ?1 AND channel = ?2 AND status = 'sent') THEN 'sent' ELSE 'failed' END
+        WHERE id = ?1 AND ${column} = 'pending'`,
+    ).bind(job.notificationId, job.channel),
+  ]);
+}
+
 /** Writes a channel's final status, once. */
 async function finishChannel(
   env: NotificationsBindings,

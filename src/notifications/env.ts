@@ -9,4 +9,6 @@ export interface NotificationsBindings {
   VAPID_PUBLIC_KEY?: string;
   VAPID_PRIVATE_KEY?: string;
   VAPID_SUBJECT?: string;
+  /** Seconds between the dead-letter queue's tries of a job (default 900). */
+  NOTIFICATIONS_REDRIVE_DELAY_SECONDS?: string;
 }
