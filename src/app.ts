@@ -62,16 +62,22 @@ export function createApp() {
     }),
   );
 
+  // A method a path does not take is an unknown route: 404 in the contract's shape (its list of codes has no 405),
+  // with an Allow header naming the methods it takes.
   app.use(
     methodNotAllowed({
       app,
       onMethodNotAllowed: (c, methods) =>
         c.json(
-          errorBody({ code: "METHOD_NOT_ALLOWED", message: `use ${methods.join(", ")}` }, c.get("requestId")),
-          405,
-          {
-            Allow: methods.join(", "),
-          },
+          errorBody(
+            {
+              code: "NOT_FOUND",
+              message: `no route ${c.req.method} ${c.req.path}; this path takes ${methods.join(", ")}`,
+            },
+            c.get("requestId"),
+          ),
+          404,
+          { Allow: methods.join(", ") },
         ),
     }),
   );

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { timestampSchema } from "../protocol/common";
+import { queryNumber, timestampSchema } from "../protocol/common";
 import { URL_TTL } from "./signing";
 
 /** An attachment: its metadata and a signed, expiring download URL (contract section 9). */
@@ -17,11 +17,7 @@ export const AttachmentSchema = z
   .meta({ id: "Attachment" });
 export type Attachment = z.infer<typeof AttachmentSchema>;
 
-const ttlSeconds = z.coerce
-  .number()
-  .int()
-  .min(1)
-  .max(URL_TTL.maxSeconds)
+const ttlSeconds = queryNumber(z.number().int().min(1).max(URL_TTL.maxSeconds))
   .optional()
   .meta({ description: `lifetime of the signed URL in seconds (default ${URL_TTL.defaultSeconds})` });
 

@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../env";
-import { ApiError, type ErrorDetail } from "../errors";
+import { ApiError, notFound, type ErrorDetail } from "../errors";
 import { idSchema } from "../protocol/common";
 import type { IdPrefix } from "../lib/ids";
 import { attachDoc } from "./openapi";
@@ -25,20 +25,25 @@ export function parseWith<T extends z.ZodType>(schema: T, value: unknown, what: 
   return result.data;
 }
 
-/** Reads a JSON body: 415 unless JSON, 413 past `maxBytes` (before reading when Content-Length says so), 400 if malformed. */
+/**
+ * Reads a JSON body: 415 unless JSON, 413 past `maxBytes` (before reading when Content-Length says so), 400 if
+ * malformed. No body at all (or an empty one) reads as `{}`: a route whose fields are all optional takes a bare POST,
+ * and any other answers its schema's 400 with details.
+ */
 export async function readJson(c: Context<AppEnv>, maxBytes = DEFAULT_MAX_BODY_BYTES): Promise<unknown> {
   const type = c.req.header("content-type") ?? "";
+  const declared = Number(c.req.header("content-length") ?? "NaN");
   if (!/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type)) {
+    if (c.req.raw.body === null || declared === 0) return {};
     throw new ApiError("UNSUPPORTED_MEDIA_TYPE", "the body must be JSON: send 'Content-Type: application/json'");
   }
-  const declared = Number(c.req.header("content-length") ?? "NaN");
   if (declared > maxBytes) throw new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`);
   const bytes = await readLimited(
     c.req.raw.body,
     maxBytes,
     () => new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`),
   );
-  if (bytes.byteLength === 0) throw new ApiError("BAD_REQUEST", "the body is empty; send a JSON object");
+  if (bytes.byteLength === 0) return {};
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch {
@@ -70,14 +75,26 @@ export function query<T extends z.ZodType>(
   return attachDoc(middleware, { query: schema });
 }
 
-/** A path parameter that must be an id of one type: malformed ids answer 400 with details. */
+/** What an id of each prefix names, for the 404 of a path id that names nothing. */
+const RESOURCES: Partial<Record<IdPrefix, string>> = {
+  acc: "account",
+  key: "API key",
+  room: "room",
+  conv: "conversation",
+  att: "attachment",
+  run: "flow run",
+  rule: "notification rule",
+  ntf: "notification",
+  psub: "push subscription",
+};
+
+/**
+ * A path parameter that must be an id of one type. Ids are opaque to clients: one that cannot be ours (another
+ * type's, or not an id at all) names nothing, and answers 404 like an unknown one.
+ */
 export function idParam(c: Context<AppEnv>, name: string, prefix: IdPrefix): string {
   const value = c.req.param(name);
   const result = idSchema(prefix).safeParse(value);
-  if (!result.success) {
-    throw new ApiError("BAD_REQUEST", `invalid ${name}`, [
-      { path: name, message: `must be an id starting with ${prefix}_` },
-    ]);
-  }
+  if (!result.success) throw notFound(RESOURCES[prefix] ?? "resource");
   return result.data;
 }

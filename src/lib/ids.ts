@@ -72,7 +72,11 @@ export function newId(prefix: IdPrefix): string {
   return `${prefix}_${ulidBody()}`;
 }
 
-/** The pattern every id of a prefix matches, for validation. */
+/**
+ * The pattern an id of a prefix must match to be looked up: the prefix, then up to 64 letters and digits. Ids are
+ * opaque to clients, so any such id is "not found" rather than malformed when nothing has it; only the ones this
+ * service makes (`newId`) ever exist.
+ */
 export function idPattern(prefix: IdPrefix): RegExp {
-  return new RegExp(`^${prefix}_[0-9a-z]{10,64}$`);
+  return new RegExp(`^${prefix}_[0-9A-Za-z]{1,64}$`);
 }

@@ -13,9 +13,17 @@ export const metaSchema = z
 /** ISO-8601 UTC timestamp. */
 export const timestampSchema = z.string().meta({ format: "date-time", example: "2026-11-21T12:00:00.000Z" });
 
+/** A whole number in a query string: digits only (no sign, exponent, hex or blank), then checked by `schema`. */
+export const queryNumber = <T extends z.ZodType<number, number>>(schema: T) =>
+  z
+    .string()
+    .regex(/^\d{1,15}$/, { message: "must be a whole number" })
+    .transform(Number)
+    .pipe(schema);
+
 /** `limit` and `cursor` of every list. */
 export const pageQuerySchema = z.object({
-  limit: z.coerce.number().int().min(1).max(100).default(20),
+  limit: queryNumber(z.number().int().min(1).max(100)).default(20),
   cursor: z.string().min(1).max(512).optional(),
 });
 

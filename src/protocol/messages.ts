@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { idSchema, jsonSize, timestampSchema } from "./common";
+import { idSchema, jsonSize, queryNumber, timestampSchema } from "./common";
 
 /** Limits of one message. */
 export const MESSAGE_LIMITS = {
@@ -39,9 +39,9 @@ export type PostMessage = z.infer<typeof PostMessageSchema>;
 
 /** Query of `GET /v1/conversations/{id}/messages`. */
 export const HistoryQuerySchema = z.object({
-  afterSeq: z.coerce.number().int().min(0).optional(),
-  beforeSeq: z.coerce.number().int().min(1).optional(),
-  limit: z.coerce.number().int().min(1).max(100).default(20),
+  afterSeq: queryNumber(z.number().int().min(0)).optional(),
+  beforeSeq: queryNumber(z.number().int().min(1)).optional(),
+  limit: queryNumber(z.number().int().min(1).max(100)).default(20),
 });
 export type HistoryQuery = z.infer<typeof HistoryQuerySchema>;
 

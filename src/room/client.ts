@@ -29,6 +29,7 @@ export type RoomRpc = Pick<
   | "closeStream"
   | "streamSnapshots"
   | "hubListening"
+  | "settleActivity"
 >;
 
 /**

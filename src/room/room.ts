@@ -124,9 +124,13 @@ export class Room extends DurableObject<Bindings> {
   private members: Map<string, ParticipantRow> | undefined;
   /** Conversation rows read so far (see `conversationRow`). */
   private readonly conversations = new Map<string, ConversationRow>();
-  /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
+  /** Conversations whose activity waits to be written to D1, and the writing under way. */
   private readonly activity = new Map<string, ConversationRecord>();
-  private activityFlushing = false;
+  private activityFlush: Promise<void> | null = null;
+  /** Activity records marked so far, how many of them D1 has, and the `settleActivity` calls waiting for theirs. */
+  private activityMarks = 0;
+  private activityWritten = 0;
+  private settling: { marks: number; resolve: () => void }[] = [];
   private readonly activityPace = new Pace(ACTIVITY_EVERY_MS);
   /** Posts drafted and waiting for their commit, which they share with the posts that arrive meanwhile. */
   private readonly posts = new PostBatch<PostResult>(() => this.commitPosts());
@@ -906,27 +910,57 @@ export class Room extends DurableObject<Bindings> {
   /**
    * The ack waits only for the commit; the conversation's activity (count, last message) follows right behind it
    * into D1, one write per conversation however many messages arrived meanwhile, and at most one write every
-   * `ACTIVITY_EVERY_MS` while messages keep coming. The events consumer writes it too, so a failure here only
-   * delays it.
+   * `ACTIVITY_EVERY_MS` while messages keep coming (a list of conversations, which D1 serves, first asks the room to
+   * write at once: `settleActivity`). The events consumer writes it too, so a failure here only delays it.
    */
   private markActivity(record: ConversationRecord): void {
     this.activity.set(record.conversation.id, record);
-    if (this.activityFlushing) return;
-    this.activityFlushing = true;
-    this.ctx.waitUntil(
-      (async () => {
-        try {
-          while (this.activity.size > 0) {
-            await this.activityPace.turn();
-            const records = [...this.activity.values()];
-            this.activity.clear();
+    this.activityMarks++;
+    if (this.activityFlush) return;
+    const flush = (async () => {
+      try {
+        while (this.activity.size > 0) {
+          await this.activityPace.turn();
+          const marks = this.activityMarks;
+          const records = [...this.activity.values()];
+          this.activity.clear();
+          try {
             await writeThrough(this.env.DB, mirrorConversationsStatements(this.env.DB, records));
+          } finally {
+            this.activityWritten = marks;
+            this.releaseSettled();
           }
-        } finally {
-          this.activityFlushing = false;
         }
-      })(),
-    );
+      } finally {
+        this.activityFlush = null;
+        this.releaseSettled(true);
+      }
+    })();
+    this.activityFlush = flush;
+    this.ctx.waitUntil(flush);
+  }
+
+  /**
+   * Answers once D1 has the conversations' activity marked so far, written at once rather than at its turn: a list
+   * of conversations read after this orders this room's by every message it acknowledged before (read-your-writes).
+   * A failed write answers too (the list is then as stale as D1).
+   */
+  settleActivity(): Promise<void> {
+    if (!this.activityFlush || this.activityWritten >= this.activityMarks) return Promise.resolve();
+    const marks = this.activityMarks;
+    return new Promise((resolve) => {
+      this.settling.push({ marks, resolve });
+      this.activityPace.hurry();
+    });
+  }
+
+  /** Answers the `settleActivity` calls whose activity D1 has (all of them when the writing stopped). */
+  private releaseSettled(all = false): void {
+    this.settling = this.settling.filter((waiter) => {
+      const done = all || waiter.marks <= this.activityWritten;
+      if (done) waiter.resolve();
+      return !done;
+    });
   }
 
   /** Sends an event to this room's sockets that subscribed to it and may see it. */

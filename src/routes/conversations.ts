@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, isNull, lt, or } from "drizzle-orm";
+import { and, desc, eq, gte, inArray, isNull, lt, or, type SQL } from "drizzle-orm";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { actorOf } from "../auth/principal";
@@ -25,6 +25,38 @@ import { TokenResponseSchema } from "../protocol/orgs";
 import { roomIdOfConversation, roomStub } from "../room/client";
 import { preparePost } from "../room/post";
 import { markDeletedAttachments } from "../attachments/access";
+
+/** At most how many rooms a list of conversations asks to settle their activity first. */
+const SETTLE_ROOMS = 20;
+/**
+ * How recent a conversation's activity in D1 must be for its room to be asked: a room writes its activity at most a
+ * second late (its first write after a pause goes at once), so a room with activity still to write wrote some within
+ * the last second or two.
+ */
+const SETTLE_WINDOW_MS = 10_000;
+
+const recent = () => new Date(Date.now() - SETTLE_WINDOW_MS).toISOString();
+
+/**
+ * Read-your-writes for lists of conversations, which D1 serves: a room writes its conversations' activity (count,
+ * last message) to D1 at most once a second while messages keep coming, so before the first page is read, the rooms
+ * in the list's scope that had activity lately (`where`) write theirs at once.
+ */
+async function settleRecentRooms(c: Context<AppEnv>, db: ReturnType<typeof createDb>, where: SQL | undefined) {
+  const rooms = await db
+    .selectDistinct({ id: conversations.roomId })
+    .from(conversations)
+    .where(where)
+    .limit(SETTLE_ROOMS);
+  // A room that cannot answer leaves the list as D1 has it.
+  await Promise.all(
+    rooms.map(({ id }) =>
+      roomStub(c.env, id)
+        .settleActivity()
+        .catch(() => {}),
+    ),
+  );
+}
 
 /** The conversation id of the path and the stub of its room; ids not made by this service are 404. */
 function conversationTarget(c: Context<AppEnv>) {
@@ -54,24 +86,28 @@ export const conversationRoutes = new Hono<AppEnv>()
       const accountId = principal.kind === "account" ? principal.accountId : requested;
       const db = createDb(c.env.DB);
       const after = cursor ? decodeCursor(cursor) : null;
+      const scope = and(
+        eq(conversations.orgId, principal.orgId),
+        isNull(conversations.deletedAt),
+        roomId ? eq(conversations.roomId, roomId) : undefined,
+        contactId ? eq(conversations.contactId, contactId) : undefined,
+        accountId
+          ? inArray(
+              conversations.roomId,
+              db
+                .select({ id: participants.roomId })
+                .from(participants)
+                .where(and(eq(participants.orgId, principal.orgId), eq(participants.accountId, accountId))),
+            )
+          : undefined,
+      );
+      if (!after) await settleRecentRooms(c, db, roomId ? scope : and(scope, gte(conversations.activityAt, recent())));
       const rows = await db
         .select()
         .from(conversations)
         .where(
           and(
-            eq(conversations.orgId, principal.orgId),
-            isNull(conversations.deletedAt),
-            roomId ? eq(conversations.roomId, roomId) : undefined,
-            contactId ? eq(conversations.contactId, contactId) : undefined,
-            accountId
-              ? inArray(
-                  conversations.roomId,
-                  db
-                    .select({ id: participants.roomId })
-                    .from(participants)
-                    .where(and(eq(participants.orgId, principal.orgId), eq(participants.accountId, accountId))),
-                )
-              : undefined,
+            scope,
             after
               ? or(
                   lt(conversations.activityAt, after[0]),

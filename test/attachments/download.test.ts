@@ -83,7 +83,9 @@ describe("signed download URLs", () => {
     expect(got.body).toEqual({ ...a, url: expect.any(String), urlExpiresAt: expect.any(String) });
     expect((await download(got.body.url)).status).toBe(200);
     expectError(await call("GET", `/v1/attachments/att_${"0".repeat(26)}`, { token: apiKey }), 404, "NOT_FOUND");
-    expectBadRequest(await call("GET", "/v1/attachments/nope", { token: apiKey }), "id");
+    expectError(await call("GET", "/v1/attachments/nope", { token: apiKey }), 404, "NOT_FOUND");
+    // A bad query parameter is still a 400 naming it.
+    expectBadRequest(await call("GET", `/v1/attachments/${a.id}?ttlSeconds=1e3`, { token: apiKey }), "ttlSeconds");
   });
 });
 

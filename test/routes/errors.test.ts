@@ -61,7 +61,7 @@ describe("unknown routes", () => {
 });
 
 describe("wrong methods", () => {
-  it("answer 405 METHOD_NOT_ALLOWED with an Allow header listing the route's methods", async () => {
+  it("are unknown routes: 404 NOT_FOUND, with an Allow header listing the path's methods", async () => {
     const cases: [string, string, string[]][] = [
       ["DELETE", "/v1/orgs", ["POST"]],
       ["GET", "/v1/orgs", ["POST"]],
@@ -75,17 +75,18 @@ describe("wrong methods", () => {
     ];
     for (const [method, path, allowed] of cases) {
       const response = await call(method, path);
-      expectErrorShape(response, 405, "METHOD_NOT_ALLOWED");
+      expectErrorShape(response, 404, "NOT_FOUND");
+      expect(response.body.error.message).toContain(allowed[0]);
       const allow = (response.headers.get("allow") ?? "").split(",").map((m) => m.trim());
       for (const m of allowed) expect(allow, `${method} ${path}`).toContain(m);
       expect(allow, `${method} ${path}`).not.toContain(method);
     }
   });
 
-  it("answer 405 before authentication, with or without credentials", async () => {
+  it("answer 404 before authentication, with or without credentials", async () => {
     const org = await createOrg();
     const withKey = await call("PUT", "/v1/accounts", { token: org.apiKey, body: { type: "user", name: "X" } });
-    expectErrorShape(withKey, 405, "METHOD_NOT_ALLOWED");
+    expectErrorShape(withKey, 404, "NOT_FOUND");
     expect(withKey.headers.get("allow")).toMatch(/POST/);
     // Nothing was created by the rejected request.
     const list = await call("GET", "/v1/accounts", { token: org.apiKey });
@@ -107,13 +108,28 @@ describe("request bodies", () => {
     expect(list.body.items).toEqual([]);
   });
 
-  it("an empty JSON body is 400 BAD_REQUEST", async () => {
+  it("no body reads as {}: a route whose fields are all optional takes it, others answer 400 naming the fields", async () => {
     const org = await createOrg();
-    const response = await raw("POST", "/v1/accounts", {
-      headers: { authorization: `Bearer ${org.apiKey}`, "content-type": "application/json" },
-      body: "",
-    });
-    expectErrorShape(response, 400, "BAD_REQUEST");
+    const auth = { authorization: `Bearer ${org.apiKey}` };
+    for (const headers of [auth, { ...auth, "content-type": "application/json" }]) {
+      const key = await raw("POST", "/v1/api-keys", { headers });
+      expect(key.status, JSON.stringify(key.body)).toBe(201);
+      expect(key.body.apiKey).toMatch(/^sk_/);
+      const account = await raw("POST", "/v1/accounts", { headers, body: "" });
+      expectDetail(account, "type");
+    }
+    expect((await call("GET", "/v1/accounts", { token: org.apiKey })).body.items).toEqual([]);
+  });
+
+  it("whole-number query parameters take digits only", async () => {
+    const org = await createOrg();
+    expect((await call("GET", "/v1/accounts?limit=5", { token: org.apiKey })).status).toBe(200);
+    for (const limit of ["0x5", "+5", "5.0", "1e1", "", " 5", "-1"]) {
+      expectDetail(
+        await call("GET", `/v1/accounts?limit=${encodeURIComponent(limit)}`, { token: org.apiKey }),
+        "limit",
+      );
+    }
   });
 
   it("well-formed JSON that fails validation is 400 with details naming each field", async () => {
@@ -228,10 +244,10 @@ describe("x-request-id", () => {
       await call("PUT", "/v1/orgs"),
       await call("GET", "/v1/accounts"),
       await call("GET", "/v1/accounts", { token: ADMIN_TOKEN }),
-      await call("GET", "/v1/accounts/bad", { token: org.apiKey }),
+      await call("POST", "/v1/accounts", { token: org.apiKey, body: { type: "nope" } }),
     ];
     const statuses = responses.map((r) => r.status);
-    expect(statuses).toEqual([200, 200, 200, 201, 200, 204, 404, 405, 401, 403, 400]);
+    expect(statuses).toEqual([200, 200, 200, 201, 200, 204, 404, 404, 401, 403, 400]);
     const ids = responses.map((r) => r.headers.get("x-request-id"));
     for (const [i, id] of ids.entries()) {
       expect(id, `response ${i}`).toBeTruthy();
@@ -266,7 +282,7 @@ describe("x-request-id", () => {
     expect(invalid.body.error.requestId).toBe(id);
 
     const methodNotAllowed = await call("PUT", "/v1/orgs", { headers: { "x-request-id": id } });
-    expect(methodNotAllowed.status).toBe(405);
+    expect(methodNotAllowed.status).toBe(404);
     expect(methodNotAllowed.headers.get("x-request-id")).toBe(id);
     expect(methodNotAllowed.body.error.requestId).toBe(id);
   });
@@ -283,8 +299,8 @@ describe("x-request-id", () => {
   });
 });
 
-describe("malformed path ids", () => {
-  it("answer 400 BAD_REQUEST with details naming the parameter", async () => {
+describe("path ids that cannot be ours", () => {
+  it("answer 404 NOT_FOUND like unknown ones: ids are opaque to clients", async () => {
     const org = await createOrg();
     const account = await createAccount(org.apiKey);
     const room = await call("POST", "/v1/rooms", {
@@ -297,6 +313,8 @@ describe("malformed path ids", () => {
       ["GET", "/v1/accounts/not-an-id", "id"],
       ["GET", "/v1/accounts/room_0123456789abcdef", "id"],
       ["GET", "/v1/accounts/acc_UPPERCASE0123", "id"],
+      ["GET", "/v1/accounts/acc_nope", "id"],
+      ["PATCH", "/v1/accounts/acc_missing", "id", { name: "x" }],
       ["DELETE", "/v1/accounts/acc_", "id"],
       ["PATCH", "/v1/accounts/123", "id", { name: "x" }],
       ["DELETE", "/v1/api-keys/acc_0123456789abcdef", "id"],
@@ -305,9 +323,9 @@ describe("malformed path ids", () => {
       ["GET", "/v1/conversations/nope/messages", "id"],
       ["DELETE", `/v1/rooms/${room.body.id}/participants/nope`, "accountId"],
     ];
-    for (const [method, path, param, body] of cases) {
+    for (const [method, path, , body] of cases) {
       const response = await call(method, path, { token: org.apiKey, body });
-      expectDetail(response, param);
+      expectErrorShape(response, 404, "NOT_FOUND");
     }
   });
 });

@@ -146,14 +146,15 @@ describe("standard rooms", () => {
     );
   });
 
-  it("gets a room, and 404s for unknown and 400s for malformed ids", async () => {
+  it("gets a room, and 404s for unknown ids, well-formed or not", async () => {
     const s = await setup();
     const room = await createRoom(s.apiKey, { type: "standard", name: "G", participants: [{ accountId: s.alice.id }] });
     const got = await call("GET", `/v1/rooms/${room.id}`, { token: s.apiKey });
     expect(got.status).toBe(200);
     expect(got.body).toEqual(room);
     expectError(await call("GET", "/v1/rooms/room_01aaaaaaaaaaaaaaaaaaaaaaaa", { token: s.apiKey }), 404, "NOT_FOUND");
-    expectError(await call("GET", "/v1/rooms/not-a-room", { token: s.apiKey }), 400, "BAD_REQUEST");
+    expectError(await call("GET", "/v1/rooms/not-a-room", { token: s.apiKey }), 404, "NOT_FOUND");
+    expectError(await call("GET", "/v1/rooms/room_nope", { token: s.apiKey }), 404, "NOT_FOUND");
   });
 
   it("patches name and meta", async () => {
