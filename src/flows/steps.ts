@@ -48,7 +48,13 @@ export async function runStep(
   try {
     if (step.type === "reply") return await post(env, flow, key, step.text);
     if (step.type === "webhook") {
-      const answer = await callWebhook(step.url, await triggerEvent(env, flow, run), flow, run);
+      let answer: string | null;
+      try {
+        answer = await callWebhook(step.url, await triggerEvent(env, flow, run), flow, run);
+      } catch (error) {
+        if (error instanceof StepError) await failStream(env, flow, key, error.message);
+        throw error;
+      }
       return answer === null ? {} : await post(env, flow, key, answer);
     }
     const outcome = await streamReply(env, {
@@ -81,6 +87,16 @@ async function post(env: Bindings, flow: FlowParams, clientMessageId: string, te
     clientMessageId,
   });
   return { messageId: unwrap(result).message.id };
+}
+
+/**
+ * Ends a failed webhook step the way a failed model ends an assistant step: a `message_stream` event with
+ * `done: true` and the error, so clients waiting for the agent's answer learn it is not coming. Nothing is posted.
+ */
+async function failStream(env: Bindings, flow: FlowParams, streamId: string, error: string): Promise<void> {
+  const room = roomStub(env, flow.roomId);
+  const opened = await room.openStream({ orgId: flow.orgId }, flow.conversationId, streamId, flow.agentId);
+  if (opened.ok && !opened.value.message) await room.closeStream(streamId, error);
 }
 
 /** The event that triggered a run, rebuilt with its id: the message's `message_posted`, or `conversation.created`. */

@@ -16,7 +16,7 @@ import { instanceId } from "../../src/flows/instances";
 import { takeRun } from "../../src/flows/runs";
 import type { ParleyEvent } from "../../src/protocol/events";
 import { runStep } from "../../src/flows/steps";
-import { agentRoom, historyOf, newConversation, runsOf, say } from "./helpers";
+import { agentRoom, historyOf, newConversation, runsOf, say, streamEvents } from "./helpers";
 
 describe("the flow engine", () => {
   it("answers a burst of messages one run at a time, in the order they were posted", async () => {
@@ -264,13 +264,20 @@ describe("webhook steps", () => {
     ["big", /larger than/],
     ["fail", /500/],
   ] as const) {
-    it(`a webhook answering ${kind} fails the run and posts nothing`, async () => {
-      const { apiKey, user, conversationId, socket } = await agentRoom({
+    it(`a webhook answering ${kind} fails the run, ends a stream with the error and posts nothing`, async () => {
+      const { apiKey, user, bot, conversationId, socket } = await agentRoom({
         flow: { onMessage: [{ type: "webhook", url: hook(kind) }] },
       });
       await say(apiKey, conversationId, user.id, "ping");
       const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "failed");
       expect(runs[0].error).toMatch(error);
+      const [done] = await eventually(async () => {
+        await socket.flush();
+        const events = streamEvents(socket);
+        return events.length > 0 && events;
+      });
+      expect(done).toMatchObject({ authorId: bot.id, index: 0, delta: "", done: true, error: runs[0].error });
+      expect(done.messageId).toBeUndefined();
       expect(await historyOf(apiKey, conversationId, 1)).toHaveLength(1);
       socket.close();
     });
