@@ -110,7 +110,7 @@ describe("notification rules", () => {
       await call("PATCH", `/v1/notification-rules/${created.body.id}`, { token: apiKey, body: { topic: "x" } }),
       "topic",
     );
-    expectBadRequest(await call("GET", "/v1/notification-rules/nope", { token: apiKey }), "id");
+    expectError(await call("GET", "/v1/notification-rules/nope", { token: apiKey }), 404, "NOT_FOUND");
     expect((await call("GET", `/v1/notification-rules/${created.body.id}`, { token: apiKey })).body.topic).toBe(
       rule(orgId).topic,
     );
@@ -296,7 +296,7 @@ describe("a recipient's notifications", () => {
     );
     expectBadRequest(await call("GET", "/v1/notifications?unread=maybe", { token }), "unread");
     expectBadRequest(await call("GET", "/v1/notifications?accountId=bob", { token: apiKey }), "accountId");
-    expectBadRequest(await call("POST", "/v1/notifications/nope/read", { token }), "id");
+    expectError(await call("POST", "/v1/notifications/nope/read", { token }), 404, "NOT_FOUND");
     const unchanged = await call("GET", "/v1/notifications?unread=true", { token });
     expect(unchanged.body.items).toHaveLength(2);
   });
