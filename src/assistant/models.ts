@@ -13,9 +13,20 @@ export interface ChatMessage {
 /** The model used when neither the step nor the agent names one: offline, so `npm run dev` needs no account. */
 export const DEFAULT_MODEL = "local:echo";
 
-/** A model failure that says what went wrong without internal detail. */
+/**
+ * A model failure. Its message says what went wrong without the provider's own words, and is what the room's clients
+ * see (the stream's `error`); `detail` has the provider's words (its error message, a connection error), for the
+ * flow run's `error` and the log, which only the org's operators read.
+ */
 export class ModelError extends Error {
   override readonly name = "ModelError";
+
+  constructor(
+    message: string,
+    readonly detail?: string,
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -58,7 +69,7 @@ export async function* streamModel(
     if (part.type === "text-delta") {
       if (part.text) yield part.text;
     } else if (part.type === "error") {
-      throw new ModelError(describeError(part.error));
+      throw describeError(part.error);
     } else if (part.type === "abort") {
       throw new ModelError("the model call was aborted");
     }
@@ -73,13 +84,10 @@ function languageModel(env: Bindings, provider: string, name: string): LanguageM
   throw new ModelError(`unknown model provider '${provider}'`);
 }
 
-/** A short, safe description of a provider error (status and message, never a stack). */
-function describeError(error: unknown): string {
-  if (error && typeof error === "object") {
-    const status = (error as { statusCode?: unknown }).statusCode;
-    const message = (error as { message?: unknown }).message;
-    const text = typeof message === "string" ? message.slice(0, 200) : "the model failed";
-    return typeof status === "number" ? `model answered ${status}: ${text}` : text;
-  }
-  return "the model failed";
+/** A provider error as a `ModelError`: its status, and its message as the detail (never a stack). */
+function describeError(error: unknown): ModelError {
+  const status = error && typeof error === "object" ? (error as { statusCode?: unknown }).statusCode : undefined;
+  const message = error && typeof error === "object" ? (error as { message?: unknown }).message : undefined;
+  const detail = typeof message === "string" ? message.slice(0, 200) : undefined;
+  return new ModelError(typeof status === "number" ? `model answered ${status}` : "the model failed", detail);
 }

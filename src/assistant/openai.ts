@@ -34,10 +34,13 @@ export async function* streamOpenAICompatible(
     });
   } catch (error) {
     if (signal.aborted) throw error;
-    throw new ModelError(`the model server could not be reached (${error instanceof Error ? error.message : error})`);
+    throw new ModelError(
+      "the model server could not be reached",
+      error instanceof Error ? error.message : String(error),
+    );
   }
   if (!response.ok || !response.body) {
-    throw new ModelError(`model answered ${response.status}: ${await errorMessage(response)}`);
+    throw new ModelError(`model answered ${response.status}`, await errorMessage(response));
   }
   // Bytes decoded here rather than through a TextDecoderStream: one stream stage less per chunk.
   const reader = response.body.getReader();
@@ -88,7 +91,7 @@ function contentOf(payload: string): string {
   if (!chunk || typeof chunk !== "object") throw new ModelError("the model sent an event that is not a chunk");
   if (chunk.error) {
     const message = typeof chunk.error.message === "string" ? chunk.error.message.slice(0, 200) : "unknown error";
-    throw new ModelError(`the model failed: ${message}`);
+    throw new ModelError("the model failed", message);
   }
   const content = chunk.choices?.[0]?.delta?.content;
   return typeof content === "string" ? content : "";

@@ -11,10 +11,14 @@ const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
  */
 const DELTA_INTERVAL_MS = 30;
 
-/** How a pumped reply ended: `stopped` when `emit` refused a delta (the stream went); else the model's error, if any. */
+/**
+ * How a pumped reply ended: `stopped` when `emit` refused a delta (the stream went); else the model's error, if any
+ * (for the room's clients), with the provider's own words in `detail` (for the run and the log).
+ */
 export interface PumpOutcome {
   stopped: boolean;
   error?: string;
+  detail?: string;
 }
 
 /**
@@ -62,6 +66,7 @@ export async function pumpModel(
 
   let length = 0;
   let error: string | undefined;
+  let detail: string | undefined;
   try {
     for await (const delta of streamModel(env, model, messages, controller.signal)) {
       lastTokenAt = Date.now();
@@ -74,7 +79,10 @@ export async function pumpModel(
       if (length >= MESSAGE_LIMITS.textChars || stopped) break;
     }
   } catch (failure) {
-    if (!controller.signal.aborted) error = failure instanceof ModelError ? failure.message : "the model failed";
+    if (!controller.signal.aborted) {
+      error = failure instanceof ModelError ? failure.message : "the model failed";
+      detail = failure instanceof ModelError ? failure.detail : String(failure);
+    }
   } finally {
     clearTimeout(timeout);
     clearTimeout(idle);
@@ -83,5 +91,5 @@ export async function pumpModel(
   flush();
   if (stopped) return { stopped };
   if (controller.signal.aborted) error ??= "the model timed out";
-  return { stopped, ...(error ? { error } : {}) };
+  return { stopped, ...(error ? { error } : {}), ...(detail ? { detail } : {}) };
 }

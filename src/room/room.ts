@@ -498,7 +498,7 @@ export class Room extends DurableObject<Bindings> {
       }
       return state;
     };
-    const { stopped, error } = await pumpModel(this.env, request.model, prompt, (delta) => {
+    const { stopped, error, detail } = await pumpModel(this.env, request.model, prompt, (delta) => {
       const state = current();
       if (!state) return false;
       index = this.emitDelta(state, delta) + 1;
@@ -507,8 +507,11 @@ export class Room extends DurableObject<Bindings> {
     });
     if (stopped) return fail("NOT_FOUND", "the stream was closed while the model answered");
     current(); // the close commits the stream's text: back in step first
+    // The stream's clients get the error; the run (read by the org's operators) also gets the provider's words.
     const closed = await this.closeStream(streamId, error);
-    return closed.ok ? ok({ message: closed.value.message, ...(error ? { error } : {}) }) : closed;
+    if (detail) console.warn("model failed", { streamId, model: request.model, error, detail });
+    const failure = error && detail ? `${error}: ${detail}` : error;
+    return closed.ok ? ok({ message: closed.value.message, ...(failure ? { error: failure } : {}) }) : closed;
   }
 
   /** Sends a stream's next delta to the sockets and the hub, then stores it; answers the delta's index. */

@@ -79,6 +79,11 @@ describe("assistant replies from an OpenAI-compatible server", () => {
       const done = await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
       expect(done.event.data.error).toMatch(error);
       expect(done.event.data.messageId).toBeUndefined();
+      if (model === "openai:fail") {
+        // The provider's own words are for the run (the org's operators), not the room's clients.
+        expect(runs[0].error).toBe("model answered 500: the model is down");
+        expect(done.event.data.error).toBe("model answered 500");
+      }
       // No bot message was posted, and the conversation keeps working: switch the agent to a working model.
       expect((await historyOf(apiKey, conversationId, 1)).length).toBe(1);
       const patched = await call("PATCH", `/v1/accounts/${bot.id}`, {
