@@ -136,15 +136,18 @@ function matchRules(events: ParleyEvent[], rules: RuleRow[]): Match[] {
   return matches;
 }
 
-/** The recipients of each match: participants of its room, or its listed accounts that still exist in the org. */
+/**
+ * The recipients of each match: the participants of its room that were in it when the event happened, or its listed
+ * accounts that still exist in the org.
+ */
 async function resolveRecipients(db: Db, matches: Match[]) {
   const roomIds = [
     ...new Set(matches.filter((m) => m.rule.recipients === "participants" && m.roomId).map((m) => m.roomId!)),
   ];
-  const members = new Map<string, { id: string; name: string }[]>();
+  const members = new Map<string, { id: string; name: string; joinedAt: string }[]>();
   for (const ids of chunks(roomIds, D1_MAX_IDS)) {
     const rows = await db
-      .select({ roomId: participants.roomId, id: accounts.id, name: accounts.name })
+      .select({ roomId: participants.roomId, id: accounts.id, name: accounts.name, joinedAt: participants.joinedAt })
       .from(participants)
       .innerJoin(accounts, and(eq(accounts.id, participants.accountId), eq(accounts.orgId, participants.orgId)))
       .where(inArray(participants.roomId, ids));
@@ -167,9 +170,10 @@ async function resolveRecipients(db: Db, matches: Match[]) {
     out.set(
       match,
       recipients === "participants"
-        ? match.roomId
-          ? (members.get(match.roomId) ?? [])
-          : []
+        ? // Those in the room when the event happened (and still in it): one who joined since is not notified of it.
+          (members.get(match.roomId ?? "") ?? [])
+            .filter((member) => member.joinedAt <= match.event.occurredAt)
+            .map(({ id, name }) => ({ id, name }))
         : recipients.accountIds
             .map((id) => listed.get(id))
             .filter((a): a is { id: string; name: string; orgId: string } => a?.orgId === match.event.orgId)

@@ -140,6 +140,32 @@ describe("websocket notifications", () => {
     expect(await notificationsOf(f.apiKey, f.bob.id)).toEqual([]);
   });
 
+  it("participants are those in the room when the event happened: one who joins after is not notified of it", async () => {
+    const f = await setup();
+    await createRule(f.apiKey, {
+      name: "Room",
+      topic: messagesTopic(f.orgId),
+      channels: ["websocket"],
+      recipients: "participants",
+      template: { title: "New", body: "{{event.data.text}}" },
+    });
+    const dave = await createAccount(f.apiKey, { type: "user", name: "Dave" });
+    const before = await postAs(f, "before Dave");
+    // Dave joins before the events consumer (which batches for up to a second) gets to the message.
+    const added = await call("POST", `/v1/rooms/${f.roomId}/participants`, {
+      token: f.apiKey,
+      body: { accountId: dave.id },
+    });
+    expect(added.status, JSON.stringify(added.body)).toBe(201);
+    await settled(f.apiKey, f.bob.id, messagePostedEvent(before).id, ["websocket"]);
+    expect(await notificationsOf(f.apiKey, dave.id)).toEqual([]);
+
+    const after = await postAs(f, "after Dave");
+    const [notification] = await settled(f.apiKey, dave.id, messagePostedEvent(after).id, ["websocket"]);
+    expect(notification.body).toBe("after Dave");
+    expect(await notificationsOf(f.apiKey, dave.id)).toHaveLength(1);
+  });
+
   it("notification events never trigger rules themselves, even through a catch-all topic", async () => {
     const f = await setup();
     await createRule(f.apiKey, {
