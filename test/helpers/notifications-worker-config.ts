@@ -1,6 +1,7 @@
 import { dirname } from "node:path";
 import type { ProvidedContext } from "vitest";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
+import { notificationsVars } from "./notifications-vars";
 
 type Inject = <K extends keyof ProvidedContext>(key: K) => ProvidedContext[K];
 
@@ -22,14 +23,7 @@ export function notificationsWorker(inject: Inject) {
     modulesRoot: dirname(inject("notificationsWorkerPath")),
     bindings: {
       ...(workerOptions.bindings as Record<string, unknown> | undefined),
-      SMTP_HOST: "127.0.0.1",
-      SMTP_PORT: String(inject("smtpPort")),
-      SMTP_USER: "parley",
-      SMTP_PASSWORD: "smtp-secret",
-      SMTP_FROM: "Parley <notify@parley.test>",
-      VAPID_PUBLIC_KEY: inject("vapidPublicKey"),
-      VAPID_PRIVATE_KEY: inject("vapidPrivateKey"),
-      VAPID_SUBJECT: "mailto:ops@parley.test",
+      ...notificationsVars(inject),
     },
   };
 }

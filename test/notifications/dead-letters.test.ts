@@ -4,6 +4,7 @@ import { consumeJobs, DEAD_LETTER_ATTEMPTS } from "../../src/notifications/consu
 import type { NotificationsBindings } from "../../src/notifications/env";
 import { createAccount, createOrg, env } from "../helpers/api";
 import { emailsTo, uniqueEmail } from "../helpers/notifications";
+import { notificationsVars } from "../helpers/notifications-vars";
 
 // The notifications dead-letter queue: a job the notifications queue failed on every retry (D1 unavailable, say) is
 // tried again by the same worker, slowly; after DEAD_LETTER_ATTEMPTS tries it is given up, and its channel ends
@@ -12,14 +13,7 @@ import { emailsTo, uniqueEmail } from "../helpers/notifications";
 /** The notifications worker's configuration, as the auxiliary worker of the tests has it. */
 const workerEnv: NotificationsBindings = {
   DB: env.DB,
-  SMTP_HOST: "127.0.0.1",
-  SMTP_PORT: String(inject("smtpPort")),
-  SMTP_USER: "parley",
-  SMTP_PASSWORD: "smtp-secret",
-  SMTP_FROM: "Parley <notify@parley.test>",
-  VAPID_PUBLIC_KEY: inject("vapidPublicKey"),
-  VAPID_PRIVATE_KEY: inject("vapidPrivateKey"),
-  VAPID_SUBJECT: "mailto:ops@parley.test",
+  ...notificationsVars(inject),
   NOTIFICATIONS_REDRIVE_DELAY_SECONDS: "900",
 };
 
