@@ -8,12 +8,12 @@ export const DEAD_LETTER_ATTEMPTS = 96;
 const DEAD_LETTER_DELAY_SECONDS = 15 * 60;
 
 /**
- * Consumes a batch of the NOTIFICATIONS queue (push and email jobs from the main worker's rules) or of its dead-letter
- * queue, and delivers each job with Web Push or SMTP. Malformed jobs are dropped; a job that throws (D1 unavailable, say) is retried
- * with backoff and, after the queue's `max_retries`, lands in the dead-letter queue. This worker consumes that queue
- * too: the same delivery (idempotent, at most once per target), tried every `NOTIFICATIONS_REDRIVE_DELAY_SECONDS`
- * (15 minutes) up to `DEAD_LETTER_ATTEMPTS` times; then the job is given up and its channel ends `failed` (or `sent`
- * for the targets that got it), so no notification stays `pending`.
+ * Consumes a batch of the NOTIFICATIONS queue (push and email jobs from the main worker's rules) or of its
+ * dead-letter queue, and delivers each job with Web Push or SMTP. Malformed jobs are dropped; a job that throws (D1
+ * unavailable, say) is retried with backoff and, after the queue's `max_retries`, lands in the dead-letter queue. This
+ * worker consumes that queue too: the same delivery (idempotent, at most once per target), tried every
+ * `NOTIFICATIONS_REDRIVE_DELAY_SECONDS` (15 minutes) up to `DEAD_LETTER_ATTEMPTS` times; then the job is given up
+ * and its channel ends `failed` (or `sent` for the targets that got it), so no notification stays `pending`.
  */
 export async function consumeJobs(batch: MessageBatch<unknown>, env: NotificationsBindings): Promise<void> {
   const deadLetters = batch.queue.endsWith("-dlq");
