@@ -39,7 +39,10 @@ const api = new Hono<AppEnv>()
 /** The type of the `/v1` API, for typed clients. */
 export type ApiType = typeof api;
 
-/** Builds the Worker's Hono app: request ids, the error shape, 404/405, the API, and its OpenAPI document. */
+/**
+ * Builds the Worker's Hono app: request ids, CORS, the error shape, unknown routes and methods (404), the API, and
+ * its OpenAPI document.
+ */
 export function createApp() {
   const app = new Hono<AppEnv>();
 
