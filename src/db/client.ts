@@ -1,3 +1,4 @@
+import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import * as schema from "./schema";
 
@@ -31,4 +32,12 @@ export function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
+}
+
+/** The ids of the rooms an account takes part in, as a subquery (for `inArray`). */
+export function roomIdsOfAccount(db: Db, orgId: string, accountId: string) {
+  return db
+    .select({ id: schema.participants.roomId })
+    .from(schema.participants)
+    .where(and(eq(schema.participants.orgId, orgId), eq(schema.participants.accountId, accountId)));
 }

@@ -124,9 +124,9 @@ export class Room extends DurableObject<Bindings> {
   private members: Map<string, ParticipantRow> | undefined;
   /** Conversation rows read so far (see `conversationRow`). */
   private readonly conversations = new Map<string, ConversationRow>();
-  /** Conversations whose activity waits to be written to D1, and the writing under way. */
+  /** Conversations whose activity waits to be written to D1, and whether a write is under way. */
   private readonly activity = new Map<string, ConversationRecord>();
-  private activityFlush: Promise<void> | null = null;
+  private activityFlushing = false;
   /** Activity records marked so far, how many of them D1 has, and the `settleActivity` calls waiting for theirs. */
   private activityMarks = 0;
   private activityWritten = 0;
@@ -919,28 +919,29 @@ export class Room extends DurableObject<Bindings> {
   private markActivity(record: ConversationRecord): void {
     this.activity.set(record.conversation.id, record);
     this.activityMarks++;
-    if (this.activityFlush) return;
-    const flush = (async () => {
-      try {
-        while (this.activity.size > 0) {
-          await this.activityPace.turn();
-          const marks = this.activityMarks;
-          const records = [...this.activity.values()];
-          this.activity.clear();
-          try {
-            await writeThrough(this.env.DB, mirrorConversationsStatements(this.env.DB, records));
-          } finally {
-            this.activityWritten = marks;
-            this.releaseSettled();
+    if (this.activityFlushing) return;
+    this.activityFlushing = true;
+    this.ctx.waitUntil(
+      (async () => {
+        try {
+          while (this.activity.size > 0) {
+            await this.activityPace.turn();
+            const marks = this.activityMarks;
+            const records = [...this.activity.values()];
+            this.activity.clear();
+            try {
+              await writeThrough(this.env.DB, mirrorConversationsStatements(this.env.DB, records));
+            } finally {
+              this.activityWritten = marks;
+              this.releaseSettled();
+            }
           }
+        } finally {
+          this.activityFlushing = false;
+          this.releaseSettled(true);
         }
-      } finally {
-        this.activityFlush = null;
-        this.releaseSettled(true);
-      }
-    })();
-    this.activityFlush = flush;
-    this.ctx.waitUntil(flush);
+      })(),
+    );
   }
 
   /**
@@ -949,7 +950,7 @@ export class Room extends DurableObject<Bindings> {
    * A failed write answers too (the list is then as stale as D1).
    */
   settleActivity(): Promise<void> {
-    if (!this.activityFlush || this.activityWritten >= this.activityMarks) return Promise.resolve();
+    if (!this.activityFlushing || this.activityWritten >= this.activityMarks) return Promise.resolve();
     const marks = this.activityMarks;
     return new Promise((resolve) => {
       this.settling.push({ marks, resolve });

@@ -4,9 +4,9 @@ import { Hono } from "hono";
 import { actorOf } from "../auth/principal";
 import { auth, orgPrincipal } from "../auth/middleware";
 import { issueToken } from "../auth/tokens";
-import { createDb } from "../db/client";
+import { createDb, roomIdsOfAccount } from "../db/client";
 import { mirrorConversationStatement, purgeConversationStatement, writeThrough } from "../db/mirror";
-import { conversations, participants } from "../db/schema";
+import { conversations } from "../db/schema";
 import type { AppEnv } from "../env";
 import { ApiError, notFound, unwrap } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
@@ -91,15 +91,7 @@ export const conversationRoutes = new Hono<AppEnv>()
         isNull(conversations.deletedAt),
         roomId ? eq(conversations.roomId, roomId) : undefined,
         contactId ? eq(conversations.contactId, contactId) : undefined,
-        accountId
-          ? inArray(
-              conversations.roomId,
-              db
-                .select({ id: participants.roomId })
-                .from(participants)
-                .where(and(eq(participants.orgId, principal.orgId), eq(participants.accountId, accountId))),
-            )
-          : undefined,
+        accountId ? inArray(conversations.roomId, roomIdsOfAccount(db, principal.orgId, accountId)) : undefined,
       );
       if (!after) await settleRecentRooms(c, db, roomId ? scope : and(scope, gte(conversations.activityAt, recent())));
       const rows = await db

@@ -3,7 +3,7 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { actorOf } from "../auth/principal";
 import { auth, orgPrincipal } from "../auth/middleware";
-import { createDb, type Db } from "../db/client";
+import { createDb, roomIdsOfAccount, type Db } from "../db/client";
 import { mirrorConversationStatement, mirrorRoomStatements, writeThrough } from "../db/mirror";
 import { accounts, participants, rooms } from "../db/schema";
 import type { AppEnv } from "../env";
@@ -126,15 +126,7 @@ export const roomRoutes = new Hono<AppEnv>()
           and(
             eq(rooms.orgId, principal.orgId),
             type ? eq(rooms.type, type) : undefined,
-            accountId
-              ? inArray(
-                  rooms.id,
-                  db
-                    .select({ id: participants.roomId })
-                    .from(participants)
-                    .where(and(eq(participants.orgId, principal.orgId), eq(participants.accountId, accountId))),
-                )
-              : undefined,
+            accountId ? inArray(rooms.id, roomIdsOfAccount(db, principal.orgId, accountId)) : undefined,
             after
               ? or(lt(rooms.createdAt, after[0]), and(eq(rooms.createdAt, after[0]), lt(rooms.id, after[1])))
               : undefined,
