@@ -137,38 +137,52 @@ export async function queuedRuns(db: D1Database, conversationId: string, agentId
     .limit(limit);
 }
 
-/** Moves a run to a status (with its error) and answers the row, or null when it is not in one of `from`. */
-export async function setRunStatus(
-  db: D1Database,
-  id: string,
-  from: FlowRunStatus[],
-  status: FlowRunStatus,
-  error: string | null = null,
-): Promise<FlowRunRow | null> {
-  const rows = await runStatusUpdate(createDb(db), id, from, status, error);
-  return rows[0] ?? null;
+/**
+ * A run that ended, with its error if it failed. A null `id` is the run its flow has running, whichever it is: the
+ * step that took it failed before it could answer which.
+ */
+export interface EndedRun {
+  id: string | null;
+  error: string | null;
 }
 
-/** The update of `setRunStatus`, for a batch: answers the moved row, or none. */
-export function runStatusUpdate(
-  d: Db,
-  id: string,
-  from: FlowRunStatus[],
-  status: FlowRunStatus,
-  error: string | null = null,
-  now = new Date().toISOString(),
-) {
+/** Ends a running run (completed, or failed with its error), for a batch: answers the moved row, or none. */
+function endRunUpdate(d: Db, flow: { conversationId: string; agentId: string }, run: EndedRun, now: string) {
+  const which = run.id
+    ? eq(flowRuns.id, run.id)
+    : and(eq(flowRuns.conversationId, flow.conversationId), eq(flowRuns.agentId, flow.agentId));
   return d
     .update(flowRuns)
-    .set({ status, error, updatedAt: now, ...(status === "running" ? { startedAt: now } : {}) })
-    .where(and(eq(flowRuns.id, id), inArray(flowRuns.status, from)))
+    .set({ status: run.error ? "failed" : "completed", error: run.error, updatedAt: now })
+    .where(and(which, eq(flowRuns.status, "running")))
     .returning();
 }
 
-/** A run that ended, with its error if it failed. */
-export interface EndedRun {
-  id: string;
-  error: string | null;
+/**
+ * Ends a running run, in one D1 transaction with reading whether its flow has runs queued (their takes cannot wait
+ * for a wake: a burst of triggers wakes a flow once). Answers its row (null when it had ended before) and that.
+ */
+export async function endRun(
+  db: D1Database,
+  flow: { conversationId: string; agentId: string },
+  run: EndedRun,
+): Promise<{ row: FlowRunRow | null; queued: boolean }> {
+  const d = createDb(db);
+  const [rows, queued] = await d.batch([
+    endRunUpdate(d, flow, run, new Date().toISOString()),
+    d
+      .select({ id: flowRuns.id })
+      .from(flowRuns)
+      .where(
+        and(
+          eq(flowRuns.conversationId, flow.conversationId),
+          eq(flowRuns.agentId, flow.agentId),
+          eq(flowRuns.status, "queued"),
+        ),
+      )
+      .limit(1),
+  ]);
+  return { row: rows[0] ?? null, queued: queued.length > 0 };
 }
 
 /**
@@ -206,12 +220,7 @@ export async function takeRun(
     .from(accounts)
     .where(and(eq(accounts.id, flow.agentId), eq(accounts.orgId, flow.orgId), eq(accounts.type, "agent")));
   if (previous) {
-    const status = previous.error ? "failed" : "completed";
-    const [ended, begun, agents] = await d.batch([
-      runStatusUpdate(d, previous.id, ["running"], status, previous.error, now),
-      begin,
-      agent,
-    ]);
+    const [ended, begun, agents] = await d.batch([endRunUpdate(d, flow, previous, now), begin, agent]);
     return { moved: [...ended, ...begun], run: begun[0] ?? null, agent: agentSettings(agents) };
   }
   const [begun, agents] = await d.batch([begin, agent]);

@@ -219,21 +219,38 @@ describe("the flow engine", () => {
     );
     const first = await say(apiKey, conversationId, user.id, "one");
     const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
-    // Each run is one step to take it (which also ends the run before it), then one per flow step.
+    // A one-step run is one step: its take runs the step and ends the run.
     expect(await instance.waitForStepResult({ name: "take 0" })).toMatchObject({
       id: runs[0].id,
       steps: [{ type: "reply", text: "ack" }],
       error: null,
-    });
-    expect(await instance.waitForStepResult({ name: `${runs[0].id} step 0` })).toMatchObject({
-      messageId: expect.stringMatching(/^msg_/),
+      first: { messageId: expect.stringMatching(/^msg_/) },
+      ended: true,
     });
     expect(runs[0].messageId).toBe(first.id);
     await say(apiKey, conversationId, user.id, "two");
     const both = await runsOf(apiKey, conversationId, (r) => r.length === 2 && r[1].status === "completed");
-    // take 1 ended the first run and found none queued; the wake for "two" led to take 2.
-    expect(await instance.waitForStepResult({ name: "take 1" })).toBeNull();
-    expect(await instance.waitForStepResult({ name: "take 2" })).toMatchObject({ id: both[1].id, error: null });
+    // No take looked for a run after the first: the wake for "two" led to take 1.
+    expect(await instance.waitForStepResult({ name: "take 1" })).toMatchObject({ id: both[1].id, ended: true });
+    socket.close();
+  });
+
+  it("a take that fails after its retries leaves the instance running: the next take ends or begins its run", async () => {
+    const { apiKey, user, bot, conversationId, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "reply", text: "ack" }] },
+    });
+    await using instance = await introspectWorkflowInstance(
+      env.FLOWS,
+      instanceId({ conversationId, agentId: bot.id, generation: 0 }),
+    );
+    await instance.modify(async (m) => {
+      await m.mockStepError({ name: "take 0" }, new Error("D1 hiccup"));
+    });
+    await say(apiKey, conversationId, user.id, "one");
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed", 30_000);
+    expect(await instance.waitForStepResult({ name: "take 1" })).toMatchObject({ id: runs[0].id, ended: true });
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history.map((m) => m.text)).toEqual(["one", "ack"]);
     socket.close();
   });
 });
@@ -397,6 +414,14 @@ describe("runs in D1", () => {
     expect((await takeRun(env.DB, flow, { id: "run_a", error: null })).moved).toEqual([]);
     const gone = await takeRun(env.DB, { ...flow, agentId: "acc_gone" }, null);
     expect(gone).toEqual({ moved: [], run: null, agent: null });
+    // A take that failed lost which run it began: the next ends the one this flow has running, and only that one.
+    await insertRun(flow, { id: "run_d", eventId: "evt_d", seq: 4, status: "running" });
+    await insertRun({ ...flow, agentId: "acc_other" }, { id: "run_e", eventId: "evt_e", seq: 4, status: "running" });
+    const lost = await takeRun(env.DB, flow, { id: null, error: "the step failed" });
+    expect(lost.moved.map((r) => [r.id, r.status, r.error])).toEqual([["run_d", "failed", "the step failed"]]);
+    expect(lost.run).toBeNull();
+    const other = await takeRun(env.DB, { ...flow, agentId: "acc_other" }, null);
+    expect(other.run).toMatchObject({ id: "run_e", status: "running" });
   });
 
   it("the consumer leaves out triggers whose runs have all begun, and dispatches those with runs still queued", async () => {
