@@ -125,14 +125,21 @@ export function flowKey(run: { conversationId: string; agentId: string }): strin
   return `${run.conversationId}/${run.agentId}`;
 }
 
+/** The runs of one (conversation, agent) in one of `statuses`: a condition. */
+function ofFlow(flow: { conversationId: string; agentId: string }, statuses: FlowRunStatus[]) {
+  return and(
+    eq(flowRuns.conversationId, flow.conversationId),
+    eq(flowRuns.agentId, flow.agentId),
+    inArray(flowRuns.status, statuses),
+  );
+}
+
 /** The queued runs of one (conversation, agent), in trigger order. */
 export async function queuedRuns(db: D1Database, conversationId: string, agentId: string, limit: number) {
   return createDb(db)
     .select()
     .from(flowRuns)
-    .where(
-      and(eq(flowRuns.conversationId, conversationId), eq(flowRuns.agentId, agentId), eq(flowRuns.status, "queued")),
-    )
+    .where(ofFlow({ conversationId, agentId }, ["queued"]))
     .orderBy(flowRuns.seq)
     .limit(limit);
 }
@@ -148,13 +155,10 @@ export interface EndedRun {
 
 /** Ends a running run (completed, or failed with its error), for a batch: answers the moved row, or none. */
 function endRunUpdate(d: Db, flow: { conversationId: string; agentId: string }, run: EndedRun, now: string) {
-  const which = run.id
-    ? eq(flowRuns.id, run.id)
-    : and(eq(flowRuns.conversationId, flow.conversationId), eq(flowRuns.agentId, flow.agentId));
   return d
     .update(flowRuns)
     .set({ status: run.error ? "failed" : "completed", error: run.error, updatedAt: now })
-    .where(and(which, eq(flowRuns.status, "running")))
+    .where(and(ofFlow(flow, ["running"]), run.id ? eq(flowRuns.id, run.id) : undefined))
     .returning();
 }
 
@@ -173,13 +177,7 @@ export async function endRun(
     d
       .select({ id: flowRuns.id })
       .from(flowRuns)
-      .where(
-        and(
-          eq(flowRuns.conversationId, flow.conversationId),
-          eq(flowRuns.agentId, flow.agentId),
-          eq(flowRuns.status, "queued"),
-        ),
-      )
+      .where(ofFlow(flow, ["queued"]))
       .limit(1),
   ]);
   return { row: rows[0] ?? null, queued: queued.length > 0 };
@@ -201,13 +199,7 @@ export async function takeRun(
   const next = d
     .select({ id: flowRuns.id })
     .from(flowRuns)
-    .where(
-      and(
-        eq(flowRuns.conversationId, flow.conversationId),
-        eq(flowRuns.agentId, flow.agentId),
-        inArray(flowRuns.status, ["queued", "running"]),
-      ),
-    )
+    .where(ofFlow(flow, ["queued", "running"]))
     .orderBy(desc(sql`${flowRuns.status} = 'running'`), flowRuns.seq)
     .limit(1);
   const begin = d
