@@ -47,20 +47,19 @@ export async function dispatchFlows(env: Bindings, bodies: QueueBody[]): Promise
       if (trigger) triggers.push(trigger);
     }
   }
-  const { created, waiting } = await queueRuns(env.DB, triggers);
-  await publishRuns(env, created);
+  const { created, waiting, generations } = await queueRuns(env.DB, triggers);
   // Only flows with runs still queued need waking: the consumer's second pass over a trigger the room already
   // dispatched usually finds its run begun or done, and then costs no Workflow call.
   const instances = new Map(triggers.filter((t) => waiting.has(flowKey(t))).map((t) => [flowKey(t), t]));
-  await wakeFlows(
-    env,
-    [...instances.values()].map((t) => ({
-      orgId: t.orgId,
-      roomId: t.roomId,
-      conversationId: t.conversationId,
-      agentId: t.agentId,
-    })),
-  );
+  const woken = [...instances].map(([key, t]) => ({
+    orgId: t.orgId,
+    roomId: t.roomId,
+    conversationId: t.conversationId,
+    agentId: t.agentId,
+    generation: generations.get(key)!,
+  }));
+  // The queued runs' events go out while their flows wake: the events queue keeps no order between messages anyway.
+  await Promise.all([publishRuns(env, created), wakeFlows(env, woken)]);
 }
 
 /** Whether an event may start flows: a conversation's start, or a message that names agents who may answer it. */

@@ -1,4 +1,3 @@
-import { chunks } from "../db/client";
 import type { Bindings } from "../env";
 import { queuedRuns } from "./runs";
 
@@ -36,25 +35,12 @@ async function existing(env: Bindings, params: FlowParams): Promise<WorkflowInst
 }
 
 /**
- * Makes sure the flows of (conversation, agent) pairs run their queued runs: reads each one's current generation (one
- * D1 round trip for all of them), then creates that generation's instance, or wakes it. An instance that is ending
- * hands over to the next generation itself when runs are still queued, so a wake that reaches an instance too late is
- * never lost.
+ * Makes sure flows run their queued runs: creates the instance of each one's current generation (read with its runs'
+ * queueing, `queueRuns`), or wakes it. An instance that is ending hands over to the next generation itself when runs
+ * are still queued, so a wake that reaches an instance too late is never lost.
  */
-export async function wakeFlows(env: Bindings, flows: Omit<FlowParams, "generation">[]): Promise<void> {
-  if (flows.length === 0) return;
-  const generation = env.DB.prepare(
-    `INSERT INTO flow_instances (conversation_id, agent_id, org_id, generation) VALUES (?, ?, ?, 0)
-     ON CONFLICT (conversation_id, agent_id) DO UPDATE SET generation = generation RETURNING generation`,
-  );
-  const rows: D1Result<{ generation: number }>[] = [];
-  for (const some of chunks(flows, 100)) {
-    const bound = some.map((f) => generation.bind(f.conversationId, f.agentId, f.orgId));
-    rows.push(...(await env.DB.batch<{ generation: number }>(bound)));
-  }
-  await Promise.all(
-    flows.map((params, i) => wakeInstance(env, { ...params, generation: rows[i].results[0].generation })),
-  );
+export async function wakeFlows(env: Bindings, flows: FlowParams[]): Promise<void> {
+  await Promise.all(flows.map((flow) => wakeInstance(env, flow)));
 }
 
 /** Creates a generation's instance, or wakes it. */

@@ -1,7 +1,7 @@
 import { and, desc, eq, inArray, lt, or, sql } from "drizzle-orm";
 import type { Bindings } from "../env";
 import { chunks, createDb, type Db } from "../db/client";
-import { accounts, flowRuns } from "../db/schema";
+import { accounts, flowInstances, flowRuns } from "../db/schema";
 import { createEvent } from "../events/envelope";
 import { publishOrgEvents } from "../events/publish";
 import { sha256 } from "../lib/crypto";
@@ -69,14 +69,15 @@ export async function publishRuns(env: Bindings, rows: FlowRunRow[]): Promise<vo
 }
 
 /**
- * Queues runs for triggers; a trigger that already has its run (a redelivered event) queues nothing.
- * Answers the runs this call created, and the flows (`flowKey`) of these triggers that have runs still queued.
+ * Queues runs for triggers; a trigger that already has its run (a redelivered event) queues nothing. Answers the runs
+ * this call created, the flows (`flowKey`) of these triggers that have runs still queued, and each flow's current
+ * generation (`flow_instances`, its first one made here): one D1 round trip for all three.
  */
 export async function queueRuns(
   db: D1Database,
   triggers: RunTrigger[],
-): Promise<{ created: FlowRunRow[]; waiting: Set<string> }> {
-  if (triggers.length === 0) return { created: [], waiting: new Set() };
+): Promise<{ created: FlowRunRow[]; waiting: Set<string>; generations: Map<string, number> }> {
+  if (triggers.length === 0) return { created: [], waiting: new Set(), generations: new Map() };
   const d = createDb(db);
   const inserts = triggers.map((t) =>
     d
@@ -114,10 +115,25 @@ export async function queueRuns(
         ),
       ),
   );
+  const generations = pairs.map((t) =>
+    d
+      .insert(flowInstances)
+      .values({ conversationId: t.conversationId, agentId: t.agentId, orgId: t.orgId, generation: 0 })
+      .onConflictDoUpdate({
+        target: [flowInstances.conversationId, flowInstances.agentId],
+        set: { generation: sql`${flowInstances.generation}` },
+      })
+      .returning({ generation: flowInstances.generation }),
+  );
   const [first, ...rest] = inserts;
-  const results = (await d.batch([first, ...rest, ...waiting])) as unknown[];
+  const results = (await d.batch([first, ...rest, ...waiting, ...generations])) as unknown[];
+  const current = results.splice(inserts.length + waiting.length) as { generation: number }[][];
   const queued = results.splice(inserts.length) as { conversationId: string; agentId: string }[][];
-  return { created: (results as FlowRunRow[][]).flat(), waiting: new Set(queued.flat().map(flowKey)) };
+  return {
+    created: (results as FlowRunRow[][]).flat(),
+    waiting: new Set(queued.flat().map(flowKey)),
+    generations: new Map(pairs.map((t, i) => [flowKey(t), current[i][0].generation])),
+  };
 }
 
 /** The key of a (conversation, agent) flow. */

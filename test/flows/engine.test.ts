@@ -235,6 +235,26 @@ describe("the flow engine", () => {
     socket.close();
   });
 
+  it("wakes the current generation: after a hand-over the next trigger starts the next generation's instance", async () => {
+    const { apiKey, user, bot, conversationId, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "reply", text: "ack" }] },
+    });
+    await say(apiKey, conversationId, user.id, "one");
+    await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    // As the end of generation 0 leaves it (`handOver`), with its instance still waiting for a wake.
+    await env.DB.prepare("UPDATE flow_instances SET generation = 1 WHERE conversation_id = ? AND agent_id = ?")
+      .bind(conversationId, bot.id)
+      .run();
+    await using next = await introspectWorkflowInstance(
+      env.FLOWS,
+      instanceId({ conversationId, agentId: bot.id, generation: 1 }),
+    );
+    await say(apiKey, conversationId, user.id, "two");
+    const runs = await runsOf(apiKey, conversationId, (r) => r.length === 2 && r[1].status === "completed");
+    expect(await next.waitForStepResult({ name: "take 0" })).toMatchObject({ id: runs[1].id, ended: true });
+    socket.close();
+  });
+
   it("a take that fails after its retries leaves the instance running: the next take ends or begins its run", async () => {
     const { apiKey, user, bot, conversationId, socket } = await agentRoom({
       flow: { onMessage: [{ type: "reply", text: "ack" }] },
