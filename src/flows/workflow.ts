@@ -14,9 +14,14 @@ export const STEP_BUDGET = 900;
 const IDLE_TIMEOUT = "1 day";
 /** The most steps one run can use: its take (with its first flow step), its other flow steps (at most 19), a wait. */
 const RUN_STEPS_MAX = 22;
-/** A flow step's retries (a room that could not be reached) and time limit; a take runs the first flow step. */
+/** A flow step's retries (a room that could not be reached) and time limit. */
 const STEP_CONFIG = {
   retries: { limit: 2, delay: "1 second", backoff: "exponential" },
+  timeout: "5 minutes",
+} as const satisfies WorkflowStepConfig;
+/** A take's: it runs the first flow step, and it rides out a minute of D1 being unavailable (2 + 4 + ... + 32 s). */
+const TAKE_CONFIG = {
+  retries: { limit: 5, delay: "2 seconds", backoff: "exponential" },
   timeout: "5 minutes",
 } as const satisfies WorkflowStepConfig;
 /** What a run ends with when one of its steps still failed after its retries. */
@@ -56,7 +61,7 @@ export class FlowWorkflow extends WorkflowEntrypoint<Bindings, FlowParams> {
       failed = null;
       let run: TakenRun | null;
       try {
-        run = await step.do(`take ${take}`, STEP_CONFIG, (): Promise<TakenRun | null> => this.take(flow, previous));
+        run = await step.do(`take ${take}`, TAKE_CONFIG, (): Promise<TakenRun | null> => this.take(flow, previous));
       } catch (failure) {
         // Which run it began is lost with its answer: the next take ends the one running. Two failing in a row (D1
         // unavailable) stop the instance.

@@ -264,6 +264,7 @@ describe("the flow engine", () => {
       instanceId({ conversationId, agentId: bot.id, generation: 0 }),
     );
     await instance.modify(async (m) => {
+      await m.disableRetryDelays([{ name: "take 0" }]);
       await m.mockStepError({ name: "take 0" }, new Error("D1 hiccup"));
     });
     await say(apiKey, conversationId, user.id, "one");
