@@ -86,8 +86,10 @@ function languageModel(env: Bindings, provider: string, name: string): LanguageM
 
 /** A provider error as a `ModelError`: its status, and its message as the detail (never a stack). */
 function describeError(error: unknown): ModelError {
-  const status = error && typeof error === "object" ? (error as { statusCode?: unknown }).statusCode : undefined;
-  const message = error && typeof error === "object" ? (error as { message?: unknown }).message : undefined;
+  const { statusCode: status, message } = (error && typeof error === "object" ? error : {}) as {
+    statusCode?: unknown;
+    message?: unknown;
+  };
   const detail = typeof message === "string" ? message.slice(0, 200) : undefined;
   return new ModelError(typeof status === "number" ? `model answered ${status}` : "the model failed", detail);
 }

@@ -1,4 +1,5 @@
 import type { Bindings } from "../env";
+import { numberSetting } from "../lib/settings";
 import { MESSAGE_LIMITS } from "../protocol/messages";
 import { ModelError, streamModel, type ChatMessage } from "./models";
 
@@ -34,11 +35,11 @@ export async function pumpModel(
   emit: (delta: string) => boolean,
 ): Promise<PumpOutcome> {
   const controller = new AbortController();
-  const limit = (name: "MODEL_TIMEOUT_MS" | "MODEL_IDLE_TIMEOUT_MS", fallback: number) =>
-    Number(env[name]) > 0 ? Number(env[name]) : fallback;
-  const timeout = setTimeout(() => controller.abort("timeout"), limit("MODEL_TIMEOUT_MS", DEFAULT_TIMEOUT_MS));
+  // Limits of more than 0 ms.
+  const timeoutMs = numberSetting(env.MODEL_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, Number.MIN_VALUE);
+  const timeout = setTimeout(() => controller.abort("timeout"), timeoutMs);
   // One timer watches for silence, re-armed for what is left of the idle time (not one timer per token).
-  const idleMs = limit("MODEL_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS);
+  const idleMs = numberSetting(env.MODEL_IDLE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, Number.MIN_VALUE);
   let lastTokenAt = Date.now();
   let idle: ReturnType<typeof setTimeout>;
   const watchIdle = () => {

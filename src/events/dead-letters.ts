@@ -1,4 +1,5 @@
 import type { Bindings } from "../env";
+import { numberSetting } from "../lib/settings";
 import { messageContent, unpackBodies } from "./queue";
 
 /** How many times a dead-lettered events message goes back to the events queue before it is parked in R2. */
@@ -21,7 +22,7 @@ interface Redriven {
  * if it is not JSON, it is parked in R2 under `dead-letters/events/` for an operator to replay. Nothing is dropped.
  */
 export async function consumeDeadLetters(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
-  const delaySeconds = Number(env.EVENTS_REDRIVE_DELAY_SECONDS ?? REDRIVE_DELAY_SECONDS);
+  const delaySeconds = numberSetting(env.EVENTS_REDRIVE_DELAY_SECONDS, REDRIVE_DELAY_SECONDS);
   await Promise.all(
     batch.messages.map(async (message) => {
       const text = typeof message.body === "string" ? message.body : JSON.stringify(message.body);

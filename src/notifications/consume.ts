@@ -1,3 +1,4 @@
+import { numberSetting } from "../lib/settings";
 import { NotificationJobSchema } from "../protocol/notifications";
 import { abandonJob, backoffSeconds, deliverJob } from "./deliver";
 import type { NotificationsBindings } from "./env";
@@ -17,7 +18,7 @@ const DEAD_LETTER_DELAY_SECONDS = 15 * 60;
  */
 export async function consumeJobs(batch: MessageBatch<unknown>, env: NotificationsBindings): Promise<void> {
   const deadLetters = batch.queue.endsWith("-dlq");
-  const redriveDelay = Number(env.NOTIFICATIONS_REDRIVE_DELAY_SECONDS ?? DEAD_LETTER_DELAY_SECONDS);
+  const redriveDelay = numberSetting(env.NOTIFICATIONS_REDRIVE_DELAY_SECONDS, DEAD_LETTER_DELAY_SECONDS);
   await Promise.all(
     batch.messages.map(async (message) => {
       const parsed = NotificationJobSchema.safeParse(message.body);

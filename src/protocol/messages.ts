@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { idSchema, jsonSize, queryNumber, timestampSchema } from "./common";
+import { idSchema, jsonSize, pageQuerySchema, queryNumber, timestampSchema } from "./common";
 
 /** Limits of one message. */
 export const MESSAGE_LIMITS = {
@@ -41,7 +41,7 @@ export type PostMessage = z.infer<typeof PostMessageSchema>;
 export const HistoryQuerySchema = z.object({
   afterSeq: queryNumber(z.number().int().min(0)).optional(),
   beforeSeq: queryNumber(z.number().int().min(1)).optional(),
-  limit: queryNumber(z.number().int().min(1).max(100)).default(20),
+  limit: pageQuerySchema.shape.limit,
 });
 export type HistoryQuery = z.infer<typeof HistoryQuerySchema>;
 
