@@ -9,6 +9,10 @@
 // `message_stream` topic. The model server tells the bench, on the same clock, when each request arrived and when
 // each token was written. Then, for 1 stream at a time and for N streams at once:
 //   direct  the bench POSTs /v1/chat/completions (stream: true) to the model server and reads the SSE itself;
+//   floor   a bare hibernating Durable Object on the same runtime (bench/model-floor/, its own `wrangler dev`, run and
+//           stopped before Parley starts) asks the model and sends each delta to a socket per stream: no queue,
+//           Workflow, D1 or storage, so its overhead over direct is the runtime's own (wrangler's proxy, the outbound
+//           fetch, the socket) and Parley's over the floor is Parley's;
 //   parley  the bench posts a user message per conversation; the agent's flow asks the model, the room broadcasts
 //           `message_stream` deltas to the sockets.
 // First-token latency runs from the moment the model server has read the request to the moment the client has the
@@ -40,6 +44,7 @@ import WebSocket from "ws";
 import {
   intEnv,
   killProcessGroupNow,
+  freePorts,
   log,
   logTail,
   machineInfo,
@@ -51,8 +56,10 @@ import {
   saveResults,
   serverCpuMs,
   snapshotApp,
+  spawnLogged,
   startDevServer,
   stopProcessGroup,
+  waitHealthy,
   workerdPids,
 } from "./lib.mjs";
 
@@ -131,11 +138,33 @@ function newPrompt(phase) {
 
 // --- the app ----------------------------------------------------------------------------------------------------
 
-const app = { pid: null, stateDir: null, logPath: null };
+const app = { pid: null, floorPid: null, stateDir: null, logPath: null };
 
 async function stopApp() {
-  const pid = app.pid;
-  app.pid = null;
+  const pids = [app.pid, app.floorPid];
+  Object.assign(app, { pid: null, floorPid: null });
+  await Promise.all(pids.map((pid) => stopProcessGroup(pid)));
+}
+
+/** Starts the floor (bench/model-floor/) with its own `wrangler dev` on free ports, asking the model server. */
+async function startFloor(modelUrl) {
+  const [port, inspectorPort] = await freePorts(2);
+  const args = [
+    join(root, "node_modules", "wrangler", "bin", "wrangler.js"),
+    "dev",
+    ...["--config", join(root, "bench", "model-floor", "wrangler.toml")],
+    ...["--port", String(port), "--inspector-port", String(inspectorPort), "--ip", "127.0.0.1"],
+    ...["--persist-to", join(app.stateDir, "floor-state"), "--var", `OPENAI_BASE_URL:${modelUrl}`],
+  ];
+  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
+  const server = spawnLogged("model-floor", args, root, join(app.stateDir, "floor.log"));
+  app.floorPid = server.pid;
+  return waitHealthy(server, port, STARTUP_TIMEOUT_MS);
+}
+
+async function stopFloor() {
+  const pid = app.floorPid;
+  app.floorPid = null;
   await stopProcessGroup(pid);
 }
 
@@ -258,6 +287,78 @@ function onStreamEvent(socket, data, at) {
   if (stream.text.length > 0) stream.deliveries.push({ at, length: stream.text.length });
 }
 
+/** A floor socket for one slot: `{"delta"}` frames append to the current stream, `{"done":true}` ends it. */
+async function floorSocket(base, slot) {
+  const ws = await connect(`${base.replace(/^http/, "ws")}/sockets/${slot}`);
+  const socket = { ws, slot, current: null };
+  ws.on("message", (buf) => {
+    const at = performance.now();
+    const frame = JSON.parse(buf.toString());
+    if (frame.type === "pong") return;
+    const stream = socket.current;
+    if (!stream) return void problems.strayEvents++;
+    if (frame.done) {
+      stream.doneAt = at;
+      if (stream.text !== stream.reply)
+        return stream.fail(new Error(`the floor relayed ${JSON.stringify(stream.text)}`));
+      return stream.done();
+    }
+    stream.text += frame.delta;
+    stream.deliveries.push({ at, length: stream.text.length });
+  });
+  ws.on("error", (error) => problems.socketErrors.push(String(error.message)));
+  ws.on("close", (code) => {
+    if (closing || socket.closing) return;
+    problems.unexpectedCloses++;
+    socket.current?.fail(new Error(`a floor socket closed (${code}) during a stream`));
+  });
+  return socket;
+}
+
+/** A stream the socket follows until `done()` or `fail()`, failing after STREAM_TIMEOUT_MS. */
+function followStream(socket, prompt) {
+  const stream = { reply: prompt.reply, streamId: null, text: "", deliveries: [], doneAt: null };
+  stream.finished = new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`no complete stream for ${prompt.marker} within ${STREAM_TIMEOUT_MS / 1000} s`)),
+      STREAM_TIMEOUT_MS,
+    );
+    stream.done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    stream.fail = (error) => {
+      clearTimeout(timer);
+      reject(error);
+    };
+  });
+  stream.finished.catch(() => {}); // observed by the caller; a failure before its request answers must not go unhandled
+  socket.current = stream;
+  return stream;
+}
+
+/** Has the floor ask the model for a reply on the socket's slot and follows the relayed deltas. */
+async function floorStream(base, socket, phase) {
+  const prompt = newPrompt(phase);
+  const stream = followStream(socket, prompt);
+  const startedAt = performance.now();
+  try {
+    const res = await fetch(`${base}/streams/${socket.slot}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: `echo@${CONFIG.tokenDelayMs}`, prompt: prompt.prompt }),
+    });
+    if (res.status !== 202) throw new Error(`the floor answered ${res.status}: ${await res.text()}`);
+    await stream.finished;
+  } finally {
+    socket.current = null;
+  }
+  return {
+    ...analyse(prompt, startedAt, stream.deliveries),
+    doneAfterLastMs: stream.doneAt - stream.deliveries.at(-1).at,
+  };
+}
+
 // --- one stream, both ways --------------------------------------------------------------------------------------
 
 /** What the client saw of a stream, timed against the model server: first token, tokens/s, per-token delays. */
@@ -325,30 +426,14 @@ async function directStream(modelUrl, phase) {
 /** Posts a user message in the socket's conversation and follows the agent's streamed reply on the socket. */
 async function parleyStream(ctx, socket, phase) {
   const prompt = newPrompt(phase);
-  const stream = { reply: prompt.reply, streamId: null, text: "", deliveries: [], doneAt: null };
-  const finished = new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`no complete stream for ${prompt.marker} within ${STREAM_TIMEOUT_MS / 1000} s`)),
-      STREAM_TIMEOUT_MS,
-    );
-    stream.done = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    stream.fail = (error) => {
-      clearTimeout(timer);
-      reject(error);
-    };
-  });
-  finished.catch(() => {}); // observed below; a failure before the post answers must not go unhandled
-  socket.current = stream;
+  const stream = followStream(socket, prompt);
   const startedAt = performance.now();
   try {
     await api("POST", `/v1/conversations/${socket.conversationId}/messages`, ctx.apiKey, {
       authorId: ctx.userId,
       text: prompt.prompt,
     });
-    await finished;
+    await stream.finished;
   } finally {
     socket.current = null;
   }
@@ -470,57 +555,80 @@ function buildTable(results) {
     ["c1", "c=1"],
     ["cN", `c=${CONFIG.concurrency}`],
   ]) {
-    const { direct, parley } = results[key];
-    for (const p of ["p50", "p99"]) {
-      const d = direct.firstTokenMs[p];
-      const q = parley.firstTokenMs[p];
-      const n = p === "p50" ? ` (n=${parley.streams})` : "";
+    const { direct, floor, parley } = results[key];
+    /** A row comparing direct, floor and Parley; `slower(a, b)` is how many times b is slower than a. */
+    const compare = (metric, values, format, slower, target) => {
+      const [d, f, q] = values;
       rows.push([
-        `first token, ${label}, ${p}${n}`,
-        ms(d),
-        ms(q),
-        `${(q / d).toFixed(2)}x`,
-        `+${(q - d).toFixed(2)} ms`,
-        q <= TARGET.factor * d + TARGET.plusMs ? "yes" : "NO",
+        metric,
+        format(d),
+        format(f),
+        format(q),
+        `${slower(d, q).toFixed(2)}x`,
+        format === ms ? `+${(q - d).toFixed(2)} ms` : "",
+        target === undefined ? "" : target ? "yes" : "NO",
+        `${slower(f, q).toFixed(2)}x`,
       ]);
+    };
+    const later = (a, b) => b / a;
+    for (const p of ["p50", "p99"]) {
+      const values = [direct, floor, parley].map((r) => r.firstTokenMs[p]);
+      const n = p === "p50" ? ` (n=${parley.streams})` : "";
+      const met = values[2] <= TARGET.factor * values[0] + TARGET.plusMs;
+      compare(`first token, ${label}, ${p}${n}`, values, ms, later, met);
     }
     for (const [p, name] of [
       ["p50", "p50"],
       ["p1", "slowest 1%"],
     ]) {
-      const d = direct.tokensPerSecond[p];
-      const q = parley.tokensPerSecond[p];
-      rows.push([
+      const values = [direct, floor, parley].map((r) => r.tokensPerSecond[p]);
+      compare(
         `tokens/s per stream, ${label}, ${name}`,
-        d.toFixed(1),
-        q.toFixed(1),
-        `${(d / q).toFixed(2)}x`,
-        "",
-        "",
-      ]);
+        values,
+        (x) => x.toFixed(1),
+        (a, b) => a / b,
+      );
     }
     for (const p of ["p50", "p99"]) {
-      const d = direct.tokenDelayMs[p];
-      const q = parley.tokenDelayMs[p];
-      rows.push([
-        `per-token delay, ${label}, ${p}`,
-        ms(d),
-        ms(q),
-        `${(q / d).toFixed(2)}x`,
-        `+${(q - d).toFixed(2)} ms`,
-        "",
-      ]);
+      const values = [direct, floor, parley].map((r) => r.tokenDelayMs[p]);
+      compare(`per-token delay, ${label}, ${p}`, values, ms, later);
     }
     for (const p of ["p50", "p99"]) {
-      rows.push([`post -> first token, ${label}, ${p} (info)`, "", ms(parley.fromStartMs[p]), "", "", ""]);
+      rows.push([`post -> first token, ${label}, ${p} (info)`, "", "", ms(parley.fromStartMs[p]), "", "", "", ""]);
     }
     const cpu = parley.serverCpuMsPerStream;
-    rows.push([`server CPU per stream, ${label} (info)`, "", cpu == null ? "?" : ms(cpu), "", "", ""]);
+    rows.push([`server CPU per stream, ${label} (info)`, "", "", cpu == null ? "?" : ms(cpu), "", "", "", ""]);
   }
-  const header = ["metric", "direct", "Parley", "ratio", "overhead", `<= ${TARGET.factor}x + ${TARGET.plusMs} ms`];
+  const target = `<= ${TARGET.factor}x + ${TARGET.plusMs} ms`;
+  const header = ["metric", "direct", "floor", "Parley", "ratio", "overhead", target, "vs floor"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+/** Runs the floor's phases (warm-up, c=1, c=N) on its own server, alone on the machine, then stops it. */
+async function measureFloor(modelUrl) {
+  const server = await startFloor(modelUrl);
+  const sockets = [];
+  for (let slot = 0; slot < CONFIG.concurrency; slot++) sockets.push(await floorSocket(server.base, slot));
+  const keepAlive = setInterval(() => {
+    for (const socket of sockets) socket.ws.send(JSON.stringify({ type: "ping" }));
+  }, 20_000);
+  const width = sockets.length;
+  const one = (phase) => (slot) => floorStream(server.base, sockets[slot], phase);
+  let next = 0;
+  const sequential = (phase) => () => floorStream(server.base, sockets[next++ % width], phase);
+  if (CONFIG.warmup > 0) await runPhase("warm-up floor", { count: CONFIG.warmup }, sequential("wf"));
+  await runPhase("warm-up floor", { width }, one("wf"));
+  const c1 = await runPhase("c=1 floor", { count: CONFIG.repeats }, sequential("f1"));
+  const cN = await runPhase(`c=${width} floor`, { rounds: CONFIG.rounds, width }, one("fn"));
+  clearInterval(keepAlive);
+  for (const socket of sockets) {
+    socket.closing = true;
+    socket.ws.close(1000, "floor done");
+  }
+  await stopFloor();
+  return { c1, cN };
 }
 
 async function main() {
@@ -532,6 +640,7 @@ async function main() {
   const model = await startModelServer(observer);
   log(`model server on ${model.url}`);
   app.stateDir = mkdtempSync(join(os.tmpdir(), "parley-bench-assistant-"));
+  const floor = await measureFloor(model.url);
   const appDir = IN_PLACE ? root : snapshotApp(join(app.stateDir, "app"));
   app.logPath = join(app.stateDir, "server.log");
   const server = await startDevServer({
@@ -563,7 +672,7 @@ async function main() {
   await runPhase("warm-up parley", { width }, (slot) => parleyStream(ctx, ctx.sockets[slot], "wp"));
 
   const reloadsBefore = reloadsIn(app.logPath);
-  const results = { c1: {}, cN: {} };
+  const results = { c1: { floor: floor.c1 }, cN: { floor: floor.cN } };
   results.c1.direct = await runPhase("c=1 direct", { count: CONFIG.repeats }, () => directStream(model.url, "d1"));
   results.c1.parley = await runPhase("c=1 parley", { count: CONFIG.repeats }, sequential("p1"), server);
   const shape = { rounds: CONFIG.rounds, width };
@@ -602,7 +711,8 @@ async function main() {
   );
   console.log(
     `model: ${CONFIG.tokens} tokens, ${CONFIG.tokenDelayMs} ms apart; first token: model server has the request -> ` +
-      "client has the token; ratio: Parley/direct (tokens/s: direct/Parley), so > 1 means Parley is slower.",
+      "client has the token; ratio: Parley/direct, vs floor: Parley/floor (tokens/s: the other way round), so > 1 " +
+      "means Parley is slower.",
   );
   console.log("");
   console.log(table);
