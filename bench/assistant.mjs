@@ -44,7 +44,6 @@ import WebSocket from "ws";
 import {
   intEnv,
   killProcessGroupNow,
-  freePorts,
   log,
   logTail,
   machineInfo,
@@ -56,10 +55,9 @@ import {
   saveResults,
   serverCpuMs,
   snapshotApp,
-  spawnLogged,
   startDevServer,
+  startWorker,
   stopProcessGroup,
-  waitHealthy,
   workerdPids,
 } from "./lib.mjs";
 
@@ -148,18 +146,16 @@ async function stopApp() {
 
 /** Starts the floor (bench/model-floor/) with its own `wrangler dev` on free ports, asking the model server. */
 async function startFloor(modelUrl) {
-  const [port, inspectorPort] = await freePorts(2);
-  const args = [
-    join(root, "node_modules", "wrangler", "bin", "wrangler.js"),
-    "dev",
-    ...["--config", join(root, "bench", "model-floor", "wrangler.toml")],
-    ...["--port", String(port), "--inspector-port", String(inspectorPort), "--ip", "127.0.0.1"],
-    ...["--persist-to", join(app.stateDir, "floor-state"), "--var", `OPENAI_BASE_URL:${modelUrl}`],
-  ];
-  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
-  const server = spawnLogged("model-floor", args, root, join(app.stateDir, "floor.log"));
-  app.floorPid = server.pid;
-  return waitHealthy(server, port, STARTUP_TIMEOUT_MS);
+  return startWorker({
+    name: "model-floor",
+    config: join("bench", "model-floor", "wrangler.toml"),
+    persistTo: join(app.stateDir, "floor-state"),
+    logPath: join(app.stateDir, "floor.log"),
+    vars: { OPENAI_BASE_URL: modelUrl },
+    logLevel: LOG_LEVEL,
+    timeoutMs: STARTUP_TIMEOUT_MS,
+    onSpawn: (server) => (app.floorPid = server.pid),
+  });
 }
 
 async function stopFloor() {
@@ -353,16 +349,16 @@ async function floorStream(base, socket, phase) {
   } finally {
     socket.current = null;
   }
-  return {
-    ...analyse(prompt, startedAt, stream.deliveries),
-    doneAfterLastMs: stream.doneAt - stream.deliveries.at(-1).at,
-  };
+  return analyse(prompt, startedAt, stream.deliveries, stream.doneAt);
 }
 
 // --- one stream, both ways --------------------------------------------------------------------------------------
 
-/** What the client saw of a stream, timed against the model server: first token, tokens/s, per-token delays. */
-function analyse(prompt, startedAt, deliveries) {
+/**
+ * What the client saw of a stream, timed against the model server: first token, tokens/s, per-token delays, and with
+ * `doneAt` (a socket's end-of-stream frame) how long that came after the last token.
+ */
+function analyse(prompt, startedAt, deliveries, doneAt = null) {
   const model = prompt.model;
   if (model.requestAt === null || model.tokenAt.length !== CONFIG.tokens) {
     throw new Error(`the model server has no complete record of ${prompt.marker}`);
@@ -380,6 +376,7 @@ function analyse(prompt, startedAt, deliveries) {
     modelTokensPerSecond: ((CONFIG.tokens - 1) / (model.tokenAt[CONFIG.tokens - 1] - model.tokenAt[0])) * 1000,
     tokenDelaysMs: prompt.ends.map((end, k) => arrival(end) - model.tokenAt[k]),
     deliveries: deliveries.length,
+    ...(doneAt === null ? {} : { doneAfterLastMs: doneAt - deliveries.at(-1).at }),
   };
 }
 
@@ -438,10 +435,7 @@ async function parleyStream(ctx, socket, phase) {
     socket.current = null;
   }
   if (prompt.model.requests > 1) problems.modelRetries += prompt.model.requests - 1;
-  return {
-    ...analyse(prompt, startedAt, stream.deliveries),
-    doneAfterLastMs: stream.doneAt - stream.deliveries.at(-1).at,
-  };
+  return analyse(prompt, startedAt, stream.deliveries, stream.doneAt);
 }
 
 // --- runs -------------------------------------------------------------------------------------------------------
@@ -606,14 +600,19 @@ function buildTable(results) {
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
+/** Pings every socket every 20 s, as a client keeping its sockets alive does; answers the interval to clear. */
+function pingEvery20s(sockets) {
+  return setInterval(() => {
+    for (const socket of sockets) socket.ws.send(JSON.stringify({ type: "ping" }));
+  }, 20_000);
+}
+
 /** Runs the floor's phases (warm-up, c=1, c=N) on its own server, alone on the machine, then stops it. */
 async function measureFloor(modelUrl) {
   const server = await startFloor(modelUrl);
   const sockets = [];
   for (let slot = 0; slot < CONFIG.concurrency; slot++) sockets.push(await floorSocket(server.base, slot));
-  const keepAlive = setInterval(() => {
-    for (const socket of sockets) socket.ws.send(JSON.stringify({ type: "ping" }));
-  }, 20_000);
+  const keepAlive = pingEvery20s(sockets);
   const width = sockets.length;
   const one = (phase) => (slot) => floorStream(server.base, sockets[slot], phase);
   let next = 0;
@@ -655,9 +654,7 @@ async function main() {
   BASE = server.base;
   server.workerd = workerdPids(server.pid);
   const ctx = await setup(server.adminToken);
-  const keepAlive = setInterval(() => {
-    for (const socket of ctx.sockets) socket.ws.send(JSON.stringify({ type: "ping" }));
-  }, 20_000);
+  const keepAlive = pingEvery20s(ctx.sockets);
 
   const width = ctx.sockets.length;
   const sequential = (phase) => {

@@ -24,7 +24,6 @@ import os from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
-  freePorts,
   intEnv,
   killProcessGroupNow,
   log,
@@ -33,10 +32,9 @@ import {
   root,
   saveResults,
   snapshotApp,
-  spawnLogged,
   startDevServer,
+  startWorker,
   stopProcessGroup,
-  waitHealthy,
 } from "./lib.mjs";
 
 const MiB = 1024 * 1024;
@@ -95,25 +93,15 @@ async function startParley() {
 }
 
 async function startFloor() {
-  const [port, inspectorPort] = await freePorts(2);
-  const args = [
-    join(root, "node_modules", "wrangler", "bin", "wrangler.js"),
-    "dev",
-    "--config",
-    join(root, "bench", "r2-floor", "wrangler.toml"),
-    "--port",
-    String(port),
-    "--inspector-port",
-    String(inspectorPort),
-    "--persist-to",
-    join(runDir, "floor-state"),
-    "--ip",
-    "127.0.0.1",
-  ];
-  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
-  const server = spawnLogged("r2-floor", args, root, join(runDir, "r2-floor.log"));
-  servers.push(server);
-  return waitHealthy(server, port, STARTUP_TIMEOUT_MS);
+  return startWorker({
+    name: "r2-floor",
+    config: join("bench", "r2-floor", "wrangler.toml"),
+    persistTo: join(runDir, "floor-state"),
+    logPath: join(runDir, "r2-floor.log"),
+    logLevel: LOG_LEVEL,
+    timeoutMs: STARTUP_TIMEOUT_MS,
+    onSpawn: (server) => servers.push(server),
+  });
 }
 
 // --- HTTP -------------------------------------------------------------------------------------------------------

@@ -292,6 +292,28 @@ function procStat(pid) {
   }
 }
 
+/**
+ * Starts a bench worker (a floor, the partyserver room) as `wrangler dev --config <config>`, run in place from the
+ * repository, on free ports of 127.0.0.1 with its state in `persistTo`, its output in `logPath`, and `vars` ({ NAME:
+ * value }) passed as `--var NAME:value`. `onSpawn(server)` is called as soon as the process exists; answers the handle
+ * of spawnLogged once `/healthz` answers.
+ */
+export async function startWorker({ name, config, persistTo, logPath, vars = {}, logLevel, timeoutMs, onSpawn }) {
+  const [port, inspectorPort] = await freePorts(2);
+  const args = [
+    join(root, "node_modules", "wrangler", "bin", "wrangler.js"),
+    "dev",
+    ...["--config", join(root, config), "--port", String(port), "--inspector-port", String(inspectorPort)],
+    ...["--persist-to", persistTo, "--ip", "127.0.0.1"],
+    ...Object.entries(vars).flatMap(([key, value]) => ["--var", `${key}:${value}`]),
+  ];
+  if (logLevel) args.push("--log-level", logLevel);
+  log(`starting ${name} on 127.0.0.1:${port} (inspector ${inspectorPort})`);
+  const server = spawnLogged(name, args, root, logPath);
+  onSpawn?.(server);
+  return waitHealthy(server, port, timeoutMs);
+}
+
 /** The pids of every workerd process below `pid` in the process tree. */
 export function workerdPids(pid) {
   const children = new Map();

@@ -23,7 +23,6 @@ import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import {
-  freePorts,
   intEnv as positiveIntEnv,
   killProcessGroupNow,
   log,
@@ -37,10 +36,9 @@ import {
   serverCpuMs,
   sleep,
   snapshotApp,
-  spawnLogged,
   startDevServer,
+  startWorker,
   stopProcessGroup,
-  waitHealthy,
   workerdPids,
 } from "./lib.mjs";
 
@@ -138,13 +136,6 @@ function killServersNow() {
 
 const serverReloads = (server) => reloadsIn(server.logPath);
 
-/** Spawns a server (see spawnLogged) and registers it, so every exit path kills it. */
-function spawnServer(name, args, cwd) {
-  const server = spawnLogged(name, args, cwd, join(runDir, `${name}.log`));
-  servers.set(name, server);
-  return server;
-}
-
 async function startParley() {
   const appDir = IN_PLACE ? root : snapshotApp(join(runDir, "app"));
   if (!IN_PLACE) log(`parley runs from a snapshot of the working tree in ${appDir}`);
@@ -162,25 +153,15 @@ async function startParley() {
 async function startBenchWorker(name) {
   const config =
     name === "durable-floor" ? join("bench", "floor", "wrangler.durable.toml") : join("bench", name, "wrangler.toml");
-  const [port, inspectorPort] = await freePorts(2);
-  const args = [
-    join(root, "node_modules", "wrangler", "bin", "wrangler.js"),
-    "dev",
-    "--config",
-    join(root, config),
-    "--port",
-    String(port),
-    "--inspector-port",
-    String(inspectorPort),
-    "--persist-to",
-    join(runDir, `${name}-state`),
-    "--ip",
-    "127.0.0.1",
-  ];
-  if (LOG_LEVEL) args.push("--log-level", LOG_LEVEL);
-  log(`starting ${name} on 127.0.0.1:${port} (inspector ${inspectorPort})`);
-  const server = spawnServer(name, args, root);
-  return waitHealthy(server, port, STARTUP_TIMEOUT_MS);
+  return startWorker({
+    name,
+    config,
+    persistTo: join(runDir, `${name}-state`),
+    logPath: join(runDir, `${name}.log`),
+    logLevel: LOG_LEVEL,
+    timeoutMs: STARTUP_TIMEOUT_MS,
+    onSpawn: (server) => servers.set(name, server),
+  });
 }
 
 // --- /proc: the memory of a server's workerd processes --------------------------------------------------------
