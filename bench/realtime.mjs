@@ -9,7 +9,8 @@
 // subscribe to the conversation's message_posted topic; a sender posts with `message.post` frames on its own sockets.
 //
 // For rooms of 2, 100 and 1,000 members it measures, for each of the three:
-//   a. send-to-receive latency (p50/p99 over every delivery at every receiver) at a fixed send rate;
+//   a. send-to-receive latency (p50/p99 over every delivery at every receiver) at a fixed send rate, in rounds in
+//      which the three take turns (their rooms all open), pooled per server;
 //   b. the delivery ceiling: the highest rate (deliveries/s = msgs/s x members) with no loss and p99 under 100 ms,
 //      found by stepping the send rate up (x2 until a step fails, then halving the gap);
 //   c. memory per idle socket: RSS of the server's workerd processes before and after connecting the members of the
@@ -62,7 +63,8 @@ const CONFIG = {
   // 100, 2 msg/s in a room of 1,000 (20 x 1,000 would overload even the floor on a 2-core machine, and measure a queue).
   rate: intEnv("BENCH_RATE", 20),
   rateDeliveries: intEnv("BENCH_RATE_DELIVERIES", 2000),
-  durationS: intEnv("BENCH_DURATION_S", 10), // seconds of the latency run
+  durationS: intEnv("BENCH_DURATION_S", 20), // seconds of each server's latency runs, all rounds together
+  latencyRounds: positiveIntEnv("BENCH_LATENCY_ROUNDS", 5), // the servers take turns, this many times each
   warmupS: intEnv("BENCH_WARMUP_S", 1),
   ceiling: process.env.BENCH_CEILING !== "0",
   stepS: intEnv("BENCH_STEP_S", 3), // seconds per ceiling step
@@ -700,6 +702,8 @@ async function runPhase(group, rate, durationMs, { idleBaseline = false, stopWhe
     newErrors: JSON.stringify(problems.errors) !== errorsBefore ? { ...problems.errors } : null,
     unexpectedCloses: problems.unexpectedCloses - closesBefore,
   };
+  // The step's latencies, for runs that pool several steps (not written to the results).
+  Object.defineProperty(stats, "samples", { value: sorted });
   stats.pass =
     !aborted &&
     loss === 0 &&
@@ -744,17 +748,91 @@ function describe(label, s) {
   );
 }
 
-/** The fixed-rate latency run, after a short warm-up at the same rate. */
-async function latencyRun(group) {
-  const label = `${group.target.name} ${group.size} members`;
-  const rate = rateFor(group.size);
-  if (CONFIG.warmupS > 0) {
-    await runPhase(group, rate, CONFIG.warmupS * 1000, { stopWhenFailed: false });
+/**
+ * The fixed-rate latency runs of one room size, interleaved: after a short warm-up on each server, `latencyRounds`
+ * rounds in which every server sends in turn for its share of BENCH_DURATION_S (the order turning by one each
+ * round), pooled per server. The machine's drift over minutes (other processes, CPU frequency, a busy neighbour)
+ * then weighs on every server alike, where one run after another measured each in a different minute.
+ */
+async function latencyRuns(groups) {
+  for (const group of groups) {
+    if (CONFIG.warmupS === 0) break;
+    await runPhase(group, rateFor(group.size), CONFIG.warmupS * 1000, { stopWhenFailed: false });
     await settle(group.target.server);
   }
-  const stats = await runPhase(group, rate, CONFIG.durationS * 1000, { idleBaseline: true, stopWhenFailed: false });
-  describe(`${label}, latency run`, stats);
-  await settle(group.target.server);
+  const rounds = CONFIG.latencyRounds;
+  const roundMs = Math.max(1000, (CONFIG.durationS * 1000) / rounds);
+  const steps = new Map(groups.map((group) => [group, []]));
+  for (let k = 0; k < rounds; k++) {
+    for (let j = 0; j < groups.length; j++) {
+      const group = groups[(j + k) % groups.length];
+      const stats = await runPhase(group, rateFor(group.size), roundMs, { idleBaseline: true, stopWhenFailed: false });
+      steps.get(group).push(stats);
+      await settle(group.target.server);
+    }
+  }
+  const pooledStats = new Map();
+  for (const [group, list] of steps) {
+    const stats = pooled(list);
+    describe(`${group.target.name} ${group.size} members, latency (${rounds} rounds)`, stats);
+    pooledStats.set(group, stats);
+  }
+  return pooledStats;
+}
+
+/** The statistics of several steps of one server as one: percentiles over all their deliveries, sums, means. */
+function pooled(steps) {
+  const all = new Float64Array(steps.reduce((n, s) => n + s.samples.length, 0));
+  let at = 0;
+  for (const s of steps) {
+    all.set(s.samples, at);
+    at += s.samples.length;
+  }
+  all.sort();
+  const sum = (key) => steps.reduce((n, s) => n + s[key], 0);
+  const mean = (key) => {
+    const values = steps.map((s) => s[key]).filter(Number.isFinite);
+    return values.length === 0 ? null : Math.round((values.reduce((a, b) => a + b, 0) / values.length) * 10) / 10;
+  };
+  const cpu = steps.filter((s) => Number.isFinite(s.serverCpuMsPerMessage));
+  const messages = sum("messages");
+  const stats = {
+    rate: steps[0].rate,
+    members: steps[0].members,
+    deliveriesPerSecond: steps[0].deliveriesPerSecond,
+    senderSockets: steps[0].senderSockets,
+    rounds: steps.length,
+    messages,
+    aborted: steps.some((s) => s.aborted),
+    expected: sum("expected"),
+    delivered: sum("delivered"),
+    loss: sum("loss"),
+    duplicates: sum("duplicates"),
+    p50Ms: round3(percentile(all, 50)),
+    p90Ms: round3(percentile(all, 90)),
+    p99Ms: round3(percentile(all, 99)),
+    maxMs: round3(all[all.length - 1]),
+    meanMs: round3(all.reduce((a, b) => a + b, 0) / all.length),
+    roundsP50Ms: steps.map((s) => s.p50Ms),
+    roundsP99Ms: steps.map((s) => s.p99Ms),
+    achievedSendRate: mean("achievedSendRate"),
+    maxSendLagMs: Math.max(...steps.map((s) => s.maxSendLagMs)),
+    clientCpuPercent: mean("clientCpuPercent"),
+    clientLoopDelayP99Ms: Math.max(...steps.map((s) => s.clientLoopDelayP99Ms)),
+    serverCpuPercent: mean("serverCpuPercent"),
+    serverIdleCpuPercent: mean("serverIdleCpuPercent"),
+    // Weighted by the messages of the steps whose workerd processes stayed the same.
+    serverCpuMsPerMessage:
+      cpu.length === 0
+        ? null
+        : round3(
+            cpu.reduce((n, s) => n + s.serverCpuMsPerMessage * s.messages, 0) / cpu.reduce((n, s) => n + s.messages, 0),
+          ),
+    serverRestarted: steps.some((s) => s.serverRestarted),
+    newErrors: steps.find((s) => s.newErrors)?.newErrors ?? null,
+    unexpectedCloses: sum("unexpectedCloses"),
+  };
+  stats.pass = steps.every((s) => s.pass) && stats.p99Ms !== null && stats.p99Ms < CONFIG.p99LimitMs;
   return stats;
 }
 
@@ -1065,19 +1143,31 @@ async function main() {
   for (const [k, size] of sizesDescending.entries()) {
     const order = targets.map((_, i) => targets[(i + k) % targets.length]);
     log(`${size}-member rooms: ${order.map((t) => t.name).join(", ")}`);
+    const groups = [];
     for (const target of order) {
-      const reloadsBefore = serverReloads(target.server);
       const measureMemory = size === MEMORY_SOCKETS;
       await settle(...allServers);
       const group = await openRoom(target, size, { measureMemory });
-      const entry = { latency: null, ceiling: null };
-      results.servers[target.name].sizes[size] = entry;
+      group.reloadsBefore = serverReloads(target.server);
+      results.servers[target.name].sizes[size] = { latency: null, ceiling: null };
       if (measureMemory) results.servers[target.name].memory = group.memory;
-      entry.latency = await latencyRun(group);
-      if (PROFILE_RATE > 0 && target.name === "parley") entry.profile = await profiledRun(group);
-      if (CONFIG.ceiling) entry.ceiling = await ceilingSearch(group);
+      groups.push(group);
+    }
+    await settle(...allServers);
+    for (const [group, stats] of await latencyRuns(groups))
+      results.servers[group.target.name].sizes[size].latency = stats;
+    for (const group of groups) {
+      const entry = results.servers[group.target.name].sizes[size];
+      if (PROFILE_RATE > 0 && group.target.name === "parley") entry.profile = await profiledRun(group);
+      if (CONFIG.ceiling) {
+        await settle(...allServers);
+        entry.ceiling = await ceilingSearch(group);
+      }
+    }
+    for (const group of groups) {
       await closeRoom(group);
-      const reloads = serverReloads(target.server) - reloadsBefore;
+      const { target } = group;
+      const reloads = serverReloads(target.server) - group.reloadsBefore;
       if (reloads > 0) {
         results.servers[target.name].reloads += reloads;
         log(`WARNING: ${target.name} reloaded its worker ${reloads} time(s) during the ${size}-member room`);
@@ -1111,8 +1201,8 @@ function printReport(machine) {
   );
   console.log(
     `latency: send (timestamp in the frame) to receipt at every member, for ${CONFIG.durationS} s at ${CONFIG.rate} msg/s ` +
-      `or ${CONFIG.rateDeliveries.toLocaleString("en-US")} deliveries/s, the lower; ` +
-      `frames of ${results.frameBytes} bytes.`,
+      `or ${CONFIG.rateDeliveries.toLocaleString("en-US")} deliveries/s, the lower, ` +
+      `in ${CONFIG.latencyRounds} rounds in which the servers take turns; frames of ${results.frameBytes} bytes.`,
   );
   if (CONFIG.ceiling) {
     console.log(
