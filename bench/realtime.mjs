@@ -755,8 +755,7 @@ function describe(label, s) {
  * then weighs on every server alike, where one run after another measured each in a different minute.
  */
 async function latencyRuns(groups) {
-  for (const group of groups) {
-    if (CONFIG.warmupS === 0) break;
+  for (const group of CONFIG.warmupS > 0 ? groups : []) {
     await runPhase(group, rateFor(group.size), CONFIG.warmupS * 1000, { stopWhenFailed: false });
     await settle(group.target.server);
   }
@@ -1147,8 +1146,9 @@ async function main() {
     for (const target of order) {
       const measureMemory = size === MEMORY_SOCKETS;
       await settle(...allServers);
+      const reloadsBefore = serverReloads(target.server);
       const group = await openRoom(target, size, { measureMemory });
-      group.reloadsBefore = serverReloads(target.server);
+      group.reloadsBefore = reloadsBefore;
       results.servers[target.name].sizes[size] = { latency: null, ceiling: null };
       if (measureMemory) results.servers[target.name].memory = group.memory;
       groups.push(group);
