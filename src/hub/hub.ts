@@ -58,8 +58,11 @@ export class Hub extends DurableObject<Bindings> {
     if (actor.kind === "account" && actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
     const response = this.sockets.accept(actor, actor.accountId ? [`acc:${actor.accountId}`] : []);
     if (!this.alarmSet) {
+      // An alarm set before the object hibernated may be sooner (a silent socket's close): it stays.
       this.alarmSet = true;
-      await this.ctx.storage.setAlarm(Date.now() + SWEEP_MS);
+      const at = Date.now() + SWEEP_MS;
+      const current = await this.ctx.storage.getAlarm();
+      if (current === null || current > at) await this.ctx.storage.setAlarm(at);
     }
     // After the accept (so a publish meanwhile is delivered, not answered quiet), before the socket can subscribe.
     await this.wakeQuietRooms();
@@ -133,9 +136,10 @@ export class Hub extends DurableObject<Bindings> {
   /** Sweeps idle sockets; runs while any socket is open. */
   override async alarm(): Promise<void> {
     this.alarmSet = false;
-    if (this.sockets.sweep() > 0) {
+    const sweepAt = this.sockets.sweep();
+    if (sweepAt !== null) {
       this.alarmSet = true;
-      await this.ctx.storage.setAlarm(Date.now() + SWEEP_MS);
+      await this.ctx.storage.setAlarm(sweepAt);
     }
   }
 
@@ -182,6 +186,8 @@ export class Hub extends DurableObject<Bindings> {
     const conversationId = recoverableConversation(pattern);
     const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
     if (!conversationId || !roomId) return this.sockets.ackSubscribe(ws, frame, false);
+    // What another subscription of this connection already delivered is not sent again; what arrives meanwhile is held.
+    const had = this.sockets.received(ws, conversationId);
     const buffers = this.recovering.get(ws) ?? new Map<string, ParleyEvent[]>();
     this.recovering.set(ws, buffers);
     buffers.set(conversationId, []);
@@ -200,7 +206,13 @@ export class Hub extends DurableObject<Bindings> {
     buffers.delete(conversationId);
     this.sockets.ackSubscribe(ws, frame, replayed !== null);
     let last = frame.sinceSeq;
-    for (const event of [...(replayed ?? []), ...buffered]) {
+    for (const event of replayed ?? []) {
+      const seq = seqOf(event);
+      if (seq <= last) continue;
+      if (!(had && seq >= had.from && seq <= had.to)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      last = seq;
+    }
+    for (const event of buffered) {
       const seq = seqOf(event);
       if (replayed !== null && seq <= last) continue;
       this.sockets.send(ws, { type: "event", topic: event.topic, event });
@@ -210,6 +222,7 @@ export class Hub extends DurableObject<Bindings> {
       const floors = this.floors.get(ws) ?? new Map<string, number>();
       this.floors.set(ws, floors);
       floors.set(conversationId, last);
+      this.sockets.replayed(ws, conversationId, frame.sinceSeq + 1, last);
     }
   }
 

@@ -17,8 +17,8 @@ export const REALTIME_LIMITS = {
   postBurst: 20,
   /** Most messages one `sinceSeq` subscription replays; beyond it the ack says `recovered: false`. */
   replayMessages: 5_000,
-  /** A connection silent this long is sent a ping. */
-  pingAfterMs: 45_000,
+  /** A connection silent this long is sent a ping (clients ping at least every 30 s, so only a silent one gets it). */
+  pingAfterMs: 60_000,
   /** A connection silent longer than this is closed. */
   idleCloseMs: 75_000,
 } as const;

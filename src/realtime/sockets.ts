@@ -37,13 +37,28 @@ export interface LiveSocket {
   persistedSeen: number;
   tokens: number;
   refilledAt: number;
+  /**
+   * Per conversation, the messages this connection already has: every seq from `from` to `to` (live deliveries and
+   * replays). A `sinceSeq` replay skips them, so an event reaches a connection once however its subscriptions overlap.
+   * In memory only: after the object hibernates a replay may resend what the connection had (never skip what it lacks).
+   */
+  received: Map<string, SeqRange>;
+}
+
+/** Every seq from `from` to `to`, both included. */
+export interface SeqRange {
+  from: number;
+  to: number;
 }
 
 /** Header the Worker uses to hand the checked principal to an object with the upgrade request. */
 export const ACTOR_HEADER = "x-parley-actor";
 const SEEN_PERSIST_MS = 20_000;
-const SWEEP_EVERY_MS = 25_000;
+/** The least time between two sweeps, however soon a socket's next deadline falls. */
+const SWEEP_GAP_MS = 5_000;
 const ATTACHMENT_BYTES = 15 * 1024;
+/** How many conversations' received ranges a connection keeps; beyond them a replay may resend (see `received`). */
+const RECEIVED_CONVERSATIONS = 256;
 /** How many topics' subscriber lists the delivery cache keeps before it starts again. */
 const SUBSCRIBER_CACHE_TOPICS = 256;
 const utf8 = new TextEncoder();
@@ -60,8 +75,8 @@ export class SocketRegistry {
    * conversation's messages, then visit only their subscribers. Dropped whenever a subscription or socket changes.
    */
   private readonly subscribers = new Map<string, WebSocket[]>();
-  /** When the last sweep ran; alarms that come sooner (the outbox's) skip it. */
-  private sweptAt = 0;
+  /** When the sweep must run next (the earliest ping, close or expiry it found); alarms that come sooner skip it. */
+  private sweepAt = 0;
 
   constructor(private readonly ctx: DurableObjectState) {
     // Client pings are answered by the runtime itself, without waking a hibernated object.
@@ -82,6 +97,7 @@ export class SocketRegistry {
       persistedSeen: now,
       tokens: REALTIME_LIMITS.postBurst,
       refilledAt: now,
+      received: new Map(),
     });
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -113,6 +129,7 @@ export class SocketRegistry {
         persistedSeen: attachment.seen,
         tokens: REALTIME_LIMITS.postBurst,
         refilledAt: Date.now(),
+        received: new Map(),
       };
       this.live.set(ws, state);
     }
@@ -125,6 +142,10 @@ export class SocketRegistry {
    */
   parse(ws: WebSocket, message: string | ArrayBuffer): ClientFrame | null {
     this.touch(ws);
+    if (expired(this.state(ws).actor, Date.now())) {
+      this.close(ws, CLOSE_CODES.unauthorized, "token expired");
+      return null;
+    }
     if (overFrameLimit(message)) {
       this.close(ws, CLOSE_CODES.tooLarge, "frame larger than 64 KiB");
       return null;
@@ -175,7 +196,15 @@ export class SocketRegistry {
     }
     if (frame.type === "unsubscribe") {
       const state = this.state(ws);
+      // A topic outside the grammar (or of another org) is an error, as for `subscribe`, not a silent no-op.
+      const pattern = parseTopicPattern(frame.topic, state.actor.orgId);
+      if (isTopicError(pattern)) {
+        this.error(ws, frame.id, pattern.code, pattern.message);
+        return true;
+      }
       state.subs.delete(frame.topic);
+      // What it receives from here on may have gaps: no range stays sure.
+      state.received.clear();
       this.subscribers.clear();
       this.persist(ws, state);
       if (frame.id) this.send(ws, { type: "ack", id: frame.id, topic: frame.topic });
@@ -226,16 +255,28 @@ export class SocketRegistry {
 
   /**
    * Sends an event to every socket with a matching subscription that `visible` admits, once per socket however
-   * many subscriptions match. Answers the number of sockets it was sent to.
+   * many subscriptions match; a socket whose token expired gets nothing more and is closed with 4001. Answers the
+   * number of sockets it was sent to.
    */
   deliver(event: ParleyEvent, visible: (actor: SocketActor, ws: WebSocket) => boolean): number {
     let text: string | undefined;
     let sent = 0;
+    const now = Date.now();
+    const seq = event.type === "conversation.message_posted" ? (event.data as { seq: number }).seq : undefined;
+    let lapsed: WebSocket[] | undefined;
     for (const ws of this.subscribersOf(event.topic)) {
-      if (!visible(this.state(ws).actor, ws)) continue;
+      const state = this.state(ws);
+      if (expired(state.actor, now)) {
+        (lapsed ??= []).push(ws);
+        continue;
+      }
+      if (!visible(state.actor, ws)) continue;
       text ??= JSON.stringify({ type: "event", topic: event.topic, event } satisfies ServerFrame);
-      if (this.sendText(ws, text)) sent++;
+      if (!this.sendText(ws, text)) continue;
+      sent++;
+      if (seq !== undefined) noteReceived(state, event.resourceId, seq, seq);
     }
+    for (const ws of lapsed ?? []) this.close(ws, CLOSE_CODES.unauthorized, "token expired");
     return sent;
   }
 
@@ -290,6 +331,17 @@ export class SocketRegistry {
     });
   }
 
+  /** The messages of a conversation the connection already has (see `LiveSocket.received`). */
+  received(ws: WebSocket, conversationId: string): SeqRange | undefined {
+    const range = this.state(ws).received.get(conversationId);
+    return range && { ...range };
+  }
+
+  /** Records that a replay gave the connection every message of a conversation from `from` to `to`. */
+  replayed(ws: WebSocket, conversationId: string, from: number, to: number): void {
+    if (to >= from) noteReceived(this.state(ws), conversationId, from, to);
+  }
+
   /** How many sockets have a subscription matching `topic`. */
   subscriberCount(topic: string): number {
     return this.subscribersOf(topic).length;
@@ -322,18 +374,18 @@ export class SocketRegistry {
 
   /**
    * The keep-alive sweep: a socket whose token expired is closed with 4001; one silent (no frame, no auto-answered
-   * ping) for more than 75 s is closed; one silent for 45 s is sent a ping. Runs at most every 25 s, however often
-   * the object's alarm fires. Answers how many sockets remain.
+   * ping) for more than 75 s is closed; one silent for 60 s is sent a ping. Answers when it must run next (the
+   * earliest of the sockets' next ping, close or expiry, at least 5 s ahead), or null when no socket remains. An
+   * earlier call (another alarm of the object) does nothing and answers the same time.
    */
-  sweep(now = Date.now()): number {
-    if (now - this.sweptAt < SWEEP_EVERY_MS) return this.count();
-    this.sweptAt = now;
-    let remaining = 0;
+  sweep(now = Date.now()): number | null {
+    if (now < this.sweepAt) return this.count() > 0 ? this.sweepAt : null;
+    let next = Number.POSITIVE_INFINITY;
     for (const ws of this.ctx.getWebSockets()) {
       const state = this.state(ws);
       const autoPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       const heard = Math.max(state.seen, autoPing);
-      if (state.actor.expiresAt !== undefined && now >= state.actor.expiresAt) {
+      if (expired(state.actor, now)) {
         this.close(ws, CLOSE_CODES.unauthorized, "token expired");
         continue;
       }
@@ -341,10 +393,16 @@ export class SocketRegistry {
         this.close(ws, CLOSE_CODES.goingAway, "idle: no ping for 75 s");
         continue;
       }
-      if (now - heard > REALTIME_LIMITS.pingAfterMs) this.send(ws, { type: "ping" });
-      remaining++;
+      if (now - heard >= REALTIME_LIMITS.pingAfterMs) {
+        this.send(ws, { type: "ping" });
+        next = Math.min(next, heard + REALTIME_LIMITS.idleCloseMs + 1);
+      } else {
+        next = Math.min(next, heard + REALTIME_LIMITS.pingAfterMs);
+      }
+      if (state.actor.expiresAt !== undefined) next = Math.min(next, state.actor.expiresAt);
     }
-    return remaining;
+    this.sweepAt = Number.isFinite(next) ? Math.max(next, now + SWEEP_GAP_MS) : 0;
+    return Number.isFinite(next) ? this.sweepAt : null;
   }
 
   private touch(ws: WebSocket): void {
@@ -380,6 +438,27 @@ export class SocketRegistry {
     this.live.delete(ws);
     this.subscribers.clear();
   }
+}
+
+/**
+ * Adds `from`..`to` to what a connection has of a conversation, when it joins the range known (a live delivery
+ * follows it; a replay reaches back from it); a disjoint range replaces it.
+ */
+function noteReceived(state: LiveSocket, conversationId: string, from: number, to: number): void {
+  const range = state.received.get(conversationId);
+  if (!range) {
+    if (state.received.size < RECEIVED_CONVERSATIONS) state.received.set(conversationId, { from, to });
+  } else if (from <= range.to + 1 && to >= range.from - 1) {
+    range.from = Math.min(range.from, from);
+    range.to = Math.max(range.to, to);
+  } else {
+    state.received.set(conversationId, { from, to });
+  }
+}
+
+/** Whether the token behind a socket has expired (API keys do not expire). */
+function expired(actor: SocketActor, now: number): boolean {
+  return actor.expiresAt !== undefined && now >= actor.expiresAt;
 }
 
 function matchesAny(state: LiveSocket, parts: string[]): boolean {

@@ -781,8 +781,8 @@ export class Room extends DurableObject<Bindings> {
     this.alarmAt = Number.POSITIVE_INFINITY; // this alarm has fired; none is pending until one is set again
     if (!this.stored) return;
     await this.outbox.drain();
-    const sockets = this.sockets.sweep();
-    if (sockets > 0) await this.scheduleAlarm(Date.now() + SWEEP_MS);
+    const sweepAt = this.sockets.sweep();
+    if (sweepAt !== null) await this.scheduleAlarm(sweepAt);
   }
 
   /** The number of events not yet handed to the queue and the hub (for tests and health checks). */
@@ -852,7 +852,15 @@ export class Room extends DurableObject<Bindings> {
     const events = conversationId ? this.replay(this.sockets.state(ws).actor, conversationId, frame.sinceSeq) : null;
     const lastSeq = events !== null ? this.conversationRow(conversationId!)!.last_seq : undefined;
     this.sockets.ackSubscribe(ws, frame, events !== null, lastSeq);
-    for (const event of events ?? []) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+    if (events === null) return;
+    // What another subscription of this connection already delivered is not sent again.
+    const had = this.sockets.received(ws, conversationId!);
+    for (const event of events) {
+      const seq = (event.data as Message).seq;
+      if (had && seq >= had.from && seq <= had.to) continue;
+      this.sockets.send(ws, { type: "event", topic: event.topic, event });
+    }
+    this.sockets.replayed(ws, conversationId!, frame.sinceSeq + 1, lastSeq!);
   }
 
   /** The `message_posted` events after `sinceSeq`, or null when the conversation cannot be replayed to this actor. */

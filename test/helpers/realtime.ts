@@ -296,3 +296,47 @@ export async function expectRecoveryWhilePosting(
   expect(socket.log.slice(0, ackAt).filter((frame) => frame.type === "event")).toEqual([]);
   expect(seqsOf(socket.log)).toEqual(range(sinceSeq + 1, total));
 }
+
+/**
+ * Overlapping subscriptions and recovery: a connection that gets a conversation's messages through a wildcard, then
+ * subscribes to the conversation with `sinceSeq`, is replayed only the messages it lacks; an event reaches it once.
+ * After an unsubscribe leaves it without the conversation for a while, a replay still fills the gap.
+ */
+export async function expectReplaySkipsWhatTheConnectionHas(
+  socket: LoggedSocket,
+  f: { apiKey: string; orgId: string; conversation: { id: string }; alice: { id: string } },
+) {
+  const post = (text: string) => postOk(f.apiKey, f.conversation.id, { text, authorId: f.alice.id });
+  const waitSeq = (seq: number) =>
+    socket.waitLog((frame) => frame.type === "event" && frame.event.data?.seq === seq, 5_000);
+  const exact = conversationTopic(f.orgId, f.conversation.id);
+  const wildcard = `events.${f.orgId}.conversations.conversation.message_posted.*`;
+
+  for (const text of ["1", "2"]) await post(text); // before any subscription
+  await subscribe(socket, wildcard);
+  for (const text of ["3", "4"]) await post(text);
+  await waitSeq(4);
+  expect(await subscribe(socket, exact, 0)).toMatchObject({ recovered: true });
+  await post("5");
+  await waitSeq(5);
+  await socket.flush();
+  expect(seqsOf(socket.log)).toEqual([3, 4, 1, 2, 5]);
+
+  // the connection has 1..5 now: asking again replays nothing
+  expect(await subscribe(socket, exact, 0)).toMatchObject({ recovered: true });
+  await post("6");
+  await waitSeq(6);
+  await socket.flush();
+  expect(seqsOf(socket.log)).toEqual([3, 4, 1, 2, 5, 6]);
+
+  // without a subscription for a while: the replay brings what was missed
+  for (const topic of [exact, wildcard]) await request(socket, { type: "unsubscribe", topic });
+  await post("7");
+  await subscribe(socket, wildcard);
+  await post("8");
+  await waitSeq(8);
+  expect(await subscribe(socket, exact, 6)).toMatchObject({ recovered: true });
+  await waitSeq(7);
+  await socket.flush();
+  expect(seqsOf(socket.log)).toEqual([3, 4, 1, 2, 5, 6, 8, 7]);
+}

@@ -14,6 +14,7 @@ import {
   createRoom,
   createUser,
   expectRecoveryWhilePosting,
+  expectReplaySkipsWhatTheConnectionHas,
   hubObject,
   inObject,
   openHub,
@@ -486,6 +487,11 @@ describe("hub recovery", () => {
     await expectRecoveryWhilePosting(socket, f, { before: 20, racing: 60, sinceSeq: 10 });
   });
 
+  it("a sinceSeq replay skips what another subscription of the connection delivered, and fills what it missed", async () => {
+    const f = await createFixture();
+    await expectReplaySkipsWhatTheConnectionHas(await openHub(await accountToken(f.apiKey, f.bob.id)), f);
+  });
+
   it("recovers across repeated reconnects to the hub while posting", async () => {
     const TOTAL = 200;
     const f = await createFixture();
@@ -619,7 +625,7 @@ describe("hub hibernation", () => {
     expect(probe.autoResponse[0]).toBeGreaterThanOrEqual(before - 1_000);
   });
 
-  it("the hub's alarm closes a socket silent for 80 s and pings one silent for 50 s", async () => {
+  it("the hub's alarm closes a socket silent for 80 s and pings one silent for 65 s", async () => {
     const f = await createFixture();
     const idle = await openHub(await accountToken(f.apiKey, f.alice.id));
     const quiet = await openHub(await accountToken(f.apiKey, f.bob.id));
@@ -632,7 +638,7 @@ describe("hub hibernation", () => {
         }
       };
       age(`acc:${f.alice.id}`, 80_000);
-      age(`acc:${f.bob.id}`, 50_000);
+      age(`acc:${f.bob.id}`, 65_000);
     });
     await evictDurableObject(stub, { webSockets: "hibernate" });
     expect(await runDurableObjectAlarm(stub)).toBe(true);
@@ -641,5 +647,9 @@ describe("hub hibernation", () => {
     await quiet.flush();
     await fresh.flush();
     expect(fresh.log.filter((frame) => frame.type === "ping")).toEqual([]);
+    // the next sweep comes when the pinged socket will have been silent for 75 s, not a fixed period later
+    const sweepAt = await inObject(stub, (_instance, state) => state.storage.getAlarm());
+    expect(sweepAt).not.toBeNull();
+    expect(sweepAt! - Date.now()).toBeLessThanOrEqual(10_000);
   });
 });

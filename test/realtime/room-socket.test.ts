@@ -13,6 +13,7 @@ import {
   createRoom,
   createUser,
   expectRecoveryWhilePosting,
+  expectReplaySkipsWhatTheConnectionHas,
   openRoom,
   pool,
   postOk,
@@ -289,6 +290,13 @@ describe("room socket subscriptions", () => {
       { frame: JSON.stringify({ type: "subscribe", id: "m-1" }), code: "BAD_REQUEST", id: "m-1" },
       { frame: JSON.stringify({ type: "subscribe", id: "m-2", topic: 7 }), code: "BAD_REQUEST", id: "m-2" },
       { frame: JSON.stringify({ type: "unsubscribe", id: "m-3" }), code: "BAD_REQUEST", id: "m-3" },
+      // an unsubscribe names a topic of the grammar and of its own org too
+      { frame: JSON.stringify({ type: "unsubscribe", id: "u-1", topic: "x.y" }), code: "BAD_REQUEST", id: "u-1" },
+      {
+        frame: JSON.stringify({ type: "unsubscribe", id: "u-2", topic: `events.${other.orgId}.>` }),
+        code: "FORBIDDEN",
+        id: "u-2",
+      },
       { frame: JSON.stringify({ type: "message.post", id: "m-4", text: "hi" }), code: "BAD_REQUEST", id: "m-4" },
       { frame: JSON.stringify({ type: "typing", id: "m-5" }), code: "BAD_REQUEST", id: "m-5" },
       {
@@ -833,6 +841,11 @@ describe("room socket ordering and recovery", () => {
     await expectRecoveryWhilePosting(socket, f, { before: 20, racing: 40, sinceSeq: 5 });
   });
 
+  it("a sinceSeq replay skips what another subscription of the connection delivered, and fills what it missed", async () => {
+    const f = await createFixture();
+    await expectReplaySkipsWhatTheConnectionHas(await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id)), f);
+  });
+
   it("acks recovered: false for another room's conversation, a deleted one, or a wildcard topic", async () => {
     const f = await createFixture();
     const room2 = await createRoom(f.apiKey, [{ accountId: f.alice.id }, { accountId: f.bob.id }]);
@@ -976,7 +989,7 @@ describe("room socket hibernation and keep-alive", () => {
     expect(ack).toMatchObject({ type: "ack", message: { authorId: f.bob.id } });
   });
 
-  it("the alarm closes a socket silent for 80 s, pings one silent for 50 s, and spares sockets that pinged", async () => {
+  it("the alarm closes a socket silent for 80 s, pings one silent for 65 s, and spares sockets that pinged", async () => {
     const f = await createFixture();
     const carol = await createUser(f.apiKey, "Carol");
     await addParticipant(f.apiKey, f.room.id, carol.id);
@@ -1001,7 +1014,7 @@ describe("room socket hibernation and keep-alive", () => {
         }
       };
       age(`acc:${f.alice.id}`, 80_000);
-      age(`acc:${f.bob.id}`, 50_000);
+      age(`acc:${f.bob.id}`, 65_000);
       age(`acc:${carol.id}`, 80_000);
     });
     // The attachment is what a hibernated room knows of its sockets: let the room hibernate so that the alarm's
@@ -1029,7 +1042,40 @@ describe("room socket hibernation and keep-alive", () => {
     for (const socket of [quiet, pinger, fresh]) {
       expect((await socket.waitLog((frame) => frame.type === "event")).event.data.text).toBe("to the living");
     }
-    // the sweep keeps running while sockets remain
-    expect(await inObject(stub, (_instance, state) => state.storage.getAlarm())).not.toBeNull();
+    // the sweep keeps running while sockets remain, next when the pinged socket will have been silent for 75 s
+    const sweepAt = await inObject(stub, (_instance, state) => state.storage.getAlarm());
+    expect(sweepAt).not.toBeNull();
+    expect(sweepAt! - Date.now()).toBeLessThanOrEqual(10_000);
+  });
+
+  it("a socket whose token expired gets no more events and is closed with 4001", async () => {
+    const f = await createFixture();
+    const ttlSeconds = 2;
+    const listener = await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id, ttlSeconds));
+    const expiresAt = Date.now() + ttlSeconds * 1000;
+    await subscribe(listener, conversationTopic(f.orgId, f.conversation.id));
+    await postOk(f.apiKey, f.conversation.id, { text: "while valid", authorId: f.alice.id });
+    expect((await listener.waitLog((frame) => frame.type === "event")).event.data.text).toBe("while valid");
+
+    await new Promise((resolve) => setTimeout(resolve, expiresAt - Date.now() + 200));
+    // the event closes it (or the sweep did at the expiry): either way it never reaches the socket
+    await postOk(f.apiKey, f.conversation.id, { text: "after expiry", authorId: f.alice.id });
+    expect(await closedWithin(listener)).toMatchObject({ code: 4001 });
+    expect(listener.events().map((e) => e.event.data.text)).toEqual(["while valid"]);
+  });
+
+  it("a frame from a socket whose token expired closes it with 4001 and changes nothing", async () => {
+    const f = await createFixture();
+    const poster = await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id));
+    expect(await request(poster, { type: "ping", id: "before" })).toMatchObject({ type: "ack", id: "before" });
+    // the token's expiry, as the socket's state holds it, passes (the sweep would close it at its next run)
+    await inObject(roomObject(f.room.id), (instance: any) => {
+      for (const state of instance.sockets.live.values()) state.actor.expiresAt = Date.now() - 1;
+    });
+    poster.send({ type: "message.post", id: "late", conversationId: f.conversation.id, text: "too late" });
+    expect(await closedWithin(poster)).toMatchObject({ code: 4001 });
+    expect(poster.log.filter((frame) => frame.id === "late")).toEqual([]);
+    const history = await call("GET", `/v1/conversations/${f.conversation.id}/messages`, { token: f.apiKey });
+    expect(history.body.items).toEqual([]);
   });
 });
