@@ -10,12 +10,16 @@ import { readLimited } from "../lib/bytes";
 /** The largest JSON body a route reads by default. */
 export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
 
-/** zod issues as the contract's `details`. */
-export function detailsOf(error: z.ZodError): ErrorDetail[] {
-  return error.issues.map((issue) => ({
-    path: issue.path.length > 0 ? issue.path.map(String).join(".") : "(body)",
-    message: issue.message,
-  }));
+/**
+ * zod issues as the contract's `details`. A value of the wrong type gets that one issue: zod also runs a field's
+ * length checks on a value of another type (a string given for an array: "expected array", then "too big").
+ */
+export function detailsOf(error: z.ZodError, root = "(body)"): ErrorDetail[] {
+  const pathOf = (issue: z.core.$ZodIssue) => (issue.path.length > 0 ? issue.path.map(String).join(".") : root);
+  const mistyped = new Set(error.issues.filter((issue) => issue.code === "invalid_type").map(pathOf));
+  return error.issues
+    .filter((issue) => issue.code === "invalid_type" || !mistyped.has(pathOf(issue)))
+    .map((issue) => ({ path: pathOf(issue), message: issue.message }));
 }
 
 /** Parses a value with a schema, throwing the contract's 400 with details. */
@@ -46,8 +50,10 @@ export async function readJson(c: Context<AppEnv>, maxBytes = DEFAULT_MAX_BODY_B
   if (bytes.byteLength === 0) return {};
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new ApiError("BAD_REQUEST", "the body is not valid JSON");
+  } catch (error) {
+    throw new ApiError("BAD_REQUEST", "the body is not valid JSON", [
+      { path: "(body)", message: error instanceof SyntaxError ? error.message : "not valid JSON" },
+    ]);
   }
 }
 

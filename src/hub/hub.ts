@@ -209,7 +209,8 @@ export class Hub extends DurableObject<Bindings> {
     for (const event of replayed ?? []) {
       const seq = seqOf(event);
       if (seq <= last) continue;
-      if (!(had && seq >= had.from && seq <= had.to)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      if (!(had && seq >= had.from && seq <= had.to))
+        this.sockets.send(ws, { type: "event", topic: event.topic, event });
       last = seq;
     }
     for (const event of buffered) {

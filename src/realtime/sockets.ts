@@ -1,4 +1,5 @@
 import { errorBody, type ErrorCode } from "../errors";
+import { detailsOf } from "../http/validate";
 import { isTopicError, parseTopicPattern, segmentsMatch, type TopicPattern } from "../protocol/topics";
 import type { ParleyEvent } from "../protocol/events";
 import {
@@ -168,16 +169,7 @@ export class SocketRegistry {
       const known = ["subscribe", "unsubscribe", "ping", "pong", "message.post", "typing"];
       const message =
         typeof type === "string" && !known.includes(type) ? `unknown frame type '${type}'` : "invalid frame";
-      this.error(
-        ws,
-        id,
-        "BAD_REQUEST",
-        message,
-        result.error.issues.map((issue) => ({
-          path: issue.path.map(String).join(".") || "(frame)",
-          message: issue.message,
-        })),
-      );
+      this.error(ws, id, "BAD_REQUEST", message, detailsOf(result.error, "(frame)"));
       return null;
     }
     return result.data;

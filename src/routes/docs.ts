@@ -80,11 +80,12 @@ export function docsPage(specUrl: string) {
         <p>
           Machine-readable: <a href="${specUrl}"><code>${specUrl}</code></a>
         </p>
-        <main id="ops">Loading…</main>
+        <main id="ops" data-spec="${specUrl}">Loading…</main>
         <script>
           const esc = (s) =>
             String(s ?? "").replace(/[&<>"]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[ch]);
-          fetch(${JSON.stringify(specUrl)})
+          // The spec's URL comes from an attribute: a value written into a script would be HTML-escaped there.
+          fetch(document.getElementById("ops").dataset.spec)
             .then((r) => r.json())
             .then((spec) => {
               const groups = {};

@@ -1,8 +1,8 @@
-import { and, desc, eq, isNull, lt } from "drizzle-orm";
+import { and, desc, eq, inArray, isNull, lt } from "drizzle-orm";
 import { Hono, type Context } from "hono";
 import { auth, orgPrincipal } from "../auth/middleware";
-import { createDb } from "../db/client";
-import { accounts } from "../db/schema";
+import { chunks, createDb, D1_MAX_IDS, type Db } from "../db/client";
+import { accounts, rooms } from "../db/schema";
 import { notificationPreferences, notifications, pushSubscriptions } from "../db/schema-notifications";
 import type { AppEnv } from "../env";
 import { ApiError, notFound } from "../errors";
@@ -45,6 +45,22 @@ async function accountInScope(c: Context<AppEnv>): Promise<{ orgId: string; acco
     .get();
   if (!row) throw notFound("account");
   return { orgId: principal.orgId, accountId };
+}
+
+/** A 400 naming each muted room that is not a room of the org. */
+async function requireRooms(db: Db, orgId: string, roomIds: string[]): Promise<void> {
+  const found = new Set<string>();
+  for (const group of chunks([...new Set(roomIds)], D1_MAX_IDS)) {
+    const rows = await db
+      .select({ id: rooms.id })
+      .from(rooms)
+      .where(and(eq(rooms.orgId, orgId), inArray(rooms.id, group)));
+    for (const row of rows) found.add(row.id);
+  }
+  const details = roomIds.flatMap((id, index) =>
+    found.has(id) ? [] : [{ path: `mutedRoomIds.${index}`, message: "no room with this id in the org" }],
+  );
+  if (details.length > 0) throw new ApiError("BAD_REQUEST", "unknown rooms", details);
 }
 
 function toPreferences(accountId: string, row: PreferencesRow | undefined): Preferences {
@@ -154,6 +170,7 @@ export const accountNotificationRoutes = new Hono<AppEnv>()
       const { orgId, accountId } = await accountInScope(c);
       const input = c.req.valid("json");
       const db = createDb(c.env.DB);
+      if (input.mutedRoomIds) await requireRooms(db, orgId, input.mutedRoomIds);
       const current = toPreferences(
         accountId,
         await db.select().from(notificationPreferences).where(eq(notificationPreferences.accountId, accountId)).get(),

@@ -119,6 +119,19 @@ describe.skipIf(!existsSync(CHROMIUM))("the SDK in a browser", () => {
     ]);
   });
 
+  it("GET /docs renders the REST API's operations", async () => {
+    const tab = await browser.newPage();
+    const errors: string[] = [];
+    tab.on("pageerror", (error) => errors.push(String(error)));
+    await tab.goto(`${baseUrl}/docs`);
+    await tab.waitForSelector("details.op", { timeout: 10_000 });
+    const operations = await tab.$$eval("details.op summary", (nodes) => nodes.map((node) => node.textContent));
+    await tab.close();
+    expect(errors).toEqual([]);
+    expect(operations.length).toBeGreaterThan(30);
+    expect(operations).toContainEqual(expect.stringMatching(/^post\/v1\/conversations\/\{id\}\/messages/));
+  });
+
   it("reads the API's error shape across origins", async () => {
     const tab = await open();
     const error = await tab.evaluate(async (api) => {

@@ -92,6 +92,7 @@ describe("notification rules", () => {
       [rule(orgId, { topic: `events.${orgId}.conversations.conver sation.*.*` }), "topic"],
       [rule(orgId, { channels: [] }), "channels"],
       [rule(orgId, { channels: ["sms"] }), "channels.0"],
+      [rule(orgId, { channels: "email" }), "channels"],
       [rule(orgId, { channels: ["push", "push"] }), "channels"],
       [rule(orgId, { recipients: "everyone" }), "recipients"],
       [rule(orgId, { recipients: { accountIds: [stranger.id] } }), "recipients.accountIds"],
@@ -104,6 +105,12 @@ describe("notification rules", () => {
     for (const [body, path] of cases) {
       expectBadRequest(await call("POST", "/v1/notification-rules", { token: apiKey, body }), path);
     }
+    // a value of the wrong type gets that one detail (zod also checks an array's length on a string)
+    const mistyped = await call("POST", "/v1/notification-rules", {
+      token: apiKey,
+      body: rule(orgId, { channels: "email" }),
+    });
+    expect(mistyped.body.error.details).toEqual([{ path: "channels", message: expect.stringContaining("array") }]);
     expect(await countRules(orgId)).toBe(0);
     const created = await call("POST", "/v1/notification-rules", { token: apiKey, body: rule(orgId) });
     expectBadRequest(
@@ -153,7 +160,11 @@ describe("preferences", () => {
       updatedAt: null,
     });
     const token = await accountToken(apiKey, ada.id);
-    const room = "room_0123456789abcdefghjkmnpqrs";
+    const created = await call("POST", "/v1/rooms", {
+      token: apiKey,
+      body: { type: "standard", participants: [{ accountId: ada.id }] },
+    });
+    const room = created.body.id as string;
     const first = await call("PUT", path, { token, body: { channels: { email: false }, mutedRoomIds: [room, room] } });
     expect(first.status, JSON.stringify(first.body)).toBe(200);
     expect(first.body).toMatchObject({ channels: { push: true, email: false, websocket: true }, mutedRoomIds: [room] });
@@ -166,6 +177,12 @@ describe("preferences", () => {
 
     expectBadRequest(await call("PUT", path, { token, body: { channels: { sms: true } } }), "channels");
     expectBadRequest(await call("PUT", path, { token, body: { mutedRoomIds: ["conv_1"] } }), "mutedRoomIds.0");
+    // a room that is not one of the org's: another org's, or none at all
+    const elsewhere = await createOrg("Elsewhere");
+    const theirs = await call("POST", "/v1/rooms", { token: elsewhere.apiKey, body: { type: "standard" } });
+    for (const unknown of [theirs.body.id, "room_0123456789abcdefghjkmnpqrs"]) {
+      expectBadRequest(await call("PUT", path, { token, body: { mutedRoomIds: [room, unknown] } }), "mutedRoomIds.1");
+    }
     expectBadRequest(await call("PUT", path, { token, body: { channels: { push: "yes" } } }), "channels.push");
     expect((await call("GET", path, { token })).body).toEqual(second.body);
 

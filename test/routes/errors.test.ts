@@ -103,6 +103,8 @@ describe("request bodies", () => {
         body,
       });
       expectErrorShape(response, 400, "BAD_REQUEST");
+      // like every 400 of validation, it names what is wrong in `details`
+      expect((response.body as any).error.details).toEqual([{ path: "(body)", message: expect.any(String) }]);
     }
     const list = await call("GET", "/v1/accounts", { token: org.apiKey });
     expect(list.body.items).toEqual([]);
