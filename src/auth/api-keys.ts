@@ -1,5 +1,5 @@
-import { and, eq, isNull } from "drizzle-orm";
-import type { Db } from "../db/client";
+import { and, eq, inArray, isNull } from "drizzle-orm";
+import { chunks, D1_MAX_IDS, type Db } from "../db/client";
 import { apiKeys } from "../db/schema";
 import { randomToken, sha256Hex } from "../lib/crypto";
 import { newId } from "../lib/ids";
@@ -9,6 +9,19 @@ export async function createApiKey(db: Db, orgId: string, name: string | null) {
   const apiKey = `sk_${randomToken(32)}`;
   const row = { id: newId("key"), orgId, name, keyHash: await sha256Hex(apiKey), createdAt: new Date().toISOString() };
   return { row, apiKey, statement: db.insert(apiKeys).values(row) };
+}
+
+/** Of these key ids, the ones that are no longer live (revoked, or gone). */
+export async function revokedKeyIds(db: Db, keyIds: string[]): Promise<Set<string>> {
+  const revoked = new Set(keyIds);
+  for (const group of chunks(keyIds, D1_MAX_IDS)) {
+    const live = await db
+      .select({ id: apiKeys.id })
+      .from(apiKeys)
+      .where(and(inArray(apiKeys.id, group), isNull(apiKeys.revokedAt)));
+    for (const row of live) revoked.delete(row.id);
+  }
+  return revoked;
 }
 
 /** How long an isolate trusts a key it looked up; a revocation reaches other isolates within this time. */

@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
-import { chunks, D1_MAX_IDS } from "../db/client";
+import { revokedKeyIds } from "../auth/api-keys";
+import { chunks, createDb, D1_MAX_IDS } from "../db/client";
 import type { Bindings } from "../env";
 import { recoverableConversation, streamConversation, topicMatches, type TopicPattern } from "../protocol/topics";
 import type { ParleyEvent } from "../protocol/events";
@@ -137,6 +138,7 @@ export class Hub extends DurableObject<Bindings> {
   override async alarm(): Promise<void> {
     this.alarmSet = false;
     const sweepAt = this.sockets.sweep();
+    await this.sockets.closeRevokedKeys((keys) => revokedKeyIds(createDb(this.env.DB), keys));
     if (sweepAt !== null) {
       this.alarmSet = true;
       await this.ctx.storage.setAlarm(sweepAt);

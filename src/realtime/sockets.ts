@@ -20,6 +20,8 @@ export interface SocketActor {
   conversationId?: string;
   /** When the token behind the socket expires (ms since the epoch); the sweep closes the socket then, with 4001. */
   expiresAt?: number;
+  /** The API key behind the socket; the sweep checks it is still live (`closeRevokedKeys`). */
+  keyId?: string;
 }
 
 /** What survives hibernation: the socket attachment (at most 16 KiB). */
@@ -57,6 +59,8 @@ export const ACTOR_HEADER = "x-parley-actor";
 const SEEN_PERSIST_MS = 20_000;
 /** The least time between two sweeps, however soon a socket's next deadline falls. */
 const SWEEP_GAP_MS = 5_000;
+/** How often the sweep runs while API keys hold sockets: a revoked key's sockets close within this time. */
+const KEY_CHECK_MS = 30_000;
 const ATTACHMENT_BYTES = 15 * 1024;
 /** How many conversations' received ranges a connection keeps; beyond them a replay may resend (see `received`). */
 const RECEIVED_CONVERSATIONS = 256;
@@ -78,6 +82,8 @@ export class SocketRegistry {
   private readonly subscribers = new Map<string, WebSocket[]>();
   /** When the sweep must run next (the earliest ping, close or expiry it found); alarms that come sooner skip it. */
   private sweepAt = 0;
+  /** The API keys behind the sockets at the last sweep, for the object to check (`closeRevokedKeys`). */
+  private sweptKeys = new Set<string>();
 
   constructor(private readonly ctx: DurableObjectState) {
     // Client pings are answered by the runtime itself, without waking a hibernated object.
@@ -367,12 +373,14 @@ export class SocketRegistry {
   /**
    * The keep-alive sweep: a socket whose token expired is closed with 4001; one silent (no frame, no auto-answered
    * ping) for more than 75 s is closed; one silent for 60 s is sent a ping. Answers when it must run next (the
-   * earliest of the sockets' next ping, close or expiry, at least 5 s ahead), or null when no socket remains. An
-   * earlier call (another alarm of the object) does nothing and answers the same time.
+   * earliest of the sockets' next ping, close or expiry, at least 5 s ahead, and within 30 s while API keys hold
+   * sockets: their revocation is checked at each sweep), or null when no socket remains. An earlier call (another
+   * alarm of the object) does nothing and answers the same time.
    */
   sweep(now = Date.now()): number | null {
     if (now < this.sweepAt) return this.count() > 0 ? this.sweepAt : null;
     let next = Number.POSITIVE_INFINITY;
+    this.sweptKeys.clear();
     for (const ws of this.ctx.getWebSockets()) {
       const state = this.state(ws);
       const autoPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
@@ -392,9 +400,35 @@ export class SocketRegistry {
         next = Math.min(next, heard + REALTIME_LIMITS.pingAfterMs);
       }
       if (state.actor.expiresAt !== undefined) next = Math.min(next, state.actor.expiresAt);
+      if (state.actor.keyId !== undefined) {
+        this.sweptKeys.add(state.actor.keyId);
+        next = Math.min(next, now + KEY_CHECK_MS);
+      }
     }
     this.sweepAt = Number.isFinite(next) ? Math.max(next, now + SWEEP_GAP_MS) : 0;
     return Number.isFinite(next) ? this.sweepAt : null;
+  }
+
+  /**
+   * After a sweep: asks `revoked` which of the API keys behind the sockets are no longer live, and closes their
+   * sockets with 4001. A failed check is logged; the next sweep checks again.
+   */
+  async closeRevokedKeys(revoked: (keyIds: string[]) => Promise<Set<string>>): Promise<void> {
+    const keys = [...this.sweptKeys];
+    this.sweptKeys.clear();
+    if (keys.length === 0) return;
+    let gone: Set<string>;
+    try {
+      gone = await revoked(keys);
+    } catch (error) {
+      console.error("checking the sockets' API keys failed", String(error));
+      return;
+    }
+    if (gone.size === 0) return;
+    for (const ws of this.ctx.getWebSockets()) {
+      const keyId = this.state(ws).actor.keyId;
+      if (keyId !== undefined && gone.has(keyId)) this.close(ws, CLOSE_CODES.unauthorized, "API key revoked");
+    }
   }
 
   private touch(ws: WebSocket): void {

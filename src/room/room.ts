@@ -1,6 +1,8 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Bindings } from "../env";
 import { ApiError, fail, ok, type Result } from "../errors";
+import { revokedKeyIds } from "../auth/api-keys";
+import { createDb } from "../db/client";
 import { mirrorConversationsStatements, writeThrough } from "../db/mirror";
 import { createEvent, messagePostedEvent } from "../events/envelope";
 import { packBodies, type ConversationRecord, type QueueBody, type RoomRecord } from "../events/queue";
@@ -782,6 +784,7 @@ export class Room extends DurableObject<Bindings> {
     if (!this.stored) return;
     await this.outbox.drain();
     const sweepAt = this.sockets.sweep();
+    await this.sockets.closeRevokedKeys((keys) => revokedKeyIds(createDb(this.env.DB), keys));
     if (sweepAt !== null) await this.scheduleAlarm(sweepAt);
   }
 

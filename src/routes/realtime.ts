@@ -24,7 +24,9 @@ function forward(c: Context<AppEnv>, principal: OrgPrincipal): Request {
   const actor: SocketActor = {
     orgId: principal.orgId,
     kind: principal.kind,
-    ...(principal.kind !== "apiKey" ? { accountId: principal.accountId, expiresAt: principal.expiresAt } : {}),
+    ...(principal.kind !== "apiKey"
+      ? { accountId: principal.accountId, expiresAt: principal.expiresAt }
+      : { keyId: principal.keyId }),
     ...(principal.kind === "session" ? { conversationId: principal.conversationId } : {}),
   };
   const headers = new Headers(c.req.raw.headers);

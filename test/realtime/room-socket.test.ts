@@ -14,6 +14,8 @@ import {
   createUser,
   expectRecoveryWhilePosting,
   expectReplaySkipsWhatTheConnectionHas,
+  hubObject,
+  openHub,
   openRoom,
   pool,
   postOk,
@@ -1062,6 +1064,29 @@ describe("room socket hibernation and keep-alive", () => {
     await postOk(f.apiKey, f.conversation.id, { text: "after expiry", authorId: f.alice.id });
     expect(await closedWithin(listener)).toMatchObject({ code: 4001 });
     expect(listener.events().map((e) => e.event.data.text)).toEqual(["while valid"]);
+  });
+
+  it("the sweep closes the room's and the hub's sockets of a revoked API key with 4001", async () => {
+    const f = await createFixture();
+    const created = await call("POST", "/v1/api-keys", { token: f.apiKey, body: { name: "to revoke" } });
+    expect(created.status).toBe(201);
+    const [doomed, kept, doomedHub] = await Promise.all([
+      openRoom(f.room.id, created.body.apiKey),
+      openRoom(f.room.id, f.apiKey),
+      openHub(created.body.apiKey),
+    ]);
+    for (const socket of [doomed, kept, doomedHub])
+      await subscribe(socket, conversationTopic(f.orgId, f.conversation.id));
+    expect((await call("DELETE", `/v1/api-keys/${created.body.id}`, { token: f.apiKey })).status).toBe(204);
+
+    for (const stub of [roomObject(f.room.id), hubObject(f.orgId)]) {
+      await evictDurableObject(stub, { webSockets: "hibernate" }); // the next alarm sweeps
+      expect(await runDurableObjectAlarm(stub)).toBe(true);
+    }
+    expect(await closedWithin(doomed)).toMatchObject({ code: 4001, reason: "API key revoked" });
+    expect(await closedWithin(doomedHub)).toMatchObject({ code: 4001, reason: "API key revoked" });
+    await postOk(f.apiKey, f.conversation.id, { text: "still here", authorId: f.alice.id });
+    expect((await kept.waitLog((frame) => frame.type === "event")).event.data.text).toBe("still here");
   });
 
   it("a frame from a socket whose token expired closes it with 4001 and changes nothing", async () => {
