@@ -1,6 +1,7 @@
 // A real OpenAI-compatible chat completions server for tests and benchmarks, run in Node. It streams Server-Sent
 // Events the way OpenAI does. The model name picks its behaviour:
-//   any name      streams "Model reply to: <last user message>" a word at a time (`<name>@<ms>` sets the delay)
+//   any name      streams "Model reply to: <last user message>" a word at a time (`<name>@<ms>` sets the delay;
+//                 `<name>@<ms>+<first>` also waits <first> ms before the first token, as hosted models take)
 //   fail          answers 500
 //   garbage       streams events that are not JSON
 //   hang          sends one token, then nothing more
@@ -88,8 +89,11 @@ async function handle(
   const last = [...body.messages].reverse().find((m) => m.role === "user");
   const prompt = typeof last?.content === "string" ? last.content : "";
   observer.request?.(prompt, performance.now());
-  const [model, delayText] = body.model.split("@");
+  // `name@<ms between tokens>+<ms before the first token>`, both optional.
+  const [model, timing = ""] = body.model.split("@");
+  const [delayText, firstText] = timing.split("+");
   const delay = delayText ? Number(delayText) : 2;
+  const firstDelay = firstText ? Number(firstText) : 0;
   if (model === "drop-once" && !dropped.has(prompt)) {
     dropped.add(prompt);
     req.socket.destroy();
@@ -131,6 +135,7 @@ async function handle(
     send(chunk(tokens[0] ?? "…"));
     return; // never ends: the client's timeout must
   }
+  if (firstDelay > 0) await new Promise((resolve) => setTimeout(resolve, firstDelay));
   for (const [index, token] of tokens.entries()) {
     if (res.destroyed) return;
     send(chunk(token));
