@@ -17,7 +17,8 @@
 //           `message_stream` deltas to the sockets.
 // First-token latency runs from the moment the model server has written the first token (at once after reading the
 // request, unless BENCH_FIRST_TOKEN_DELAY_MS) to the moment the client has it: the same span on both paths, so
-// Parley's trigger pipeline (queue, workflow) is left out; it is shown apart (post -> first token). Tokens/s per stream: (tokens - 1) / (last token received - first token received).
+// Parley's trigger pipeline (queue, workflow) is left out; it is shown apart (post -> first token). Tokens/s per
+// stream: (tokens - 1) / (last token received - first token received).
 // Per-token delay: for every token, received by the client - written by the model server. Server CPU per stream: the
 // CPU time of wrangler dev's workerd processes over a measured Parley run, divided by its streams: the whole cost of
 // a reply (post, queue, D1, Workflow engine, room), and a figure that swings less than latency on a loaded machine.
