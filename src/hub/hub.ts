@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import { revokedKeyIds } from "../auth/api-keys";
+import { AlarmSchedule } from "../lib/alarm";
 import { chunks, createDb, D1_MAX_IDS } from "../db/client";
 import type { Bindings } from "../env";
 import { recoverableConversation, streamConversation, topicMatches, type TopicPattern } from "../protocol/topics";
@@ -9,7 +10,6 @@ import type { Participant, Room } from "../protocol/rooms";
 import { SocketRegistry, upgradeActor, type SocketActor } from "../realtime/sockets";
 import { roomIdOfConversation, roomStub } from "../room/client";
 
-const SWEEP_MS = 30_000;
 const RECENT_EVENTS = 2_000;
 const MEMBERSHIP_LOG_MS = 60_000;
 /** How many rooms the hub remembers having told that nobody listens; past it, rooms are told nothing and publish. */
@@ -34,6 +34,7 @@ interface MembershipChange {
  */
 export class Hub extends DurableObject<Bindings> {
   private readonly sockets: SocketRegistry;
+  private readonly alarms: AlarmSchedule;
   /** The rooms of each account holding a socket, loaded from D1 on first need and kept current by room events. */
   private readonly memberships = new Map<string, Set<string>>();
   /** Recent membership changes, replayed onto a fresh load so a change racing the load is never lost. */
@@ -43,13 +44,13 @@ export class Hub extends DurableObject<Bindings> {
   /** Per socket and conversation: events buffered while a `sinceSeq` replay is fetched, then the last seq sent. */
   private readonly recovering = new Map<WebSocket, Map<string, ParleyEvent[]>>();
   private readonly floors = new Map<WebSocket, Map<string, number>>();
-  private alarmSet = false;
   /** The rooms told that no socket listens here, and the epoch; loaded from storage on first need. */
   private quiet: { rooms: Set<string>; epoch: number } | null = null;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
     this.sockets = new SocketRegistry(ctx);
+    this.alarms = new AlarmSchedule(ctx.storage);
   }
 
   /** Accepts an org socket; the Worker authenticated it before it forwarded the upgrade. */
@@ -58,13 +59,7 @@ export class Hub extends DurableObject<Bindings> {
     if (actor instanceof Response) return actor;
     if (actor.kind === "account" && actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
     const response = this.sockets.accept(actor, actor.accountId ? [`acc:${actor.accountId}`] : []);
-    if (!this.alarmSet) {
-      // An alarm set before the object hibernated may be sooner (a silent socket's close): it stays.
-      this.alarmSet = true;
-      const at = Date.now() + SWEEP_MS;
-      const current = await this.ctx.storage.getAlarm();
-      if (current === null || current > at) await this.ctx.storage.setAlarm(at);
-    }
+    await this.alarms.noLaterThan(this.sockets.firstSweep(actor));
     // After the accept (so a publish meanwhile is delivered, not answered quiet), before the socket can subscribe.
     await this.wakeQuietRooms();
     return response;
@@ -136,13 +131,10 @@ export class Hub extends DurableObject<Bindings> {
 
   /** Sweeps idle sockets; runs while any socket is open. */
   override async alarm(): Promise<void> {
-    this.alarmSet = false;
+    this.alarms.fired();
     const sweepAt = this.sockets.sweep();
     await this.sockets.closeRevokedKeys((keys) => revokedKeyIds(createDb(this.env.DB), keys));
-    if (sweepAt !== null) {
-      this.alarmSet = true;
-      await this.ctx.storage.setAlarm(sweepAt);
-    }
+    if (sweepAt !== null) await this.alarms.noLaterThan(sweepAt);
   }
 
   /** Handles one client frame; never throws: failures become error frames. */

@@ -59,6 +59,8 @@ export const ACTOR_HEADER = "x-parley-actor";
 const SEEN_PERSIST_MS = 20_000;
 /** The least time between two sweeps, however soon a socket's next deadline falls. */
 const SWEEP_GAP_MS = 5_000;
+/** The longest a new socket waits for its first sweep. */
+const FIRST_SWEEP_MS = 30_000;
 /** How often the sweep runs while API keys hold sockets: a revoked key's sockets close within this time. */
 const KEY_CHECK_MS = 30_000;
 const ATTACHMENT_BYTES = 15 * 1024;
@@ -96,6 +98,8 @@ export class SocketRegistry {
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server, tags);
     const now = Date.now();
+    // A token that expires before the next sweep brings the sweep forward (the object's alarm: `firstSweep`).
+    if (actor.expiresAt !== undefined && this.sweepAt > actor.expiresAt) this.sweepAt = actor.expiresAt;
     server.serializeAttachment({ actor, subs: [], seen: now } satisfies Attachment);
     this.live.set(server, {
       actor,
@@ -107,6 +111,11 @@ export class SocketRegistry {
       received: new Map(),
     });
     return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** When the object's alarm must sweep after accepting a socket for `actor`: within 30 s, or at its token's expiry. */
+  firstSweep(actor: SocketActor, now = Date.now()): number {
+    return Math.min(now + FIRST_SWEEP_MS, actor.expiresAt ?? Number.POSITIVE_INFINITY);
   }
 
   /** Every accepted socket, with its state. */

@@ -9,6 +9,7 @@ import { packBodies, type ConversationRecord, type QueueBody, type RoomRecord } 
 import { buildPrompt, HISTORY_MESSAGES } from "../assistant/prompt";
 import { pumpModel } from "../assistant/pump";
 import type { ReplyOutcome, ReplyRequest } from "../assistant/reply";
+import { AlarmSchedule } from "../lib/alarm";
 import { newId } from "../lib/ids";
 import { Pace } from "../lib/pace";
 import type { AccountType } from "../protocol/accounts";
@@ -79,7 +80,6 @@ export interface PostResult {
 
 const MANAGERS: ReadonlySet<string> = new Set(["owner", "admin"]);
 const BACKSTOP_MS = 2_000;
-const SWEEP_MS = 30_000;
 /** The most subscribers a post is sent to before it is written (see `postMessage`). */
 const SEND_FIRST_SOCKETS = 256;
 /**
@@ -119,6 +119,7 @@ const ACTIVITY_EVERY_MS = 1_000;
 export class Room extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
   private readonly sockets: SocketRegistry;
+  private readonly alarms: AlarmSchedule;
   private readonly outbox: Outbox;
   /** Whether this object holds a room's storage (false for an id no room was ever created with). */
   private stored: boolean;
@@ -159,6 +160,7 @@ export class Room extends DurableObject<Bindings> {
     this.stored = hasRoomStorage(this.sql);
     if (this.stored) migrateRoom(ctx.storage);
     this.sockets = new SocketRegistry(ctx);
+    this.alarms = new AlarmSchedule(ctx.storage);
     this.streams = new StreamLog(this.sql);
     const retry = (delay: number) => this.scheduleAlarm(Date.now() + delay);
     this.outbox = new Outbox(
@@ -780,7 +782,7 @@ export class Room extends DurableObject<Bindings> {
 
   /** The alarm: drains what the outbox still holds and sweeps idle sockets, then plans the next run. */
   override async alarm(): Promise<void> {
-    this.alarmAt = Number.POSITIVE_INFINITY; // this alarm has fired; none is pending until one is set again
+    this.alarms.fired();
     if (!this.stored) return;
     await this.outbox.drain();
     const sweepAt = this.sockets.sweep();
@@ -811,7 +813,7 @@ export class Room extends DurableObject<Bindings> {
       ...(actor.conversationId ? [`conv:${actor.conversationId}`] : []),
     ];
     const response = this.sockets.accept(actor, tags);
-    await this.scheduleAlarm(Date.now() + SWEEP_MS);
+    await this.scheduleAlarm(this.sockets.firstSweep(actor));
     return response;
   }
 
@@ -1259,17 +1261,9 @@ export class Room extends DurableObject<Bindings> {
     return this.hubRpc;
   }
 
-  private alarmAt: number | null = null;
-
   /** Makes sure the alarm runs no later than `at`. */
-  private async scheduleAlarm(at: number): Promise<void> {
-    if (this.alarmAt === null) {
-      const current = await this.ctx.storage.getAlarm();
-      this.alarmAt ??= current ?? Number.POSITIVE_INFINITY;
-    }
-    if (this.alarmAt > Date.now() && this.alarmAt <= at) return;
-    this.alarmAt = at;
-    await this.ctx.storage.setAlarm(at);
+  private scheduleAlarm(at: number): Promise<void> {
+    return this.alarms.noLaterThan(at);
   }
 }
 

@@ -1053,8 +1053,14 @@ describe("room socket hibernation and keep-alive", () => {
   it("a socket whose token expired gets no more events and is closed with 4001", async () => {
     const f = await createFixture();
     const ttlSeconds = 2;
-    const listener = await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id, ttlSeconds));
+    const [listener, idle] = await Promise.all(
+      [0, 1].map(async () => openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id, ttlSeconds))),
+    );
     const expiresAt = Date.now() + ttlSeconds * 1000;
+    // the room's alarm comes at the tokens' expiry, not a fixed period after the sockets arrived
+    const alarm = await inObject(roomObject(f.room.id), (_instance, state) => state.storage.getAlarm());
+    expect(alarm).not.toBeNull();
+    expect(alarm!).toBeLessThanOrEqual(expiresAt);
     await subscribe(listener, conversationTopic(f.orgId, f.conversation.id));
     await postOk(f.apiKey, f.conversation.id, { text: "while valid", authorId: f.alice.id });
     expect((await listener.waitLog((frame) => frame.type === "event")).event.data.text).toBe("while valid");
@@ -1064,6 +1070,8 @@ describe("room socket hibernation and keep-alive", () => {
     await postOk(f.apiKey, f.conversation.id, { text: "after expiry", authorId: f.alice.id });
     expect(await closedWithin(listener)).toMatchObject({ code: 4001 });
     expect(listener.events().map((e) => e.event.data.text)).toEqual(["while valid"]);
+    // a socket that neither sends nor is sent anything is closed by the sweep
+    expect(await closedWithin(idle)).toMatchObject({ code: 4001, reason: "token expired" });
   });
 
   it("the sweep closes the room's and the hub's sockets of a revoked API key with 4001", async () => {
