@@ -132,8 +132,7 @@ export class Hub extends DurableObject<Bindings> {
   /** Sweeps idle sockets; runs while any socket is open. */
   override async alarm(): Promise<void> {
     this.alarms.fired();
-    const sweepAt = this.sockets.sweep();
-    await this.sockets.closeRevokedKeys((keys) => revokedKeyIds(createDb(this.env.DB), keys));
+    const sweepAt = await this.sockets.sweep((keys) => revokedKeyIds(createDb(this.env.DB), keys));
     if (sweepAt !== null) await this.alarms.noLaterThan(sweepAt);
   }
 
@@ -181,7 +180,7 @@ export class Hub extends DurableObject<Bindings> {
     const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
     if (!conversationId || !roomId) return this.sockets.ackSubscribe(ws, frame, false);
     // What another subscription of this connection already delivered is not sent again; what arrives meanwhile is held.
-    const had = this.sockets.received(ws, conversationId);
+    const had = this.sockets.hadAlready(ws, conversationId);
     const buffers = this.recovering.get(ws) ?? new Map<string, ParleyEvent[]>();
     this.recovering.set(ws, buffers);
     buffers.set(conversationId, []);
@@ -203,8 +202,7 @@ export class Hub extends DurableObject<Bindings> {
     for (const event of replayed ?? []) {
       const seq = seqOf(event);
       if (seq <= last) continue;
-      if (!(had && seq >= had.from && seq <= had.to))
-        this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      if (!had(seq)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
       last = seq;
     }
     for (const event of buffered) {

@@ -20,7 +20,7 @@ export interface SocketActor {
   conversationId?: string;
   /** When the token behind the socket expires (ms since the epoch); the sweep closes the socket then, with 4001. */
   expiresAt?: number;
-  /** The API key behind the socket; the sweep checks it is still live (`closeRevokedKeys`). */
+  /** The API key behind the socket; the sweep checks it is still live. */
   keyId?: string;
 }
 
@@ -49,7 +49,7 @@ export interface LiveSocket {
 }
 
 /** Every seq from `from` to `to`, both included. */
-export interface SeqRange {
+interface SeqRange {
   from: number;
   to: number;
 }
@@ -84,8 +84,6 @@ export class SocketRegistry {
   private readonly subscribers = new Map<string, WebSocket[]>();
   /** When the sweep must run next (the earliest ping, close or expiry it found); alarms that come sooner skip it. */
   private sweepAt = 0;
-  /** The API keys behind the sockets at the last sweep, for the object to check (`closeRevokedKeys`). */
-  private sweptKeys = new Set<string>();
 
   constructor(private readonly ctx: DurableObjectState) {
     // Client pings are answered by the runtime itself, without waking a hibernated object.
@@ -338,10 +336,15 @@ export class SocketRegistry {
     });
   }
 
-  /** The messages of a conversation the connection already has (see `LiveSocket.received`). */
-  received(ws: WebSocket, conversationId: string): SeqRange | undefined {
+  /**
+   * Whether the connection already has a message of a conversation (see `LiveSocket.received`), as of this call: a
+   * replay asks it of each message before it sends it.
+   */
+  hadAlready(ws: WebSocket, conversationId: string): (seq: number) => boolean {
     const range = this.state(ws).received.get(conversationId);
-    return range && { ...range };
+    if (!range) return () => false;
+    const { from, to } = range;
+    return (seq) => seq >= from && seq <= to;
   }
 
   /** Records that a replay gave the connection every message of a conversation from `from` to `to`. */
@@ -383,13 +386,13 @@ export class SocketRegistry {
    * The keep-alive sweep: a socket whose token expired is closed with 4001; one silent (no frame, no auto-answered
    * ping) for more than 75 s is closed; one silent for 60 s is sent a ping. Answers when it must run next (the
    * earliest of the sockets' next ping, close or expiry, at least 5 s ahead, and within 30 s while API keys hold
-   * sockets: their revocation is checked at each sweep), or null when no socket remains. An earlier call (another
-   * alarm of the object) does nothing and answers the same time.
+   * sockets: `revoked` answers which of their keys are no longer live, and their sockets are closed with 4001), or
+   * null when no socket remains. An earlier call (another alarm of the object) does nothing and answers the same time.
    */
-  sweep(now = Date.now()): number | null {
+  async sweep(revoked: (keyIds: string[]) => Promise<Set<string>>, now = Date.now()): Promise<number | null> {
     if (now < this.sweepAt) return this.count() > 0 ? this.sweepAt : null;
     let next = Number.POSITIVE_INFINITY;
-    this.sweptKeys.clear();
+    const keys = new Set<string>();
     for (const ws of this.ctx.getWebSockets()) {
       const state = this.state(ws);
       const autoPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
@@ -410,22 +413,17 @@ export class SocketRegistry {
       }
       if (state.actor.expiresAt !== undefined) next = Math.min(next, state.actor.expiresAt);
       if (state.actor.keyId !== undefined) {
-        this.sweptKeys.add(state.actor.keyId);
+        keys.add(state.actor.keyId);
         next = Math.min(next, now + KEY_CHECK_MS);
       }
     }
     this.sweepAt = Number.isFinite(next) ? Math.max(next, now + SWEEP_GAP_MS) : 0;
+    if (keys.size > 0) await this.closeRevokedKeys([...keys], revoked);
     return Number.isFinite(next) ? this.sweepAt : null;
   }
 
-  /**
-   * After a sweep: asks `revoked` which of the API keys behind the sockets are no longer live, and closes their
-   * sockets with 4001. A failed check is logged; the next sweep checks again.
-   */
-  async closeRevokedKeys(revoked: (keyIds: string[]) => Promise<Set<string>>): Promise<void> {
-    const keys = [...this.sweptKeys];
-    this.sweptKeys.clear();
-    if (keys.length === 0) return;
+  /** Closes the sockets of the keys `revoked` answers are no longer live; a failed check waits for the next sweep. */
+  private async closeRevokedKeys(keys: string[], revoked: (keyIds: string[]) => Promise<Set<string>>): Promise<void> {
     let gone: Set<string>;
     try {
       gone = await revoked(keys);

@@ -162,7 +162,7 @@ export class Room extends DurableObject<Bindings> {
     this.sockets = new SocketRegistry(ctx);
     this.alarms = new AlarmSchedule(ctx.storage);
     this.streams = new StreamLog(this.sql);
-    const retry = (delay: number) => this.scheduleAlarm(Date.now() + delay);
+    const retry = (delay: number) => this.alarms.noLaterThan(Date.now() + delay);
     this.outbox = new Outbox(
       this.sql,
       { queue: (bodies) => this.sendToQueue(bodies), hub: (bodies) => this.publishToHub(bodies) },
@@ -785,9 +785,8 @@ export class Room extends DurableObject<Bindings> {
     this.alarms.fired();
     if (!this.stored) return;
     await this.outbox.drain();
-    const sweepAt = this.sockets.sweep();
-    await this.sockets.closeRevokedKeys((keys) => revokedKeyIds(createDb(this.env.DB), keys));
-    if (sweepAt !== null) await this.scheduleAlarm(sweepAt);
+    const sweepAt = await this.sockets.sweep((keys) => revokedKeyIds(createDb(this.env.DB), keys));
+    if (sweepAt !== null) await this.alarms.noLaterThan(sweepAt);
   }
 
   /** The number of events not yet handed to the queue and the hub (for tests and health checks). */
@@ -813,7 +812,7 @@ export class Room extends DurableObject<Bindings> {
       ...(actor.conversationId ? [`conv:${actor.conversationId}`] : []),
     ];
     const response = this.sockets.accept(actor, tags);
-    await this.scheduleAlarm(this.sockets.firstSweep(actor));
+    await this.alarms.noLaterThan(this.sockets.firstSweep(actor));
     return response;
   }
 
@@ -859,11 +858,9 @@ export class Room extends DurableObject<Bindings> {
     this.sockets.ackSubscribe(ws, frame, events !== null, lastSeq);
     if (events === null) return;
     // What another subscription of this connection already delivered is not sent again.
-    const had = this.sockets.received(ws, conversationId!);
+    const had = this.sockets.hadAlready(ws, conversationId!);
     for (const event of events) {
-      const seq = (event.data as Message).seq;
-      if (had && seq >= had.from && seq <= had.to) continue;
-      this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      if (!had((event.data as Message).seq)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
     }
     this.sockets.replayed(ws, conversationId!, frame.sinceSeq + 1, lastSeq!);
   }
@@ -1203,7 +1200,7 @@ export class Room extends DurableObject<Bindings> {
     const triggers = this.triggers;
     this.triggers = [];
     // The alarm is the backstop: if this object stops before the drains finish, the alarm drains on restart.
-    void this.scheduleAlarm(Date.now() + BACKSTOP_MS);
+    void this.alarms.noLaterThan(Date.now() + BACKSTOP_MS);
     this.ctx.waitUntil(this.outbox.drain());
     if (triggers.length > 0) this.ctx.waitUntil(this.startFlows(triggers));
     return result;
@@ -1259,11 +1256,6 @@ export class Room extends DurableObject<Bindings> {
   private hub(orgId: string): HubRpc {
     this.hubRpc ??= hubStub(this.env, orgId);
     return this.hubRpc;
-  }
-
-  /** Makes sure the alarm runs no later than `at`. */
-  private scheduleAlarm(at: number): Promise<void> {
-    return this.alarms.noLaterThan(at);
   }
 }
 

@@ -18,6 +18,11 @@ import type { ParleyEvent } from "../../src/protocol/events";
 import { runStep } from "../../src/flows/steps";
 import { agentRoom, historyOf, newConversation, runsOf, say, streamEvents } from "./helpers";
 
+/** The Workflow instance of a (conversation, agent) flow's generation, for introspection. */
+function flowInstance(conversationId: string, agentId: string, generation = 0) {
+  return introspectWorkflowInstance(env.FLOWS, instanceId({ conversationId, agentId, generation }));
+}
+
 describe("the flow engine", () => {
   it("answers a burst of messages one run at a time, in the order they were posted", async () => {
     const { apiKey, user, bot, conversationId, socket } = await agentRoom();
@@ -213,10 +218,7 @@ describe("the flow engine", () => {
     const { apiKey, user, bot, conversationId, socket } = await agentRoom({
       flow: { onMessage: [{ type: "reply", text: "ack" }] },
     });
-    await using instance = await introspectWorkflowInstance(
-      env.FLOWS,
-      instanceId({ conversationId, agentId: bot.id, generation: 0 }),
-    );
+    await using instance = await flowInstance(conversationId, bot.id);
     const first = await say(apiKey, conversationId, user.id, "one");
     const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
     // A one-step run is one step: its take runs the step and ends the run.
@@ -245,10 +247,7 @@ describe("the flow engine", () => {
     await env.DB.prepare("UPDATE flow_instances SET generation = 1 WHERE conversation_id = ? AND agent_id = ?")
       .bind(conversationId, bot.id)
       .run();
-    await using next = await introspectWorkflowInstance(
-      env.FLOWS,
-      instanceId({ conversationId, agentId: bot.id, generation: 1 }),
-    );
+    await using next = await flowInstance(conversationId, bot.id, 1);
     await say(apiKey, conversationId, user.id, "two");
     const runs = await runsOf(apiKey, conversationId, (r) => r.length === 2 && r[1].status === "completed");
     expect(await next.waitForStepResult({ name: "take 0" })).toMatchObject({ id: runs[1].id, ended: true });
@@ -259,10 +258,7 @@ describe("the flow engine", () => {
     const { apiKey, user, bot, conversationId, socket } = await agentRoom({
       flow: { onMessage: [{ type: "reply", text: "ack" }] },
     });
-    await using instance = await introspectWorkflowInstance(
-      env.FLOWS,
-      instanceId({ conversationId, agentId: bot.id, generation: 0 }),
-    );
+    await using instance = await flowInstance(conversationId, bot.id);
     await instance.modify(async (m) => {
       await m.disableRetryDelays([{ name: "take 0" }]);
       await m.mockStepError({ name: "take 0" }, new Error("D1 hiccup"));
