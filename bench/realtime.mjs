@@ -88,6 +88,8 @@ const KEEP = process.env.BENCH_KEEP === "1";
 // BENCH_PROFILE_RATE=<msgs/s>: after Parley's latency run in each room size, one more run at that rate (untimed) while
 // its worker is CPU-profiled through the inspector; the summary goes to the JSON and the raw profile beside it.
 const PROFILE_RATE = intEnv("BENCH_PROFILE_RATE", 0);
+// BENCH_PROFILE_SERVERS: which servers the profiled run profiles (default parley; e.g. floor,parley to compare).
+const PROFILE_SERVERS = (process.env.BENCH_PROFILE_SERVERS ?? "parley").split(",").map((s) => s.trim());
 const DEFLATE = process.env.BENCH_DEFLATE === "1";
 const IN_PLACE = process.env.BENCH_IN_PLACE === "1";
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL || null;
@@ -835,7 +837,7 @@ function pooled(steps) {
   return stats;
 }
 
-/** One run at BENCH_PROFILE_RATE while Parley's worker is CPU-profiled; answers the profile's summary. */
+/** One run at BENCH_PROFILE_RATE while a server's worker is CPU-profiled; answers the profile's summary. */
 async function profiledRun(group) {
   const label = `${group.target.name} ${group.size} members`;
   const rate = clampRate(PROFILE_RATE);
@@ -1158,7 +1160,7 @@ async function main() {
       results.servers[group.target.name].sizes[size].latency = stats;
     for (const group of groups) {
       const entry = results.servers[group.target.name].sizes[size];
-      if (PROFILE_RATE > 0 && group.target.name === "parley") entry.profile = await profiledRun(group);
+      if (PROFILE_RATE > 0 && PROFILE_SERVERS.includes(group.target.name)) entry.profile = await profiledRun(group);
       if (CONFIG.ceiling) {
         await settle(...allServers);
         entry.ceiling = await ceilingSearch(group);
