@@ -10,6 +10,7 @@ import { MESSAGE_LIMITS } from "../protocol/messages";
 import { roomStub } from "../room/client";
 import type { FlowParams } from "./instances";
 import { readLimited } from "../lib/bytes";
+import { parseClientJson } from "../lib/json";
 
 /** What a step needs of its run. */
 export interface StepRun {
@@ -156,12 +157,19 @@ async function callWebhook(url: string, event: ParleyEvent, flow: FlowParams, ru
   if (text.trim() === "") return null;
   let body: unknown;
   try {
-    body = JSON.parse(text);
+    body = parseClientJson(text);
   } catch {
     throw new StepError("webhook answer is not JSON");
   }
   const answer = WebhookAnswerSchema.safeParse(body);
-  if (!answer.success) throw new StepError("webhook answer must be a JSON object with a non-empty string `text`");
+  if (!answer.success) {
+    const tooLong = answer.error.issues.some((issue) => issue.code === "too_big");
+    throw new StepError(
+      tooLong
+        ? `webhook answer's \`text\` is longer than a message may be (${MESSAGE_LIMITS.textChars} characters)`
+        : "webhook answer must be a JSON object with a non-empty string `text`",
+    );
+  }
   return answer.data.text;
 }
 

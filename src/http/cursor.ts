@@ -1,4 +1,5 @@
 import { ApiError } from "../errors";
+import { idPattern, type IdPrefix } from "../lib/ids";
 
 /** Encodes a keyset position (sort value and id) as an opaque cursor. */
 export function encodeCursor(sortValue: string, id: string): string {
@@ -8,18 +9,26 @@ export function encodeCursor(sortValue: string, id: string): string {
     .replace(/=+$/, "");
 }
 
-/** Decodes a cursor made by `encodeCursor`; anything else is a 400. */
-export function decodeCursor(cursor: string): [string, string] {
+/**
+ * Decodes a cursor made by `encodeCursor` for a list of `prefix` ids; anything else, a cursor of another list among
+ * them, is a 400.
+ */
+export function decodeCursor(cursor: string, prefix: IdPrefix): [string, string] {
   try {
     const value = JSON.parse(atob(cursor.replace(/-/g, "+").replace(/_/g, "/")));
-    if (Array.isArray(value) && value.length === 2 && value.every((v) => typeof v === "string")) {
+    if (
+      Array.isArray(value) &&
+      value.length === 2 &&
+      value.every((v) => typeof v === "string") &&
+      idPattern(prefix).test(value[1])
+    ) {
       return value as [string, string];
     }
   } catch {
     // fall through to the error below
   }
   throw new ApiError("BAD_REQUEST", "invalid cursor", [
-    { path: "cursor", message: "must be a nextCursor from a previous page" },
+    { path: "cursor", message: "must be a nextCursor from a previous page of this list" },
   ]);
 }
 

@@ -6,9 +6,10 @@ import { idSchema } from "../protocol/common";
 import type { IdPrefix } from "../lib/ids";
 import { attachDoc } from "./openapi";
 import { readLimited } from "../lib/bytes";
+import { parseClientJson } from "../lib/json";
 
 /** The largest JSON body a route reads by default. */
-export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
+export const DEFAULT_MAX_BODY_BYTES = 512 * 1024;
 
 /**
  * zod issues as the contract's `details`. A value of the wrong type gets that one issue: zod also runs a field's
@@ -49,7 +50,7 @@ export async function readJson(c: Context<AppEnv>, maxBytes = DEFAULT_MAX_BODY_B
   );
   if (bytes.byteLength === 0) return {};
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    return parseClientJson(new TextDecoder().decode(bytes));
   } catch (error) {
     throw new ApiError("BAD_REQUEST", "the body is not valid JSON", [
       { path: "(body)", message: error instanceof SyntaxError ? error.message : "not valid JSON" },

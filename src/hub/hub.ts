@@ -242,6 +242,8 @@ export class Hub extends DurableObject<Bindings> {
   /** Whether a principal may see an event: the contract's rule, applied to every event whatever the wildcard. */
   private visible(actor: SocketActor, event: ParleyEvent, roomId: string | null): boolean {
     if (actor.kind === "apiKey") return true;
+    // Flow runs are the operators' (as `GET /v1/flow-runs`, API keys only): their errors carry the provider's words.
+    if (event.source === "flows") return false;
     if (event.source === "notifications") return actor.kind === "account" && event.resourceId === actor.accountId;
     if (actor.kind === "session") {
       return event.resourceId === actor.conversationId || conversationOf(event) === actor.conversationId;

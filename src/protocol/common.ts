@@ -5,10 +5,49 @@ import { idPattern, type IdPrefix } from "../lib/ids";
 export const idSchema = (prefix: IdPrefix) =>
   z.string().regex(idPattern(prefix), { message: `must be an id starting with ${prefix}_` });
 
+/** How many levels of objects and arrays a client's free-form JSON (`meta`, a message's `data`) may nest. */
+export const JSON_DEPTH_LIMIT = 64;
+
+/**
+ * A client's free-form JSON object: at most `maxBytes` serialised and `JSON_DEPTH_LIMIT` levels deep (deeper values
+ * cannot be passed between the Worker and the room objects). It is passed on as parsed rather than copied, so a key
+ * such as `__proto__` stays an ordinary key: a copy assigns it, which sets the copy's prototype instead.
+ */
+export const jsonObjectSchema = (maxBytes: number, size = `${maxBytes} bytes`) =>
+  z
+    .custom<Record<string, unknown>>(isJsonObject, {
+      error: (issue) => `Invalid input: expected object, received ${kindOf(issue.input)}`,
+    })
+    .superRefine((value, ctx) => {
+      if (!isJsonObject(value)) return;
+      if (deeperThan(value, JSON_DEPTH_LIMIT)) {
+        ctx.addIssue({ code: "custom", message: `must nest at most ${JSON_DEPTH_LIMIT} levels of objects and arrays` });
+      } else if (jsonSize(value) > maxBytes) {
+        ctx.addIssue({ code: "custom", message: `must be at most ${size} as JSON` });
+      }
+    })
+    .meta({ type: "object", additionalProperties: {} });
+
 /** Free-form JSON object metadata, at most 16 KiB serialised. */
-export const metaSchema = z
-  .record(z.string(), z.unknown())
-  .refine((value) => jsonSize(value) <= 16 * 1024, { message: "must be at most 16 KiB as JSON" });
+export const metaSchema = jsonObjectSchema(16 * 1024, "16 KiB");
+
+function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function kindOf(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
+}
+
+/** Whether objects and arrays nest more than `levels` deep in a value (the value itself is the first level). */
+function deeperThan(value: unknown, levels: number): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (levels === 0) return true;
+  for (const item of Array.isArray(value) ? value : Object.values(value)) {
+    if (deeperThan(item, levels - 1)) return true;
+  }
+  return false;
+}
 
 /** ISO-8601 UTC timestamp. */
 export const timestampSchema = z.string().meta({ format: "date-time", example: "2026-11-21T12:00:00.000Z" });

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { idSchema, jsonSize, pageQuerySchema, queryNumber, timestampSchema } from "./common";
+import { idSchema, jsonObjectSchema, pageQuerySchema, queryNumber, timestampSchema } from "./common";
 
 /** Limits of one message. */
 export const MESSAGE_LIMITS = {
@@ -12,12 +12,7 @@ export const MESSAGE_LIMITS = {
 /** The fields of a message post, shared by REST and the room socket's `message.post` frame. */
 export const MessageInputShape = {
   text: z.string().min(1).max(MESSAGE_LIMITS.textChars).optional(),
-  data: z
-    .record(z.string(), z.unknown())
-    .refine((value) => jsonSize(value) <= MESSAGE_LIMITS.dataBytes, {
-      message: `must be at most ${MESSAGE_LIMITS.dataBytes} bytes as JSON`,
-    })
-    .optional(),
+  data: jsonObjectSchema(MESSAGE_LIMITS.dataBytes).optional(),
   attachmentIds: z.array(idSchema("att")).min(1).max(MESSAGE_LIMITS.attachments).optional(),
   clientMessageId: z.string().min(1).max(MESSAGE_LIMITS.clientMessageIdChars).optional(),
   authorId: idSchema("acc").optional(),

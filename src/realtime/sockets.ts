@@ -2,6 +2,7 @@ import { errorBody, type ErrorCode } from "../errors";
 import { detailsOf } from "../http/validate";
 import { isTopicError, parseTopicPattern, segmentsMatch, type TopicPattern } from "../protocol/topics";
 import type { ParleyEvent } from "../protocol/events";
+import { parseClientJson } from "../lib/json";
 import {
   CLOSE_CODES,
   parseClientFrame,
@@ -170,7 +171,7 @@ export class SocketRegistry {
     }
     let json: unknown;
     try {
-      json = JSON.parse(message);
+      json = parseClientJson(message);
     } catch {
       this.error(ws, undefined, "BAD_REQUEST", "the frame is not valid JSON");
       return null;

@@ -14,6 +14,7 @@ export type RoomRpc = Pick<
   | "addParticipant"
   | "updateParticipant"
   | "removeParticipant"
+  | "removeDeletedAccount"
   | "createConversation"
   | "getConversation"
   | "updateConversation"

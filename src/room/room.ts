@@ -283,14 +283,29 @@ export class Room extends DurableObject<Bindings> {
     if (access.value.type === "dm") return fail("ROOM_IMMUTABLE", "the participants of a dm room never change");
     const current = this.participant(accountId);
     if (!current) return fail("NOT_FOUND", "participant not found");
+    return ok({ record: this.dropParticipant(current, "no longer a participant of this room") });
+  }
+
+  /**
+   * Takes a deleted account out of the room, a DM too (its other participants keep the room and its history; the DM's
+   * set can no longer be named, as the account is gone): nobody can post as it or open a session for it any more.
+   * Answers the room's record, or null when the account was not a participant.
+   */
+  async removeDeletedAccount(accountId: string): Promise<RoomRecord | null> {
+    const current = this.roomRow() ? this.participant(accountId) : undefined;
+    return current ? this.dropParticipant(current, "the account was deleted") : null;
+  }
+
+  /** Removes a participant, with its `participant_removed` event, and closes its sockets. */
+  private dropParticipant(current: ParticipantRow, reason: string): RoomRecord {
     this.commit(() => {
-      this.sql.exec("DELETE FROM participants WHERE account_id = ?", accountId);
+      this.sql.exec("DELETE FROM participants WHERE account_id = ?", current.account_id);
       this.bumpVersion();
       const record = this.roomRecord(this.roomRow()!);
       this.enqueue(roomEvent(record, "participant_removed", toParticipant(current)), { room: record });
     });
-    this.closeSockets(`acc:${accountId}`, "no longer a participant of this room");
-    return ok({ record: this.roomRecord(this.roomRow()!) });
+    this.closeSockets(`acc:${current.account_id}`, reason);
+    return this.roomRecord(this.roomRow()!);
   }
 
   /** Starts a conversation in the room (API keys and participants who may post). */
@@ -514,8 +529,10 @@ export class Room extends DurableObject<Bindings> {
     // The stream's clients get the error; the run (read by the org's operators) also gets the provider's words.
     const closed = await this.closeStream(streamId, error);
     if (detail) console.warn("model failed", { streamId, model: request.model, error, detail });
-    const failure = error && detail ? `${error}: ${detail}` : error;
-    return closed.ok ? ok({ message: closed.value.message, ...(failure ? { error: failure } : {}) }) : closed;
+    if (!closed.ok) return closed;
+    // A stream the close itself ended with an error (no text, the agent gone) fails the run as well.
+    const failure = error ? (detail ? `${error}: ${detail}` : error) : closed.value.error;
+    return ok({ message: closed.value.message, ...(failure ? { error: failure } : {}) });
   }
 
   /** Sends a stream's next delta to the sockets and the hub, then stores it; answers the delta's index. */
@@ -539,7 +556,7 @@ export class Room extends DurableObject<Bindings> {
    * with the final `done` event; with an error, only the `done` event carrying it. Both go through the outbox once
    * the deltas before them reached the hub, so they follow every delta and precede anything posted later.
    */
-  async closeStream(streamId: string, error?: string): Promise<Result<{ message: Message | null }>> {
+  async closeStream(streamId: string, error?: string): Promise<Result<{ message: Message | null; error?: string }>> {
     await this.ephemeralFlushed();
     const state = this.streams.get(streamId);
     if (!state) return fail("NOT_FOUND", "no open stream with this id");
@@ -569,7 +586,7 @@ export class Room extends DurableObject<Bindings> {
       return this.writeMessages([{ draft, delivered: false }])[0];
     });
     if (result) this.markActivity(result.conversation);
-    return ok({ message: result?.message ?? posted ?? null });
+    return ok({ message: result?.message ?? posted ?? null, ...(failure ? { error: failure } : {}) });
   }
 
   /** The `message_stream` event of a stream. */

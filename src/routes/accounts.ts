@@ -1,7 +1,8 @@
 import { and, desc, eq, lt } from "drizzle-orm";
 import { Hono } from "hono";
 import { auth, orgPrincipal } from "../auth/middleware";
-import { createDb } from "../db/client";
+import { chunks, createDb, roomIdsOfAccount } from "../db/client";
+import { mirrorRoomStatements, writeThrough } from "../db/mirror";
 import { accounts } from "../db/schema";
 import type { AppEnv } from "../env";
 import { ApiError, notFound } from "../errors";
@@ -18,6 +19,10 @@ import {
   type AgentSettings,
 } from "../protocol/accounts";
 import { listOf, pageQuerySchema } from "../protocol/common";
+import { roomStub } from "../room/client";
+
+/** How many rooms a deleted account leaves at once. */
+const ROOMS_AT_ONCE = 10;
 
 type AccountRow = typeof accounts.$inferSelect;
 
@@ -76,7 +81,7 @@ export const accountRoutes = new Hono<AppEnv>()
           and(
             eq(accounts.orgId, orgId),
             type ? eq(accounts.type, type) : undefined,
-            cursor ? lt(accounts.id, decodeCursor(cursor)[1]) : undefined,
+            cursor ? lt(accounts.id, decodeCursor(cursor, "acc")[1]) : undefined,
           ),
         )
         .orderBy(desc(accounts.id))
@@ -143,12 +148,31 @@ export const accountRoutes = new Hono<AppEnv>()
   )
   .delete(
     "/:id",
-    describe({ summary: "Delete an account; its tokens stop working", tags: ["accounts"], responses: { 204: null } }),
+    describe({
+      summary: "Delete an account: its tokens stop working and it leaves every room it takes part in",
+      tags: ["accounts"],
+      responses: { 204: null },
+    }),
     auth("apiKey"),
     async (c) => {
       const { orgId } = orgPrincipal(c);
       const id = idParam(c, "id", "acc");
-      const deleted = await createDb(c.env.DB)
+      const db = createDb(c.env.DB);
+      const [found] = await db
+        .select({ id: accounts.id })
+        .from(accounts)
+        .where(and(eq(accounts.id, id), eq(accounts.orgId, orgId)));
+      if (!found) throw notFound("account");
+      // Out of its rooms first: should a room fail, the account is still there and the DELETE can be retried.
+      for (const batch of chunks(await roomIdsOfAccount(db, orgId, id), ROOMS_AT_ONCE)) {
+        await Promise.all(
+          batch.map(async ({ id: roomId }) => {
+            const record = await roomStub(c.env, roomId).removeDeletedAccount(id);
+            if (record) await writeThrough(c.env.DB, mirrorRoomStatements(c.env.DB, record));
+          }),
+        );
+      }
+      const deleted = await db
         .delete(accounts)
         .where(and(eq(accounts.id, id), eq(accounts.orgId, orgId)))
         .returning({ id: accounts.id });

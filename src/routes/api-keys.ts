@@ -46,7 +46,7 @@ export const apiKeyRoutes = new Hono<AppEnv>()
           and(
             eq(apiKeys.orgId, orgId),
             isNull(apiKeys.revokedAt),
-            cursor ? lt(apiKeys.id, decodeCursor(cursor)[1]) : undefined,
+            cursor ? lt(apiKeys.id, decodeCursor(cursor, "key")[1]) : undefined,
           ),
         )
         .orderBy(desc(apiKeys.id))

@@ -85,7 +85,7 @@ export const conversationRoutes = new Hono<AppEnv>()
       }
       const accountId = principal.kind === "account" ? principal.accountId : requested;
       const db = createDb(c.env.DB);
-      const after = cursor ? decodeCursor(cursor) : null;
+      const after = cursor ? decodeCursor(cursor, "conv") : null;
       const scope = and(
         eq(conversations.orgId, principal.orgId),
         isNull(conversations.deletedAt),

@@ -28,7 +28,7 @@ export const flowRunRoutes = new Hono<AppEnv>()
       const { limit, cursor, ...filter } = c.req.valid("query");
       const rows = await listRuns(c.env.DB, orgId, {
         ...filter,
-        before: cursor ? decodeCursor(cursor)[1] : undefined,
+        before: cursor ? decodeCursor(cursor, "run")[1] : undefined,
         limit: limit + 1,
       });
       return c.json(pageOf(rows, limit, toFlowRun, (row) => ["", row.id]));

@@ -90,7 +90,7 @@ export const notificationRuleRoutes = new Hono<AppEnv>()
         .where(
           and(
             eq(notificationRules.orgId, orgId),
-            cursor ? lt(notificationRules.id, decodeCursor(cursor)[1]) : undefined,
+            cursor ? lt(notificationRules.id, decodeCursor(cursor, "rule")[1]) : undefined,
           ),
         )
         .orderBy(desc(notificationRules.id))

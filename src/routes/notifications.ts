@@ -102,7 +102,7 @@ export const notificationRoutes = new Hono<AppEnv>()
             eq(notifications.orgId, principal.orgId),
             recipient ? eq(notifications.accountId, recipient) : undefined,
             unread === "true" ? isNull(notifications.readAt) : undefined,
-            cursor ? lt(notifications.id, decodeCursor(cursor)[1]) : undefined,
+            cursor ? lt(notifications.id, decodeCursor(cursor, "ntf")[1]) : undefined,
           ),
         )
         .orderBy(desc(notifications.id))
@@ -244,7 +244,7 @@ export const accountNotificationRoutes = new Hono<AppEnv>()
           and(
             eq(pushSubscriptions.orgId, orgId),
             eq(pushSubscriptions.accountId, accountId),
-            cursor ? lt(pushSubscriptions.id, decodeCursor(cursor)[1]) : undefined,
+            cursor ? lt(pushSubscriptions.id, decodeCursor(cursor, "psub")[1]) : undefined,
           ),
         )
         .orderBy(desc(pushSubscriptions.id))

@@ -118,7 +118,7 @@ export const roomRoutes = new Hono<AppEnv>()
       }
       const accountId = principal.kind === "account" ? principal.accountId : requested;
       const db = createDb(c.env.DB);
-      const after = cursor ? decodeCursor(cursor) : null;
+      const after = cursor ? decodeCursor(cursor, "room") : null;
       const rows = await db
         .select()
         .from(rooms)

@@ -7,7 +7,7 @@ import {
   runInDurableObject,
 } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { call, createAccount, createOrg, eventually } from "../helpers/api";
+import { accountToken, call, createAccount, createOrg, eventually } from "../helpers/api";
 import { addParticipant, openHub, subscribe } from "../helpers/realtime";
 import { consumeEvents } from "../../src/events/consumer";
 import { messagePostedEvent } from "../../src/events/envelope";
@@ -296,6 +296,7 @@ describe("webhook steps", () => {
   for (const [kind, error] of [
     ["html", /not JSON/],
     ["big", /larger than/],
+    ["long", /longer than a message may be/],
     ["fail", /500/],
   ] as const) {
     it(`a webhook answering ${kind} fails the run, ends a stream with the error and posts nothing`, async () => {
@@ -375,9 +376,16 @@ describe("flows.flow.run events", () => {
     });
     const hub = await openHub(apiKey);
     await subscribe(hub, `events.${orgId}.flows.flow.run.*`);
+    // A participant's own socket sees the conversation, never the runs (the operators', as GET /v1/flow-runs).
+    const member = await openHub(await accountToken(apiKey, user.id));
+    await subscribe(member, `events.${orgId}.>`);
+    await subscribe(member, `events.${orgId}.flows.flow.run.*`);
     await say(apiKey, conversationId, user.id, "go");
     const [run] = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
     await hub.waitLog((f) => f.type === "event" && f.event.data?.status === "completed");
+    await member.waitLog((f) => f.type === "event" && f.event.data?.text === "ok");
+    expect(member.events(() => true).filter((f) => f.event.source === "flows")).toEqual([]);
+    member.close();
     const states = hub.events((f) => f.event.resourceId === run.id).map((f) => f.event);
     expect(states.map((e) => e.data.status)).toEqual(["queued", "running", "completed"]);
     expect(states.every((e) => e.topic === `events.${orgId}.flows.flow.run.${run.id}` && e.type === "flow.run")).toBe(

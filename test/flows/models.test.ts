@@ -68,6 +68,7 @@ describe("assistant replies from an OpenAI-compatible server", () => {
     ["openai:fail", /500/],
     ["openai:garbage", /./],
     ["openai:hang", /timed out/],
+    ["openai:empty", /no text/],
     ["local:nonexistent", /unknown local model/],
     ["workers-ai:@cf/meta/llama-3.1-8b-instruct", /AI binding is not configured/],
   ] as const) {

@@ -264,7 +264,7 @@ describe("the room's stream log", () => {
     const stub = roomStub(env, room.id);
     await stub.openStream({ orgId }, conversationId, "s-2", bot.id);
     const closed = await stub.closeStream("s-2");
-    expect(closed).toEqual({ ok: true, value: { message: null } });
+    expect(closed).toEqual({ ok: true, value: { message: null, error: "the model returned no text" } });
     const done = await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
     expect(done.event.data.error).toMatch(/no text/);
     expect((await call("GET", `/v1/conversations/${conversationId}/messages`, { token: apiKey })).body.items).toEqual(

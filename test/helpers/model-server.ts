@@ -113,6 +113,11 @@ async function handle(
     model: body.model,
     choices: [{ index: 0, delta: content === null ? {} : { role: "assistant", content }, finish_reason: finish }],
   });
+  if (model === "empty") {
+    send("[DONE]");
+    res.end();
+    return;
+  }
   if (model === "garbage") {
     send("{this is not json");
     send("]]]");
@@ -160,6 +165,9 @@ async function hook(req: IncomingMessage, res: ServerResponse, kind: string): Pr
   } else if (kind === "html") {
     res.writeHead(200, { "content-type": "text/html" });
     res.end("<html>not json</html>");
+  } else if (kind === "long") {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ text: "x".repeat(32_769) }));
   } else if (kind === "big") {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ text: "x".repeat(100_000) }));

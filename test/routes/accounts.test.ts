@@ -370,6 +370,25 @@ describe("GET /v1/accounts", () => {
     }
   });
 
+  it("a nextCursor of another list is 400, not a page of this one", async () => {
+    const org = await createOrg();
+    for (const name of ["A", "B"]) await createAccount(org.apiKey, { type: "user", name });
+    const accountsCursor = (await call("GET", "/v1/accounts?limit=1", { token: org.apiKey })).body.nextCursor;
+    expect(typeof accountsCursor).toBe("string");
+    for (const path of ["/v1/rooms", "/v1/conversations", "/v1/api-keys", "/v1/notification-rules", "/v1/flow-runs"]) {
+      const response = await call("GET", `${path}?cursor=${accountsCursor}`, { token: org.apiKey });
+      expectInvalid(response, "cursor");
+    }
+    for (const name of ["R1", "R2"])
+      await call("POST", "/v1/rooms", { token: org.apiKey, body: { type: "standard", name } });
+    const roomsCursor = (await call("GET", "/v1/rooms?limit=1", { token: org.apiKey })).body.nextCursor;
+    expect(typeof roomsCursor).toBe("string");
+    expectInvalid(await call("GET", `/v1/accounts?cursor=${roomsCursor}`, { token: org.apiKey }), "cursor");
+    const next = await call("GET", `/v1/rooms?limit=1&cursor=${roomsCursor}`, { token: org.apiKey });
+    expect(next.status).toBe(200);
+    expect(next.body.items).toHaveLength(1);
+  });
+
   it("never shows another org's accounts", async () => {
     const mine = await createOrg("Mine");
     const theirs = await createOrg("Theirs");
@@ -558,6 +577,64 @@ describe("DELETE /v1/accounts/{id}", () => {
     expect(list.body.items.map((a: any) => a.id)).toEqual([keep.id]);
     const agents = await call("GET", "/v1/accounts?type=agent", { token: org.apiKey });
     expect(agents.body.items).toEqual([]);
+  });
+
+  it("takes the account out of every room it took part in, a DM too: nobody posts as it or opens a session for it", async () => {
+    const org = await createOrg();
+    const stay = await createAccount(org.apiKey, { type: "user", name: "Stay" });
+    const other = await createAccount(org.apiKey, { type: "user", name: "Other" });
+    const gone = await createAccount(org.apiKey, { type: "user", name: "Gone" });
+    const room = await call("POST", "/v1/rooms", {
+      token: org.apiKey,
+      body: { type: "standard", participants: [{ accountId: stay.id }, { accountId: gone.id }] },
+    });
+    const dm = await call("POST", "/v1/rooms", {
+      token: org.apiKey,
+      body: { type: "dm", participants: [{ accountId: stay.id }, { accountId: gone.id }] },
+    });
+    const elsewhere = await call("POST", "/v1/rooms", {
+      token: org.apiKey,
+      body: { type: "standard", participants: [{ accountId: stay.id }, { accountId: other.id }] },
+    });
+    const conversations = [];
+    for (const r of [room, dm]) {
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      const created = await call("POST", `/v1/rooms/${r.body.id}/conversations`, { token: org.apiKey, body: {} });
+      expect(created.status).toBe(201);
+      conversations.push(created.body.id as string);
+    }
+    const posted = await call("POST", `/v1/conversations/${conversations[0]}/messages`, {
+      token: org.apiKey,
+      body: { text: "before", authorId: gone.id },
+    });
+    expect(posted.status).toBe(201);
+
+    expect((await call("DELETE", `/v1/accounts/${gone.id}`, { token: org.apiKey })).status).toBe(204);
+
+    for (const r of [room, dm]) {
+      const read = await call("GET", `/v1/rooms/${r.body.id}`, { token: org.apiKey });
+      expect(read.body.participants.map((p: any) => p.accountId)).toEqual([stay.id]);
+    }
+    const untouched = await call("GET", `/v1/rooms/${elsewhere.body.id}`, { token: org.apiKey });
+    expect(untouched.body.participants).toHaveLength(2);
+    const rooms = await call("GET", `/v1/rooms?accountId=${gone.id}`, { token: org.apiKey });
+    expect(rooms.body.items).toEqual([]);
+    for (const conversationId of conversations) {
+      const ghost = await call("POST", `/v1/conversations/${conversationId}/messages`, {
+        token: org.apiKey,
+        body: { text: "ghost", authorId: gone.id },
+      });
+      expectError(ghost, 403, "FORBIDDEN");
+      const session = await call("POST", `/v1/conversations/${conversationId}/sessions`, {
+        token: org.apiKey,
+        body: { accountId: gone.id },
+      });
+      expect(session.status, JSON.stringify(session.body)).toBeGreaterThanOrEqual(400);
+      expect(session.status).toBeLessThan(500);
+    }
+    // What it posted stays in the history.
+    const history = await call("GET", `/v1/conversations/${conversations[0]}/messages`, { token: org.apiKey });
+    expect(history.body.items.map((m: any) => [m.text, m.authorId])).toEqual([["before", gone.id]]);
   });
 });
 

@@ -194,7 +194,7 @@ describe("request bodies", () => {
 
   it("an oversize body is 413 PAYLOAD_TOO_LARGE", async () => {
     const org = await createOrg();
-    const big = JSON.stringify({ type: "user", name: "Ada", meta: { blob: "x".repeat(300 * 1024) } });
+    const big = JSON.stringify({ type: "user", name: "Ada", meta: { blob: "x".repeat(600 * 1024) } });
     const response = await call("POST", "/v1/accounts", { token: org.apiKey, body: big });
     expectErrorShape(response, 413, "PAYLOAD_TOO_LARGE");
 
@@ -214,7 +214,7 @@ describe("request bodies", () => {
         controller.enqueue(new TextEncoder().encode('{"type":"user","name":"Ada","meta":{"blob":"'));
       },
       pull(controller) {
-        if (sent >= 8) {
+        if (sent >= 12) {
           controller.enqueue(new TextEncoder().encode('"}}'));
           controller.close();
           return;

@@ -239,6 +239,58 @@ describe("POST /v1/conversations/{id}/messages", () => {
       expect(await messageCount(f)).toBe(0);
     });
 
+    it("refuses data nested deeper than 64 levels with 400, and keeps a key named __proto__", async () => {
+      const f = await createFixture();
+      const nested = (levels: number) => `${"[".repeat(levels - 1)}${"]".repeat(levels - 1)}`;
+      // {"a": ...} is the first level; 63 arrays inside it make 64.
+      const atLimit = await call("POST", messagesPath(f.conversation.id), {
+        token: f.apiKey,
+        body: `{"authorId":"${f.alice.id}","data":{"a":${nested(64)}}}`,
+      });
+      expect(atLimit.status, JSON.stringify(atLimit.body)).toBe(201);
+      // Small enough for the size limit, deep enough to break a structured clone: before, a 500.
+      for (const levels of [65, 3000]) {
+        const deep = await call("POST", messagesPath(f.conversation.id), {
+          token: f.apiKey,
+          body: `{"authorId":"${f.alice.id}","data":{"a":${nested(levels)}}}`,
+        });
+        expectBadRequest(deep, "data");
+        expect(deep.body.error.details[0].message).toMatch(/64 levels/);
+      }
+      const proto = await call("POST", messagesPath(f.conversation.id), {
+        token: f.apiKey,
+        body: `{"authorId":"${f.alice.id}","data":{"__proto__":{"polluted":1},"b":2}}`,
+      });
+      expect(proto.status, JSON.stringify(proto.body)).toBe(201);
+      expect(Object.getPrototypeOf(proto.body.data)).toBe(Object.prototype);
+      expect(Object.keys(proto.body.data)).toEqual(["__proto__", "b"]);
+      const stored = (await history(f.apiKey, f.conversation.id)).items.at(-1);
+      expect(Object.keys(stored.data)).toEqual(["__proto__", "b"]);
+      expect(Object.hasOwn(stored.data, "__proto__")).toBe(true);
+      expect(await messageCount(f)).toBe(2);
+    });
+
+    it("stores text with a lone surrogate as it answers it (U+FFFD), and takes the longest text however escaped", async () => {
+      const f = await createFixture();
+      const lone = await call("POST", messagesPath(f.conversation.id), {
+        token: f.apiKey,
+        body: `{"authorId":"${f.alice.id}","text":"a\\ud800b \\ud83d\\ude00","data":{"k\\udc00":"v"}}`,
+      });
+      expect(lone.status, JSON.stringify(lone.body)).toBe(201);
+      expect(lone.body.text).toBe("a\ufffdb 😀");
+      expect(lone.body.data).toEqual({ "k\ufffd": "v" });
+      const stored = (await history(f.apiKey, f.conversation.id)).items[0];
+      expect(stored.text).toBe(lone.body.text);
+      expect(stored.data).toEqual(lone.body.data);
+
+      // 32,768 astral characters, each escaped as a surrogate pair (12 bytes), as some JSON encoders send them.
+      const escaped = `{"authorId":"${f.alice.id}","text":"${"\\ud83d\\ude00".repeat(32768)}"}`;
+      expect(escaped.length).toBeGreaterThan(256 * 1024);
+      const longest = await call("POST", messagesPath(f.conversation.id), { token: f.apiKey, body: escaped });
+      expect(longest.status, JSON.stringify(longest.body).slice(0, 300)).toBe(201);
+      expect([...longest.body.text]).toHaveLength(32768);
+    });
+
     it("accepts a clientMessageId of 1..128 characters and refuses longer or empty ones", async () => {
       const f = await createFixture();
       const ok = await post(f.apiKey, f.conversation.id, {
