@@ -29,3 +29,9 @@ export const UploadQuerySchema = z.object({
 
 /** Query of `GET /v1/attachments/{id}`. */
 export const GetAttachmentQuerySchema = z.object({ ttlSeconds });
+
+/** Query of a signed download URL, for the OpenAPI document (the route checks the signature itself). */
+export const DownloadQuerySchema = z.object({
+  exp: z.string().meta({ description: "expiry of the URL (Unix seconds), as signed" }),
+  sig: z.string().meta({ description: "the URL's signature (HMAC-SHA256)" }),
+});

@@ -12,7 +12,16 @@ export interface RouteDoc {
   body?: z.ZodType;
   query?: z.ZodType;
   responses?: Record<number, z.ZodType | null>;
+  /** A body that is not (only) JSON: OpenAPI content by media type. */
+  bodyContent?: Record<string, { schema: unknown }>;
+  /** Answers that are not JSON, or errors beyond the common ones: OpenAPI responses by status. */
+  otherResponses?: Record<number, { description: string; content?: Record<string, { schema: unknown }> }>;
   security?: string[];
+}
+
+/** An error answer of a route beyond the common ones, in the contract's error shape. */
+export function errorResponse(description: string) {
+  return { description, content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } };
 }
 
 /** Attaches OpenAPI facts to a middleware; the document is built from the routes' own middleware. */
@@ -76,19 +85,24 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
         ? { description: "Success", content: { "application/json": { schema: convert(schema, "output") } } }
         : { description: "Success, no content" };
     }
-    for (const [status, description] of Object.entries(ERROR_RESPONSES)) {
-      responses[status] ??= {
-        description,
-        content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
-      };
-    }
+    Object.assign(responses, op.otherResponses);
+    for (const [status, description] of Object.entries(ERROR_RESPONSES))
+      responses[status] ??= errorResponse(description);
     (paths[path] ??= {})[op.method] = {
       summary: op.summary,
       description: op.description,
       tags: op.tags,
       parameters,
-      ...(op.body
-        ? { requestBody: { required: true, content: { "application/json": { schema: convert(op.body, "input") } } } }
+      ...(op.body || op.bodyContent
+        ? {
+            requestBody: {
+              required: true,
+              content: {
+                ...(op.body ? { "application/json": { schema: convert(op.body, "input") } } : {}),
+                ...op.bodyContent,
+              },
+            },
+          }
         : {}),
       responses,
       security: (op.security ?? ["bearer"]).map((name) => ({ [name]: [] })),

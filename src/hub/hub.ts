@@ -129,6 +129,14 @@ export class Hub extends DurableObject<Bindings> {
     if (failed > 0) console.error("telling quiet rooms that a hub socket arrived failed", failed, "of", rooms.length);
   }
 
+  /**
+   * An API key of the org was revoked: its sockets here close at once (4001). The sweep, every 30 s, is the backstop,
+   * and the only check of room sockets, which no one object knows.
+   */
+  async keyRevoked(keyId: string): Promise<void> {
+    this.sockets.closeKeys(new Set([keyId]));
+  }
+
   /** Sweeps idle sockets; runs while any socket is open. */
   override async alarm(): Promise<void> {
     this.alarms.fired();

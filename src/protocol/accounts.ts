@@ -71,12 +71,20 @@ export const CreateAccountSchema = z
     }
   });
 
+/** An agent's settings in a PATCH: the keys given replace those settings, `null` removes one (back to its default). */
+export const AgentSettingsPatchSchema = z.strictObject({
+  instructions: AgentSettingsSchema.shape.instructions.unwrap().nullable().optional(),
+  model: ModelSchema.nullable().optional(),
+  flow: FlowSchema.nullable().optional(),
+});
+export type AgentSettingsPatch = z.infer<typeof AgentSettingsPatchSchema>;
+
 /** Body of `PATCH /v1/accounts/{id}`. */
 export const UpdateAccountSchema = z.strictObject({
   name: nameSchema.optional(),
   email: emailSchema.nullable().optional(),
   meta: metaSchema.optional(),
-  agent: AgentSettingsSchema.optional(),
+  agent: AgentSettingsPatchSchema.optional(),
 });
 
 /** Query of `GET /v1/accounts`. */

@@ -432,10 +432,15 @@ export class SocketRegistry {
       console.error("checking the sockets' API keys failed", String(error));
       return;
     }
-    if (gone.size === 0) return;
+    this.closeKeys(gone);
+  }
+
+  /** Closes the sockets opened with any of these (revoked) API keys, with 4001. */
+  closeKeys(keyIds: Set<string>): void {
+    if (keyIds.size === 0) return;
     for (const ws of this.ctx.getWebSockets()) {
       const keyId = this.state(ws).actor.keyId;
-      if (keyId !== undefined && gone.has(keyId)) this.close(ws, CLOSE_CODES.unauthorized, "API key revoked");
+      if (keyId !== undefined && keyIds.has(keyId)) this.close(ws, CLOSE_CODES.unauthorized, "API key revoked");
     }
   }
 

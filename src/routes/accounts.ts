@@ -17,6 +17,7 @@ import {
   UpdateAccountSchema,
   type Account,
   type AgentSettings,
+  type AgentSettingsPatch,
 } from "../protocol/accounts";
 import { listOf, pageQuerySchema } from "../protocol/common";
 import { roomStub } from "../room/client";
@@ -25,6 +26,16 @@ import { roomStub } from "../room/client";
 const ROOMS_AT_ONCE = 10;
 
 type AccountRow = typeof accounts.$inferSelect;
+
+/** An agent's settings after a PATCH: the keys given replace those settings; `null` removes one. */
+function patchAgent(current: AgentSettings | null, patch: AgentSettingsPatch): AgentSettings {
+  const merged: Record<string, unknown> = { ...current };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete merged[key];
+    else if (value !== undefined) merged[key] = value;
+  }
+  return merged as AgentSettings;
+}
 
 /** The contract's Account from its row. */
 export function toAccount(row: AccountRow): Account {
@@ -137,7 +148,7 @@ export const accountRoutes = new Hono<AppEnv>()
           ...(patch.name !== undefined ? { name: patch.name } : {}),
           ...(patch.email !== undefined ? { email: patch.email } : {}),
           ...(patch.meta !== undefined ? { meta: patch.meta } : {}),
-          ...(patch.agent !== undefined ? { agent: patch.agent } : {}),
+          ...(patch.agent !== undefined ? { agent: patchAgent(current.agent, patch.agent) } : {}),
           updatedAt: new Date().toISOString(),
         })
         .where(and(eq(accounts.id, id), eq(accounts.orgId, orgId)))

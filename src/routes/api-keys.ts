@@ -5,6 +5,7 @@ import { auth, orgPrincipal } from "../auth/middleware";
 import { createDb } from "../db/client";
 import { apiKeys } from "../db/schema";
 import type { AppEnv } from "../env";
+import { hubStub } from "../hub/client";
 import { notFound } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
 import { describe } from "../http/openapi";
@@ -75,6 +76,10 @@ export const apiKeyRoutes = new Hono<AppEnv>()
         .returning({ id: apiKeys.id });
       if (revoked.length === 0) throw notFound("api key");
       forgetApiKey(id);
+      // The org stream's sockets of the key close now; failing that, within the hub's next sweep (30 s).
+      await hubStub(c.env, orgId)
+        .keyRevoked(id)
+        .catch((error) => console.error("closing the revoked key's hub sockets failed", String(error)));
       return c.body(null, 204);
     },
   );

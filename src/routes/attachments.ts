@@ -3,7 +3,13 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { findVisible } from "../attachments/access";
 import { boundaryOf, likelyFileLength, MULTIPART_LIMITS, openFilePart } from "../attachments/multipart";
-import { AttachmentSchema, GetAttachmentQuerySchema, UploadQuerySchema, type Attachment } from "../attachments/schemas";
+import {
+  AttachmentSchema,
+  DownloadQuerySchema,
+  GetAttachmentQuerySchema,
+  UploadQuerySchema,
+  type Attachment,
+} from "../attachments/schemas";
 import { serveObject } from "../attachments/serve";
 import { signedUrl, verifySignature } from "../attachments/signing";
 import { normalizeDeclaredType } from "../attachments/sniff";
@@ -13,7 +19,7 @@ import { createDb } from "../db/client";
 import { attachmentRefs, attachments } from "../db/schema";
 import type { AppEnv, Bindings } from "../env";
 import { ApiError, notFound } from "../errors";
-import { describe } from "../http/openapi";
+import { describe, errorResponse } from "../http/openapi";
 import { idParam, query } from "../http/validate";
 import { newId } from "../lib/ids";
 
@@ -63,6 +69,20 @@ export const attachmentRoutes = new Hono<AppEnv>()
         "corrects the declared type, a declared format the bytes lack is 415.",
       tags: ["attachments"],
       responses: { 201: AttachmentSchema },
+      bodyContent: {
+        "*/*": { schema: { type: "string", format: "binary", description: "The file's bytes (name it with ?name=)" } },
+        "multipart/form-data": {
+          schema: {
+            type: "object",
+            required: ["file"],
+            properties: { file: { type: "string", format: "binary", description: "The file, with its name" } },
+          },
+        },
+      },
+      otherResponses: {
+        413: errorResponse("Larger than MAX_ATTACHMENT_BYTES (`PAYLOAD_TOO_LARGE`)"),
+        415: errorResponse("The bytes are not of the declared type, or no file part (`UNSUPPORTED_MEDIA_TYPE`)"),
+      },
     }),
     auth("apiKey", "account", "session"),
     query(UploadQuerySchema),
@@ -192,7 +212,17 @@ export const attachmentRoutes = new Hono<AppEnv>()
     describe({
       summary: "Download an attachment through its signed URL (no Authorization); single ranges, ETag, HEAD",
       tags: ["attachments"],
-      responses: { 200: null },
+      query: DownloadQuerySchema,
+      otherResponses: {
+        200: { description: "The file", content: { "*/*": { schema: { type: "string", format: "binary" } } } },
+        206: {
+          description: "One range of the file (`Range: bytes=...`)",
+          content: { "*/*": { schema: { type: "string", format: "binary" } } },
+        },
+        304: { description: "Not modified (`If-None-Match` matched the ETag)" },
+        403: errorResponse("A tampered or expired signature (`FORBIDDEN`)"),
+        416: { description: "A range that starts past the end of the file" },
+      },
       security: [],
     }),
     async (c) => {

@@ -1097,6 +1097,19 @@ describe("room socket hibernation and keep-alive", () => {
     expect((await kept.waitLog((frame) => frame.type === "event")).event.data.text).toBe("still here");
   });
 
+  it("revoking an API key closes its org-stream sockets at once, before any sweep", async () => {
+    const f = await createFixture();
+    const created = await call("POST", "/v1/api-keys", { token: f.apiKey, body: { name: "to revoke" } });
+    const [doomed, kept] = await Promise.all([openHub(created.body.apiKey), openHub(f.apiKey)]);
+    for (const socket of [doomed, kept]) await subscribe(socket, `events.${f.orgId}.>`);
+    expect((await call("DELETE", `/v1/api-keys/${created.body.id}`, { token: f.apiKey })).status).toBe(204);
+    expect(await closedWithin(doomed)).toMatchObject({ code: 4001, reason: "API key revoked" });
+    await postOk(f.apiKey, f.conversation.id, { text: "after the revoke", authorId: f.alice.id });
+    const posted = await kept.waitLog((frame) => frame.event?.type === "conversation.message_posted");
+    expect(posted.event.data.text).toBe("after the revoke");
+    expect(doomed.events()).toEqual([]);
+  });
+
   it("a frame from a socket whose token expired closes it with 4001 and changes nothing", async () => {
     const f = await createFixture();
     const poster = await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id));

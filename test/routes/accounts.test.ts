@@ -522,6 +522,21 @@ describe("PATCH /v1/accounts/{id}", () => {
       expectInvalid(response, "agent");
     }
     expect((await call("GET", `/v1/accounts/${agent.id}`, { token: org.apiKey })).body.agent).toEqual(settings);
+
+    // The keys given replace those settings, the others stay; null removes one (back to its default).
+    const instructed = await call("PATCH", `/v1/accounts/${agent.id}`, {
+      token: org.apiKey,
+      body: { agent: { instructions: "Be brief." } },
+    });
+    expect(instructed.body.agent).toEqual({ ...settings, instructions: "Be brief." });
+    const reset = await call("PATCH", `/v1/accounts/${agent.id}`, {
+      token: org.apiKey,
+      body: { agent: { flow: null, instructions: null } },
+    });
+    expect(reset.body.agent).toEqual({ model: settings.model });
+    expect((await call("GET", `/v1/accounts/${agent.id}`, { token: org.apiKey })).body.agent).toEqual({
+      model: settings.model,
+    });
   });
 
   it("validates the patch: agent on a user, bad email, big meta, empty name, unknown fields", async () => {

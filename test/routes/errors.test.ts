@@ -404,8 +404,20 @@ describe("OpenAPI document", () => {
       expect.arrayContaining(["text", "data", "attachmentIds", "clientMessageId", "authorId"]),
     );
     expect(Object.keys(bodyOf("/v1/accounts/{id}", "patch").properties)).toContain("name");
+    // meta and data are JSON objects, described as such.
+    expect(bodyOf("/v1/conversations/{id}/messages", "post").properties.data.type).toBe("object");
     // Reads carry no body.
     expect(doc.paths["/v1/accounts/{id}"].get.requestBody).toBeUndefined();
+
+    // Uploads: a raw body or a multipart file, and their 413 and 415; downloads: the signed query and the answers.
+    const upload = doc.paths["/v1/attachments"].post;
+    expect(Object.keys(upload.requestBody.content).sort()).toEqual(["*/*", "multipart/form-data"]);
+    expect(upload.requestBody.content["multipart/form-data"].schema.required).toEqual(["file"]);
+    expect(Object.keys(upload.responses)).toEqual(expect.arrayContaining(["201", "413", "415"]));
+    const download = doc.paths["/v1/attachments/{id}/content"].get;
+    expect(download.parameters.filter((p: any) => p.in === "query").map((p: any) => p.name)).toEqual(["exp", "sig"]);
+    expect(Object.keys(download.responses)).toEqual(expect.arrayContaining(["200", "206", "304", "403", "416"]));
+    expect(download.responses["200"].content["*/*"].schema.format).toBe("binary");
   });
 
   it("every $ref resolves inside the document", async () => {
