@@ -21,6 +21,9 @@ export default defineConfig(async () => {
                   ADMIN_TOKEN: "test-admin-token",
                   JWT_SECRET: "test-jwt-secret-0123456789abcdef",
                   URL_SIGNING_SECRET: "test-url-signing-secret-0123456789",
+                  // The defaults, whatever a local .dev.vars sets (the runtime reads it too, beneath these).
+                  MAX_ATTACHMENT_BYTES: String(25 * 1024 * 1024),
+                  MODEL_TIMEOUT_MS: "120000",
                   VAPID_PUBLIC_KEY: inject("vapidPublicKey"),
                   OPENAI_BASE_URL: model.url,
                   OPENAI_API_KEY: "test-openai-key",
