@@ -10,6 +10,7 @@ import type { Message } from "../protocol/messages";
 import { roomStub } from "../room/client";
 import { notifyEvents, rulesOf, rulesStatements } from "../notifications/rules";
 import {
+  isQueueBody,
   messageContent,
   QueueBodySchema,
   unpackBodies,
@@ -34,6 +35,10 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Bindings)
   for (const message of batch.messages) {
     const content = messageContent(message.body);
     for (const body of unpackBodies(content)) {
+      if (isQueueBody(body)) {
+        valid.push(body);
+        continue;
+      }
       const parsed = QueueBodySchema.safeParse(body);
       if (parsed.success) {
         valid.push(body as QueueBody);
