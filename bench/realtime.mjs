@@ -908,7 +908,10 @@ async function ceilingSearch(group) {
       fail = rate;
     }
   }
-  for (let k = 0; k < CONFIG.refineSteps && best !== null && fail !== null && tried.size < CONFIG.maxSteps; k++) {
+  // The refinements are steps of their own: a search that doubled from a low rate (2 members: 20 msg/s) used up
+  // BENCH_MAX_STEPS doubling and, when they counted against it, never refined between the last passing and first
+  // failing rate (its ceiling was then only the last passing one).
+  for (let k = 0; k < CONFIG.refineSteps && best !== null && fail !== null; k++) {
     const mid = clamp(Math.sqrt(best * fail));
     if (mid <= best || mid >= fail) break;
     if (await step(mid)) best = mid;
