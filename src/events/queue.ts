@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { utf8Length } from "../lib/bytes";
+import { isJsonObject } from "../lib/json";
 import { EventSchema, EventSourceSchema, type ParleyEvent } from "../protocol/events";
 import type { Conversation } from "../protocol/conversations";
 import type { Room } from "../protocol/rooms";
@@ -71,17 +72,17 @@ const SOURCES = new Set<unknown>(EventSourceSchema.options);
  * msg/s. It never takes a body zod refuses (a test compares the two); what it refuses goes to zod, for zod's answer.
  */
 export function isQueueBody(value: unknown): value is QueueBody {
-  if (!isObject(value)) return false;
+  if (!isJsonObject(value)) return false;
   const { event, room, conversation, agents, textOmitted, participantsOmitted } = value;
-  if (!isObject(event) || !SOURCES.has(event.source) || !("data" in event)) return false;
+  if (!isJsonObject(event) || !SOURCES.has(event.source) || !("data" in event)) return false;
   for (const key of EVENT_STRINGS) if (typeof event[key] !== "string") return false;
   if (room !== undefined) {
-    if (!isObject(room) || !isObject(room.room) || !isFiniteNumber(room.version)) return false;
+    if (!isJsonObject(room) || !isJsonObject(room.room) || !isFiniteNumber(room.version)) return false;
     if (typeof room.room.id !== "string" || typeof room.room.orgId !== "string") return false;
     if (typeof room.dmKey !== "string" && room.dmKey !== null) return false;
   }
   if (conversation !== undefined) {
-    if (!isObject(conversation) || !isObject(conversation.conversation)) return false;
+    if (!isJsonObject(conversation) || !isJsonObject(conversation.conversation)) return false;
     const { id, orgId, roomId } = conversation.conversation;
     if (typeof id !== "string" || typeof orgId !== "string" || typeof roomId !== "string") return false;
     if (!isFiniteNumber(conversation.version) || typeof conversation.deleted !== "boolean") return false;
@@ -93,10 +94,6 @@ export function isQueueBody(value: unknown): value is QueueBody {
     (textOmitted === undefined || textOmitted === true) &&
     (participantsOmitted === undefined || participantsOmitted === true)
   );
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function isFiniteNumber(value: unknown): value is number {

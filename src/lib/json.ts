@@ -30,3 +30,8 @@ function wellFormed(value: unknown, depth: number): unknown {
   }
   return object;
 }
+
+/** Whether a value is a JSON object: an object that is neither null nor an array. */
+export function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

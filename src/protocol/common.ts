@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { idPattern, type IdPrefix } from "../lib/ids";
+import { isJsonObject } from "../lib/json";
 
 /** A contract id of one type, e.g. `idSchema("acc")` matches `acc_...`. */
 export const idSchema = (prefix: IdPrefix) =>
@@ -30,10 +31,6 @@ export const jsonObjectSchema = (maxBytes: number, size = `${maxBytes} bytes`) =
 
 /** Free-form JSON object metadata, at most 16 KiB serialised. */
 export const metaSchema = jsonObjectSchema(16 * 1024, "16 KiB");
-
-function isJsonObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function kindOf(value: unknown): string {
   return value === null ? "null" : Array.isArray(value) ? "array" : typeof value;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { random } from "../helpers/random";
 import { isQueueBody, QueueBodySchema } from "../../src/events/queue";
 
 /**
@@ -63,15 +64,6 @@ const VARIANTS: Record<string, [unknown[], unknown[]]> = {
     [false, 1],
   ],
 };
-
-/** A small deterministic generator, so a failure names a body that can be run again. */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
-    return state / 2 ** 31;
-  };
-}
 
 describe("isQueueBody", () => {
   it("never takes a body the zod schema refuses, and takes the bodies rooms write", () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { random } from "../helpers/random";
 import { ClientFrameSchema, fastMessagePost, parseClientFrame } from "../../src/protocol/frames";
 
 /**
@@ -40,15 +41,6 @@ function frameOf(choice: Record<string, unknown>): unknown {
   }
   // As a socket has it: parsed from its text.
   return JSON.parse(JSON.stringify(frame));
-}
-
-/** A small deterministic generator, so a failure names a frame that can be run again. */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
-    return state / 2 ** 31;
-  };
 }
 
 describe("parseClientFrame", () => {
