@@ -30,27 +30,30 @@ export class ModelError extends Error {
 }
 
 /**
- * Streams a model's reply as text deltas. `model` is `provider:model`: `local:echo` (built in), `openai:<model>` (any
- * OpenAI-compatible server at `OPENAI_BASE_URL`, through a direct streaming client), `workers-ai:<model>` (the `AI`
- * binding, through the AI SDK). Errors and garbage surface as a thrown `ModelError`; `signal` aborts the call.
+ * Streams a model's reply to `onDelta` as text deltas; `onDelta` answering false stops the call. `model` is
+ * `provider:model`: `local:echo` (built in), `openai:<model>` (any OpenAI-compatible server at `OPENAI_BASE_URL`,
+ * through a direct streaming client), `workers-ai:<model>` (the `AI` binding, through the AI SDK). Errors and garbage
+ * surface as a thrown `ModelError`; `signal` aborts the call.
  */
-export async function* streamModel(
+export async function streamModel(
   env: Bindings,
   model: string,
   messages: ChatMessage[],
   signal: AbortSignal,
-): AsyncGenerator<string> {
+  onDelta: (delta: string) => boolean,
+): Promise<void> {
   const colon = model.indexOf(":");
   const provider = model.slice(0, colon);
   const name = model.slice(colon + 1);
   if (provider === "local") {
     if (name !== "echo") throw new ModelError(`unknown local model '${name}'`);
-    yield* echoReply(messages, signal);
+    await echoReply(messages, signal, onDelta);
     return;
   }
   if (provider === "openai") {
     if (!env.OPENAI_BASE_URL) throw new ModelError("OPENAI_BASE_URL is not configured");
-    yield* streamOpenAICompatible(env.OPENAI_BASE_URL, env.OPENAI_API_KEY || undefined, name, messages, signal);
+    const apiKey = env.OPENAI_API_KEY || undefined;
+    await streamOpenAICompatible(env.OPENAI_BASE_URL, apiKey, name, messages, signal, onDelta);
     return;
   }
   // The leading system message is the instructions; later ones (system messages of the conversation) stay in place.
@@ -67,7 +70,7 @@ export async function* streamModel(
   });
   for await (const part of result.fullStream) {
     if (part.type === "text-delta") {
-      if (part.text) yield part.text;
+      if (part.text && !onDelta(part.text)) return;
     } else if (part.type === "error") {
       throw describeError(part.error);
     } else if (part.type === "abort") {

@@ -69,7 +69,7 @@ export async function pumpModel(
   let error: string | undefined;
   let detail: string | undefined;
   try {
-    for await (const delta of streamModel(env, model, messages, controller.signal)) {
+    await streamModel(env, model, messages, controller.signal, (delta) => {
       lastTokenAt = Date.now();
       const piece = delta.slice(0, MESSAGE_LIMITS.textChars - length);
       length += piece.length;
@@ -77,8 +77,8 @@ export async function pumpModel(
       const wait = DELTA_INTERVAL_MS - (lastTokenAt - sentAt);
       if (wait <= 0) flush();
       else flushing ??= setTimeout(flush, wait);
-      if (length >= MESSAGE_LIMITS.textChars || stopped) break;
-    }
+      return length < MESSAGE_LIMITS.textChars && !stopped;
+    });
   } catch (failure) {
     if (!controller.signal.aborted) {
       error = failure instanceof ModelError ? failure.message : "the model failed";
