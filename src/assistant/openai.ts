@@ -6,8 +6,7 @@ import { ModelError, type ChatMessage } from "./models";
  * `stream: true`), handing the content deltas of its Server-Sent Events to `onDelta` as they are read; `onDelta`
  * answering false stops the call. A direct client rather than the AI SDK's: the SDK's stream pipeline added 5-15 ms
  * before the first token (measured), the whole latency budget of a reply. A callback rather than an async generator:
- * each delta through a generator (two, with `streamModel`'s) cost several promises, 13% of the worker's CPU with 50
- * streams at once.
+ * a delta through a generator (two, with `streamModel`'s) costs several promises.
  */
 export async function streamOpenAICompatible(
   baseUrl: string,
