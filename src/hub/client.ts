@@ -2,7 +2,7 @@ import type { Bindings } from "../env";
 import type { Hub } from "./hub";
 
 /** The RPC methods of an org hub, typed as the object declares them (events carry plain JSON). */
-export type HubRpc = Pick<Hub, "publish" | "keyRevoked">;
+export type HubRpc = Pick<Hub, "publish" | "keyRevoked" | "accountDeleted">;
 
 /** The hub of an org. */
 export function hubStub(env: Bindings, orgId: string): HubRpc {

@@ -5,6 +5,7 @@ import { chunks, createDb, roomIdsOfAccount } from "../db/client";
 import { mirrorRoomStatements, writeThrough } from "../db/mirror";
 import { accounts } from "../db/schema";
 import type { AppEnv } from "../env";
+import { hubStub } from "../hub/client";
 import { ApiError, notFound } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
 import { describe } from "../http/openapi";
@@ -188,6 +189,10 @@ export const accountRoutes = new Hono<AppEnv>()
         .where(and(eq(accounts.id, id), eq(accounts.orgId, orgId)))
         .returning({ id: accounts.id });
       if (deleted.length === 0) throw notFound("account");
+      // Its tokens are refused from now on: the org stream's sockets opened with them close now.
+      await hubStub(c.env, orgId)
+        .accountDeleted(id)
+        .catch((error) => console.error("closing the deleted account's hub sockets failed", String(error)));
       return c.body(null, 204);
     },
   );

@@ -42,6 +42,8 @@ export interface RealtimeClientOptions {
   maxPendingPosts?: number;
   /** Least time between two `typing` frames of one conversation (default 2 s). */
   typingIntervalMs?: number;
+  /** A connection not open this long after it was asked for is dropped and tried again (default 10 s). */
+  connectTimeoutMs?: number;
 }
 
 /** Options of `subscribe`. */
@@ -168,6 +170,10 @@ const RECENT_MESSAGES = 32;
  */
 const RECOVERY_OVERLAP = 8;
 const STABLE_AFTER_MS = 5_000;
+/** How long a connection that erred before it opened gets to close before it is dropped. */
+const ERROR_GRACE_MS = 1_000;
+/** Added to a wait for the posting budget, so the server, whose clock runs apart, has refilled it too. */
+const PACE_SLACK_MS = 20;
 const utf8 = new TextEncoder();
 
 /** A random id for `clientMessageId`, so a post re-sent after a reconnection is never posted twice. */
@@ -204,6 +210,7 @@ export class RealtimeClient {
   readonly #requestTimeoutMs: number;
   readonly #maxPendingPosts: number;
   readonly #typingIntervalMs: number;
+  readonly #connectTimeoutMs: number;
 
   #state: RealtimeState = "idle";
   #ws: WebSocketLike | null = null;
@@ -216,6 +223,17 @@ export class RealtimeClient {
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #pongTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Drops a connection that does not open in time, or that failed without a close event. */
+  #connectTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * The server's posting budget of this connection (`REALTIME_LIMITS`: a burst, then a rate), kept here so that posts
+   * buffered across a reconnection are paced rather than refused with `RATE_LIMITED`.
+   */
+  #postTokens: number = REALTIME_LIMITS.postBurst;
+  #postTokensAt = 0;
+  /** Posts waiting for the budget, in order; `#postTimer` sends them when it allows. */
+  #paced: PendingPost[] = [];
+  #postTimer: ReturnType<typeof setTimeout> | undefined;
 
   readonly #subscriptions = new Map<string, Subscription>();
   readonly #posts = new Map<string, PendingPost>();
@@ -247,6 +265,7 @@ export class RealtimeClient {
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#maxPendingPosts = options.maxPendingPosts ?? 100;
     this.#typingIntervalMs = options.typingIntervalMs ?? 2_000;
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     if (options.connect !== false) this.connect();
   }
 
@@ -363,6 +382,8 @@ export class RealtimeClient {
     const now = Date.now();
     const last = this.#typingSentAt.get(conversationId);
     if (last !== undefined && now - last < this.#typingIntervalMs) return;
+    // The server counts typing frames against the posting budget; a post waiting for it goes first.
+    if (this.#paced.length > 0 || !this.#takePostToken()) return;
     this.#typingSentAt.set(conversationId, now);
     this.#sendText(JSON.stringify({ type: "typing", conversationId }));
   }
@@ -387,6 +408,9 @@ export class RealtimeClient {
     if (this.#state === "closed") return;
     this.#state = "closed";
     clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#connectTimer);
+    clearTimeout(this.#postTimer);
+    this.#paced = [];
     this.#stopHeartbeat();
     const ws = this.#ws;
     this.#ws = null;
@@ -446,6 +470,7 @@ export class RealtimeClient {
     }
     this.#ws = ws;
     this.#healthy = false;
+    this.#watchConnect(ws, this.#connectTimeoutMs);
     ws.onopen = () => {
       if (ws === this.#ws) this.#opened();
     };
@@ -456,13 +481,30 @@ export class RealtimeClient {
       if (ws === this.#ws) this.#disconnected(event.code, event.reason);
     };
     ws.onerror = () => {
-      // Always followed by a close event, which reconnects; browsers give no detail here.
+      // Browsers follow an error with a close event, which reconnects. Node 22's WebSocket does not when a connection
+      // is refused (it stays CONNECTING): one that errs before it opens is dropped a moment later, unless closed by then.
+      if (ws === this.#ws && ws.readyState !== OPEN) this.#watchConnect(ws, ERROR_GRACE_MS);
     };
+  }
+
+  /** Drops `ws` and reconnects if it is still the connection and not open `ms` from now. */
+  #watchConnect(ws: WebSocketLike, ms: number): void {
+    clearTimeout(this.#connectTimer);
+    this.#connectTimer = setTimeout(() => {
+      this.#connectTimer = undefined;
+      if (ws !== this.#ws || ws.readyState === OPEN) return;
+      this.#detach(ws, 4000, "connect timeout");
+      this.#disconnected(1006, "the connection did not open");
+    }, ms);
   }
 
   #opened(): void {
     const reconnected = this.#everOpened;
     const attempt = this.#attempt;
+    clearTimeout(this.#connectTimer);
+    this.#connectTimer = undefined;
+    this.#postTokens = REALTIME_LIMITS.postBurst;
+    this.#postTokensAt = Date.now();
     this.#state = "open";
     this.#everOpened = true;
     this.#openedAt = Date.now();
@@ -495,9 +537,43 @@ export class RealtimeClient {
     );
   }
 
+  /** Sends a post when the connection's budget allows, else queues it behind the posts already waiting. */
   #sendPost(post: PendingPost): void {
+    if (this.#paced.length > 0 || !this.#takePostToken()) {
+      this.#paced.push(post);
+      this.#pacePosts();
+      return;
+    }
     this.#track(post.id, { kind: "post", post });
     this.#sendText(post.text);
+  }
+
+  /** Takes one frame of the posting budget, refilled as the server refills it; false when it is spent. */
+  #takePostToken(): boolean {
+    const now = Date.now();
+    this.#postTokens = Math.min(
+      REALTIME_LIMITS.postBurst,
+      this.#postTokens + ((now - this.#postTokensAt) / 1000) * REALTIME_LIMITS.postsPerSecond,
+    );
+    this.#postTokensAt = now;
+    if (this.#postTokens < 1) return false;
+    this.#postTokens -= 1;
+    return true;
+  }
+
+  /** Sends the waiting posts as the budget refills, in order. */
+  #pacePosts(): void {
+    if (this.#postTimer !== undefined) return;
+    const wait = Math.ceil(((1 - this.#postTokens) / REALTIME_LIMITS.postsPerSecond) * 1000) + PACE_SLACK_MS;
+    this.#postTimer = setTimeout(
+      () => {
+        this.#postTimer = undefined;
+        if (!this.#isOpen()) return;
+        const waiting = this.#paced.splice(0);
+        for (const post of waiting) if (this.#posts.has(post.id)) this.#sendPost(post);
+      },
+      Math.max(wait, PACE_SLACK_MS),
+    );
   }
 
   #track(id: string, entry: InFlight): void {
@@ -626,7 +702,12 @@ export class RealtimeClient {
     }
     this.#inFlight.delete(frame.id);
     clearTimeout(entry.timer);
-    if (entry.kind === "post") {
+    if (entry.kind === "post" && error.code === "RATE_LIMITED") {
+      // Not posted: sent again once the budget allows (its clientMessageId keeps it to one message).
+      this.#postTokens = 0;
+      this.#paced.unshift(entry.post);
+      this.#pacePosts();
+    } else if (entry.kind === "post") {
       this.#posts.delete(frame.id);
       entry.post.reject(error);
     } else if (entry.kind === "unsubscribe") {
@@ -717,6 +798,11 @@ export class RealtimeClient {
     const wasOpen = this.#state === "open";
     this.#ws = null;
     this.#stopHeartbeat();
+    clearTimeout(this.#connectTimer);
+    clearTimeout(this.#postTimer);
+    this.#connectTimer = this.#postTimer = undefined;
+    // Every unacknowledged post is sent again, in order, by the next connection.
+    this.#paced = [];
     for (const [id, entry] of this.#inFlight) {
       clearTimeout(entry.timer);
       if (entry.kind === "unsubscribe") entry.waiter.resolve();

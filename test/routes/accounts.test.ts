@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { accountToken, call, createAccount, createOrg, expectError } from "../helpers/api";
+import { closedWithin, openHub, openRoom, subscribe } from "../helpers/realtime";
 
 const ACCOUNT_KEYS = ["agent", "createdAt", "email", "id", "meta", "name", "orgId", "type"];
 
@@ -623,8 +624,14 @@ describe("DELETE /v1/accounts/{id}", () => {
       body: { text: "before", authorId: gone.id },
     });
     expect(posted.status).toBe(201);
+    // Its sockets, on the org stream and in a room, close when it is deleted.
+    const token = await accountToken(org.apiKey, gone.id);
+    const [hub, roomSocket] = await Promise.all([openHub(token), openRoom(room.body.id, token)]);
+    for (const socket of [hub, roomSocket]) await subscribe(socket, `events.${org.orgId}.>`);
 
     expect((await call("DELETE", `/v1/accounts/${gone.id}`, { token: org.apiKey })).status).toBe(204);
+    expect(await closedWithin(hub)).toMatchObject({ code: 4001 });
+    expect(await closedWithin(roomSocket)).toMatchObject({ code: 4003 });
 
     for (const r of [room, dm]) {
       const read = await call("GET", `/v1/rooms/${r.body.id}`, { token: org.apiKey });

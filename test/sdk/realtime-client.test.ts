@@ -364,6 +364,43 @@ describe("RealtimeClient: reconnection", () => {
     await expect(buffered).resolves.toEqual({ id: "msg_2", seq: 2 });
   });
 
+  it("paces buffered posts to the server's budget (20 at once, then 10 a second) and re-sends one refused RATE_LIMITED", async () => {
+    const { client, socket } = setup();
+    const posts = Array.from({ length: 30 }, (_, i) => client.post(CONV, { text: `p${i}` }));
+    const ws = await socket(0);
+    ws.accept();
+    const sent = () => ws.frames().filter((f) => f.type === "message.post");
+    expect(sent()).toHaveLength(20);
+    await waitFor(() => sent().length === 30, 2_000);
+    expect(sent().map((f) => f.text)).toEqual(posts.map((_, i) => `p${i}`));
+
+    // The server refuses one anyway (its clock runs apart): it is sent again, not rejected.
+    const refused = sent()[25];
+    ws.receive({ type: "error", id: refused.id, error: { code: "RATE_LIMITED", message: "slow down" } });
+    await waitFor(() => sent().length === 31, 2_000);
+    expect(sent()[30]).toEqual(refused);
+    for (const [i, frame] of sent().slice(0, 30).entries()) {
+      ws.receive({ type: "ack", id: frame.id, message: { id: `msg_${i}`, seq: i + 1 } });
+    }
+    await expect(Promise.all(posts)).resolves.toHaveLength(30);
+  });
+
+  it("drops a connection that errs without a close event, or never opens, and connects again", async () => {
+    // Node 22's WebSocket, on a refused connection, fires error and stays CONNECTING, with no close event.
+    const refused = setup();
+    const first = await refused.socket(0);
+    first.onerror?.({});
+    const second = await refused.socket(1);
+    expect(first.closedWith).toMatchObject({ code: 4000 });
+    second.accept();
+    expect(refused.client.state).toBe("open");
+
+    const silent = setup({ connectTimeoutMs: 50 });
+    await silent.socket(0);
+    await silent.socket(1);
+    expect(silent.sockets[0].closedWith).toMatchObject({ code: 4000, reason: "connect timeout" });
+  });
+
   it("bounds the buffer of pending posts", async () => {
     const { client } = setup({ maxPendingPosts: 2 });
     const a = client.post(CONV, { text: "a" });
