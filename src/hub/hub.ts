@@ -139,9 +139,7 @@ export class Hub extends DurableObject<Bindings> {
 
   /** An account of the org was deleted: the sockets of its tokens here close at once (4001). */
   async accountDeleted(accountId: string): Promise<void> {
-    for (const ws of this.ctx.getWebSockets(`acc:${accountId}`)) {
-      this.sockets.close(ws, CLOSE_CODES.unauthorized, "the account was deleted");
-    }
+    this.sockets.closeTagged(`acc:${accountId}`, CLOSE_CODES.unauthorized, "the account was deleted");
   }
 
   /** Sweeps idle sockets; runs while any socket is open. */

@@ -438,6 +438,11 @@ export class SocketRegistry {
     this.closeKeys(gone);
   }
 
+  /** Closes the sockets accepted with a tag (`acc:<id>`, `conv:<id>`): an account removed or deleted, a conversation deleted. */
+  closeTagged(tag: string, code: number, reason: string): void {
+    for (const ws of this.ctx.getWebSockets(tag)) this.close(ws, code, reason);
+  }
+
   /** Closes the sockets opened with any of these (revoked) API keys, with 4001. */
   closeKeys(keyIds: Set<string>): void {
     if (keyIds.size === 0) return;

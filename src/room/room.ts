@@ -304,7 +304,7 @@ export class Room extends DurableObject<Bindings> {
       const record = this.roomRecord(this.roomRow()!);
       this.enqueue(roomEvent(record, "participant_removed", toParticipant(current)), { room: record });
     });
-    this.closeSockets(`acc:${current.account_id}`, reason);
+    this.sockets.closeTagged(`acc:${current.account_id}`, CLOSE_CODES.forbidden, reason);
     return this.roomRecord(this.roomRow()!);
   }
 
@@ -390,7 +390,7 @@ export class Room extends DurableObject<Bindings> {
       this.enqueue(conversationEvent(deleted, "deleted", deleted.conversation), { conversation: deleted });
       return deleted;
     });
-    this.closeSockets(`conv:${id}`, "the conversation was deleted");
+    this.sockets.closeTagged(`conv:${id}`, CLOSE_CODES.forbidden, "the conversation was deleted");
     return ok(record);
   }
 
@@ -1000,11 +1000,6 @@ export class Room extends DurableObject<Bindings> {
       event,
       (actor, ws) => ws !== except && (!actor.conversationId || event.resourceId === actor.conversationId),
     );
-  }
-
-  /** Closes the sockets with a tag (an account removed from the room, a deleted conversation's sessions). */
-  private closeSockets(tag: string, reason: string): void {
-    for (const ws of this.ctx.getWebSockets(tag)) this.sockets.close(ws, CLOSE_CODES.forbidden, reason);
   }
 
   // --- access rules -------------------------------------------------------------------------------------------
