@@ -2,6 +2,7 @@ import { createApp } from "./app";
 import type { Bindings } from "./env";
 import { consumeEvents } from "./events/consumer";
 import { consumeDeadLetters } from "./events/dead-letters";
+import { resumeStalledFlows } from "./flows/instances";
 
 export { FlowWorkflow } from "./flows/workflow";
 export { Hub } from "./hub/hub";
@@ -9,9 +10,34 @@ export { Room } from "./room/room";
 
 const app = createApp();
 
-/** The Parley worker: the REST app, and the queue consumers dispatched by queue name. */
+/** How often one isolate checks for stalled flows while it serves requests. */
+const FLOW_CHECK_EVERY_MS = 30_000;
+let nextFlowCheck = 0;
+
+/** Resumes stalled flows in the background (`resumeStalledFlows`); a failed check waits for the next. */
+function checkFlows(env: Bindings, ctx: ExecutionContext): void {
+  ctx.waitUntil(
+    resumeStalledFlows(env).catch((error) => console.error("checking for stalled flows failed", String(error))),
+  );
+}
+
+/**
+ * The Parley worker: the REST app, the queue consumers dispatched by queue name, and the cron's check for stalled
+ * flows. Requests check too, at most every 30 s an isolate: `wrangler dev` runs no cron, and a restart stops the
+ * flows it cut off until an event reaches them.
+ */
 export default {
-  fetch: app.fetch,
+  fetch(request, env, ctx) {
+    const now = Date.now();
+    if (now >= nextFlowCheck) {
+      nextFlowCheck = now + FLOW_CHECK_EVERY_MS;
+      checkFlows(env, ctx);
+    }
+    return app.fetch(request, env, ctx);
+  },
+  scheduled(_controller, env, ctx) {
+    checkFlows(env, ctx);
+  },
   async queue(batch, env) {
     if (batch.queue.startsWith("parley-events") && batch.queue.endsWith("-dlq")) {
       await consumeDeadLetters(batch, env);

@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /**
@@ -31,6 +32,10 @@ export const flowRuns = sqliteTable(
     index("flow_runs_org_idx").on(t.orgId, t.id),
     index("flow_runs_agent_idx").on(t.orgId, t.agentId, t.id),
     index("flow_runs_event_idx").on(t.eventId),
+    // The runs not ended yet, oldest change first: what the check for stalled flows reads (`stalledFlows`).
+    index("flow_runs_open_idx")
+      .on(t.updatedAt)
+      .where(sql`${t.status} in ('queued', 'running')`),
   ],
 );
 

@@ -43,6 +43,42 @@ export async function wakeFlows(env: Bindings, flows: FlowParams[]): Promise<voi
   await Promise.all(flows.map((flow) => wakeInstance(env, flow)));
 }
 
+/** How long a run may stay queued or running with no change before its flow counts as stalled. */
+export const STALLED_AFTER_MS = 30_000;
+/** The most stalled flows one check resumes. */
+const STALLED_BATCH = 50;
+/** Instance states from which no run is taken again. */
+const ENDED_STATES = new Set<InstanceStatus["status"]>(["complete", "errored", "terminated"]);
+
+/**
+ * Resumes the flows whose runs have stayed queued or running for `STALLED_AFTER_MS` with no change, and answers how
+ * many it found. The local runtime resumes an instance cut off by a restart only when an event reaches it (Cloudflare
+ * resumes its own); an instance that failed, or a wake that was lost, leaves its runs to the flow's next trigger.
+ * A wake that reaches an instance at work is kept for its next wait, which then finds no run and waits again.
+ */
+export async function resumeStalledFlows(env: Bindings, now = Date.now()): Promise<number> {
+  const { results } = await env.DB.prepare(
+    `SELECT r.org_id AS orgId, r.room_id AS roomId, r.conversation_id AS conversationId, r.agent_id AS agentId,
+       i.generation AS generation
+     FROM flow_runs r JOIN flow_instances i ON i.conversation_id = r.conversation_id AND i.agent_id = r.agent_id
+     WHERE r.status IN ('queued', 'running') AND r.updated_at < ?
+     GROUP BY r.conversation_id, r.agent_id LIMIT ?`,
+  )
+    .bind(new Date(now - STALLED_AFTER_MS).toISOString(), STALLED_BATCH)
+    .all<FlowParams>();
+  await Promise.all(results.map((flow) => resumeFlow(env, flow)));
+  return results.length;
+}
+
+/** Wakes a stalled flow's instance; one that ended (failed, or stopped) hands its runs to the next generation. */
+async function resumeFlow(env: Bindings, flow: FlowParams): Promise<void> {
+  const instance = await existing(env, flow);
+  if (!instance || !ENDED_STATES.has((await instance.status()).status)) return wakeInstance(env, flow);
+  console.warn("flow instance ended with runs open; the next generation takes them", instanceId(flow));
+  await nextGeneration(env, flow);
+  await createInstance(env, { ...flow, generation: flow.generation + 1 });
+}
+
 /** Creates a generation's instance, or wakes it. */
 async function wakeInstance(env: Bindings, current: FlowParams): Promise<void> {
   let instance = await existing(env, current);
@@ -59,11 +95,16 @@ async function wakeInstance(env: Bindings, current: FlowParams): Promise<void> {
  * woke this generation.
  */
 export async function handOver(env: Bindings, params: FlowParams): Promise<void> {
+  await nextGeneration(env, params);
+  const queued = await queuedRuns(env.DB, params.conversationId, params.agentId, 1);
+  if (queued.length > 0) await createInstance(env, { ...params, generation: params.generation + 1 });
+}
+
+/** Moves a (conversation, agent) from this generation to the next (no change if another call moved it already). */
+async function nextGeneration(env: Bindings, params: FlowParams): Promise<void> {
   await env.DB.prepare(
     "UPDATE flow_instances SET generation = ? WHERE conversation_id = ? AND agent_id = ? AND generation = ?",
   )
     .bind(params.generation + 1, params.conversationId, params.agentId, params.generation)
     .run();
-  const queued = await queuedRuns(env.DB, params.conversationId, params.agentId, 1);
-  if (queued.length > 0) await createInstance(env, { ...params, generation: params.generation + 1 });
 }

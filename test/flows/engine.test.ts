@@ -12,11 +12,43 @@ import { addParticipant, openHub, subscribe } from "../helpers/realtime";
 import { consumeEvents } from "../../src/events/consumer";
 import { messagePostedEvent } from "../../src/events/envelope";
 import { dispatchedOf, dispatchedStatements } from "../../src/flows/dispatch";
-import { instanceId } from "../../src/flows/instances";
+import { instanceId, resumeStalledFlows, STALLED_AFTER_MS } from "../../src/flows/instances";
 import { takeRun } from "../../src/flows/runs";
 import type { ParleyEvent } from "../../src/protocol/events";
 import { runStep } from "../../src/flows/steps";
 import { agentRoom, historyOf, newConversation, runsOf, say, streamEvents } from "./helpers";
+
+/** Queues a message's run in D1 as a room does, without waking its flow (the flow's generation row made if missing). */
+async function queueRunDirectly(run: {
+  orgId: string;
+  agentId: string;
+  conversationId: string;
+  roomId: string;
+  message: any;
+}) {
+  const { message } = run;
+  await env.DB.batch([
+    env.DB.prepare(
+      "INSERT INTO flow_runs (id, org_id, agent_id, conversation_id, room_id, trigger, trigger_key, message_id, " +
+        "event_id, seq, depth, status, started_at, updated_at) VALUES (?, ?, ?, ?, ?, 'message', ?, ?, ?, ?, 0, 'queued', ?, ?)",
+    ).bind(
+      `run_${message.id.slice(4)}`,
+      run.orgId,
+      run.agentId,
+      run.conversationId,
+      run.roomId,
+      message.id,
+      message.id,
+      messagePostedEvent(message).id,
+      message.seq,
+      message.createdAt,
+      message.createdAt,
+    ),
+    env.DB.prepare(
+      "INSERT INTO flow_instances (conversation_id, agent_id, org_id, generation) VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING",
+    ).bind(run.conversationId, run.agentId, run.orgId),
+  ]);
+}
 
 /** The Workflow instance of a (conversation, agent) flow's generation, for introspection. */
 function flowInstance(conversationId: string, agentId: string, generation = 0) {
@@ -178,6 +210,53 @@ describe("the flow engine", () => {
     expect(history[1]).toMatchObject({ authorId: bot.id, text: "Echo: anyone there?" });
     const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
     expect(runs.map((r) => r.id)).toEqual(["run_00000000000000000000000042"]);
+    socket.close();
+  });
+
+  it("the check for stalled flows resumes a flow whose run waited with no wake", async () => {
+    // As a restart leaves a flow: a run queued that no instance takes (the room never woke it).
+    const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom();
+    const patched = await call("PATCH", `/v1/rooms/${room.id}/participants/${bot.id}`, {
+      token: apiKey,
+      body: { autoRespond: false },
+    });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    const question = await say(apiKey, conversationId, user.id, "still there?");
+    await queueRunDirectly({ orgId, agentId: bot.id, conversationId, roomId: room.id, message: question });
+    // Not stalled yet: nothing is resumed.
+    expect(await resumeStalledFlows(env, Date.parse(question.createdAt) + 1_000)).toBe(0);
+    expect(await resumeStalledFlows(env, Date.parse(question.createdAt) + STALLED_AFTER_MS + 1)).toBe(1);
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history[1]).toMatchObject({ authorId: bot.id, text: "Echo: still there?" });
+    expect((await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed")).length).toBe(1);
+    socket.close();
+  });
+
+  it("the check for stalled flows hands the runs of an instance that ended to the next generation", async () => {
+    const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "reply", text: "ack" }] },
+    });
+    await say(apiKey, conversationId, user.id, "one");
+    await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
+    // Generation 0's instance stops for good, and a run is queued with no wake (the room's went to the old one).
+    await (await env.FLOWS.get(instanceId({ conversationId, agentId: bot.id, generation: 0 }))).terminate();
+    const patched = await call("PATCH", `/v1/rooms/${room.id}/participants/${bot.id}`, {
+      token: apiKey,
+      body: { autoRespond: false },
+    });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    const second = await say(apiKey, conversationId, user.id, "two");
+    await queueRunDirectly({ orgId, agentId: bot.id, conversationId, roomId: room.id, message: second });
+    expect(await resumeStalledFlows(env, Date.parse(second.createdAt) + STALLED_AFTER_MS + 1)).toBe(1);
+    const runs = await runsOf(apiKey, conversationId, (r) => r.length === 2 && r[1].status === "completed");
+    expect(runs[1].messageId).toBe(second.id);
+    const generation = await env.DB.prepare(
+      "SELECT generation FROM flow_instances WHERE conversation_id = ? AND agent_id = ?",
+    )
+      .bind(conversationId, bot.id)
+      .first<number>("generation");
+    expect(generation).toBe(1);
+    expect((await historyOf(apiKey, conversationId, 4)).map((m) => m.text)).toEqual(["one", "ack", "two", "ack"]);
     socket.close();
   });
 

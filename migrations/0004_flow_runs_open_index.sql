@@ -1,0 +1,1 @@
+CREATE INDEX `flow_runs_open_idx` ON `flow_runs` (`updated_at`) WHERE "flow_runs"."status" in ('queued', 'running');
