@@ -57,7 +57,7 @@ export class Hub extends DurableObject<Bindings> {
   override async fetch(request: Request): Promise<Response> {
     const actor = upgradeActor(request);
     if (actor instanceof Response) return actor;
-    if (actor.kind === "account" && actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
+    if (actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
     const response = this.sockets.accept(actor, actor.accountId ? [`acc:${actor.accountId}`] : []);
     await this.alarms.noLaterThan(this.sockets.firstSweep(actor));
     // After the accept (so a publish meanwhile is delivered, not answered quiet), before the socket can subscribe.
@@ -99,6 +99,7 @@ export class Hub extends DurableObject<Bindings> {
       this.applyMembership(event, true);
       this.sockets.deliver(event, (actor, ws) => this.visible(actor, event, eventRoom) && this.inOrder(ws, event));
       this.applyMembership(event, false);
+      if (event.type === "room.participant_removed") this.closeSessions(event);
     }
   }
 
@@ -258,8 +259,13 @@ export class Hub extends DurableObject<Bindings> {
     // Flow runs are the operators' (as `GET /v1/flow-runs`, API keys only): their errors carry the provider's words.
     if (event.source === "flows") return false;
     if (event.source === "notifications") return actor.kind === "account" && event.resourceId === actor.accountId;
-    if (actor.kind === "session") {
-      return event.resourceId === actor.conversationId || conversationOf(event) === actor.conversationId;
+    // A session sees its one conversation, and only while its account takes part in the conversation's room.
+    if (
+      actor.kind === "session" &&
+      event.resourceId !== actor.conversationId &&
+      conversationOf(event) !== actor.conversationId
+    ) {
+      return false;
     }
     return roomId !== null && (this.memberships.get(actor.accountId!)?.has(roomId) ?? false);
   }
@@ -301,12 +307,23 @@ export class Hub extends DurableObject<Bindings> {
     for (const change of changes) applyChange(this.memberships.get(change.accountId), change);
   }
 
-  /** Accounts holding sockets whose rooms are not loaded (after the object woke from hibernation). */
+  /** Closes the sessions of a participant removed from a room: they were for its conversations only (4003, as there). */
+  private closeSessions(event: ParleyEvent): void {
+    const { accountId } = event.data as Participant;
+    this.sockets.closeTagged(
+      `acc:${accountId}`,
+      CLOSE_CODES.forbidden,
+      "no longer a participant of this room",
+      (actor) => actor.kind === "session" && roomIdOfConversation(actor.conversationId!) === event.resourceId,
+    );
+  }
+
+  /** Accounts (and sessions' accounts) holding sockets whose rooms are not loaded (a new socket, or after hibernation). */
   private unloadedAccounts(): { orgId: string; accountIds: string[] } | null {
     const ids = new Set<string>();
     let orgId = "";
     for (const [, state] of this.sockets.all()) {
-      if (state.actor.kind === "account" && state.actor.accountId && !this.memberships.has(state.actor.accountId)) {
+      if (state.actor.accountId && !this.memberships.has(state.actor.accountId)) {
         ids.add(state.actor.accountId);
         orgId = state.actor.orgId;
       }

@@ -438,9 +438,14 @@ export class SocketRegistry {
     this.closeKeys(gone);
   }
 
-  /** Closes the sockets accepted with a tag (`acc:<id>`, `conv:<id>`): an account removed or deleted, a conversation deleted. */
-  closeTagged(tag: string, code: number, reason: string): void {
-    for (const ws of this.ctx.getWebSockets(tag)) this.close(ws, code, reason);
+  /**
+   * Closes the sockets accepted with a tag (`acc:<id>`, `conv:<id>`), those of them `which` picks if given: an account
+   * removed or deleted, a conversation deleted.
+   */
+  closeTagged(tag: string, code: number, reason: string, which?: (actor: SocketActor) => boolean): void {
+    for (const ws of this.ctx.getWebSockets(tag)) {
+      if (!which || which(this.state(ws).actor)) this.close(ws, code, reason);
+    }
   }
 
   /** Closes the sockets opened with any of these (revoked) API keys, with 4001. */

@@ -36,6 +36,16 @@ function forward(c: Context<AppEnv>, principal: OrgPrincipal): Request {
   return new Request(c.req.url, { method: "GET", headers });
 }
 
+/** Refuses an account or session that is not (or no longer) a participant of the room. */
+async function requireParticipant(c: Context<AppEnv>, orgId: string, roomId: string, accountId: string): Promise<void> {
+  const member = await createDb(c.env.DB)
+    .select({ id: participants.accountId })
+    .from(participants)
+    .where(and(eq(participants.orgId, orgId), eq(participants.roomId, roomId), eq(participants.accountId, accountId)))
+    .get();
+  if (!member) throw new ApiError("FORBIDDEN", "not a participant of this room");
+}
+
 /** The realtime upgrades: `/v1/realtime` (the org hub) and `/v1/rooms/{id}/realtime` (one room). */
 export const realtimeRoutes = new Hono<AppEnv>()
   .get(
@@ -49,6 +59,15 @@ export const realtimeRoutes = new Hono<AppEnv>()
     async (c) => {
       const principal = orgPrincipal(c);
       requireUpgrade(c);
+      // A session acts as one participant in one conversation: a participant no longer has nothing to follow.
+      if (principal.kind === "session") {
+        await requireParticipant(
+          c,
+          principal.orgId,
+          roomIdOfConversation(principal.conversationId)!,
+          principal.accountId,
+        );
+      }
       return c.env.HUBS.get(c.env.HUBS.idFromName(principal.orgId)).fetch(forward(c, principal));
     },
   )
@@ -65,8 +84,7 @@ export const realtimeRoutes = new Hono<AppEnv>()
       const roomId = idParam(c, "id", "room");
       requireUpgrade(c);
       // Authorisation happens here, before the room's object is touched.
-      const db = createDb(c.env.DB);
-      const room = await db
+      const room = await createDb(c.env.DB)
         .select({ id: rooms.id })
         .from(rooms)
         .where(and(eq(rooms.id, roomId), eq(rooms.orgId, principal.orgId)))
@@ -76,18 +94,7 @@ export const realtimeRoutes = new Hono<AppEnv>()
         if (principal.kind === "session" && roomIdOfConversation(principal.conversationId) !== roomId) {
           throw new ApiError("FORBIDDEN", "a session token only connects to its conversation's room");
         }
-        const member = await db
-          .select({ id: participants.accountId })
-          .from(participants)
-          .where(
-            and(
-              eq(participants.orgId, principal.orgId),
-              eq(participants.roomId, roomId),
-              eq(participants.accountId, principal.accountId),
-            ),
-          )
-          .get();
-        if (!member) throw new ApiError("FORBIDDEN", "not a participant of this room");
+        await requireParticipant(c, principal.orgId, roomId, principal.accountId);
       }
       return c.env.ROOMS.get(c.env.ROOMS.idFromName(roomId)).fetch(forward(c, principal));
     },

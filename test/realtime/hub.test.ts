@@ -344,6 +344,31 @@ describe("hub delivery and visibility", () => {
     expect(own2).toMatchObject({ type: "ack", recovered: true });
   });
 
+  it("a session of a participant removed from the room is closed, receives nothing more and cannot reconnect", async () => {
+    const f = await createFixture();
+    const witness = await witnessOf(f);
+    const token = await sessionToken(f.apiKey, f.conversation.id, f.bob.id);
+    const session = await openHub(token);
+    await subscribe(session, `events.${f.orgId}.>`);
+    const before = await postOk(f.apiKey, f.conversation.id, { text: "before", authorId: f.alice.id });
+    await messageOn(session, before);
+    await removeParticipant(f.apiKey, f.room.id, f.bob.id);
+    expect(await closedWithin(session)).toEqual({ code: 4003, reason: "no longer a participant of this room" });
+    // A new connection with the same token is refused, as the room socket's is.
+    expectError(await upgrade("/v1/realtime", { token }), 403, "FORBIDDEN");
+    // A session that connected before the removal reached the hub still sees nothing of the conversation after it.
+    await addParticipant(f.apiKey, f.room.id, f.bob.id);
+    const again = await openHub(await sessionToken(f.apiKey, f.conversation.id, f.bob.id));
+    await subscribe(again, `events.${f.orgId}.>`);
+    await inObject(hubObject(f.orgId), async (hub: any) => {
+      hub.memberships.get(f.bob.id)?.delete(f.room.id);
+    });
+    const after = await postOk(f.apiKey, f.conversation.id, { text: "after", authorId: f.alice.id });
+    await messageOn(witness, after);
+    await again.flush();
+    expect(again.events()).toEqual([]);
+  });
+
   it("a session token does not receive its account's notifications (they are account-wide, not of its conversation)", async () => {
     const f = await createFixture();
     const witness = await witnessOf(f);
