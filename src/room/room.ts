@@ -259,6 +259,7 @@ export class Room extends DurableObject<Bindings> {
     if (!access.ok) return access;
     const current = this.participant(accountId);
     if (!current) return fail("NOT_FOUND", "participant not found");
+    if (current.deleted) return fail("CONFLICT", "the account was deleted: its place in this DM no longer changes");
     const participant = this.commit(() => {
       this.sql.exec(
         "UPDATE participants SET role = ?, auto_respond = ? WHERE account_id = ?",
@@ -287,13 +288,30 @@ export class Room extends DurableObject<Bindings> {
   }
 
   /**
-   * Takes a deleted account out of the room, a DM too (its other participants keep the room and its history; the DM's
-   * set can no longer be named, as the account is gone): nobody can post as it or open a session for it any more.
-   * Answers the room's record, or null when the account was not a participant.
+   * Takes a deleted account out of a standard room. A DM keeps it, as its membership never changes (the same set
+   * still names the room, and it keeps at least two participants): there it becomes an observer marked deleted, with
+   * a `participant_updated` event. Either way nobody can post as it, answer as it or open a session for it any more,
+   * and its sockets close. Answers the room's record, or null when the account was not a participant.
    */
   async removeDeletedAccount(accountId: string): Promise<RoomRecord | null> {
-    const current = this.roomRow() ? this.participant(accountId) : undefined;
-    return current ? this.dropParticipant(current, "the account was deleted") : null;
+    const room = this.roomRow();
+    const current = room ? this.participant(accountId) : undefined;
+    if (!current) return null;
+    if (room!.type !== "dm") return this.dropParticipant(current, "the account was deleted");
+    if (!current.deleted) {
+      this.commit(() => {
+        this.sql.exec(
+          "UPDATE participants SET role = 'observer', auto_respond = 0, deleted = 1 WHERE account_id = ?",
+          accountId,
+        );
+        this.bumpVersion();
+        const record = this.roomRecord(this.roomRow()!);
+        const updated = toParticipant(this.participant(accountId)!);
+        this.enqueue(roomEvent(record, "participant_updated", updated), { room: record });
+      });
+    }
+    this.sockets.closeTagged(`acc:${accountId}`, CLOSE_CODES.forbidden, "the account was deleted");
+    return this.roomRecord(this.roomRow()!);
   }
 
   /** Removes a participant, with its `participant_removed` event, and closes its sockets. */
@@ -398,7 +416,8 @@ export class Room extends DurableObject<Bindings> {
   async checkSession(actor: Actor, conversationId: string, accountId: string): Promise<Result<true>> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
-    if (!this.participant(accountId))
+    const participant = this.participant(accountId);
+    if (!participant || participant.deleted)
       return fail("BAD_REQUEST", "the account is not a participant of this room", [
         { path: "accountId", message: "must be a participant of the conversation's room" },
       ]);
@@ -413,8 +432,8 @@ export class Room extends DurableObject<Bindings> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
     const author = this.participant(input.authorId);
-    if (!author) return fail("FORBIDDEN", "the author is not a participant of this room");
-    if (author.role === "observer") return fail("FORBIDDEN", "observers cannot post");
+    const refusal = postingRefusal(author);
+    if (refusal) return fail("FORBIDDEN", refusal);
 
     if (input.clientMessageId !== undefined) {
       const previous = this.messageByClientId(conversationId, input.clientMessageId);
@@ -422,7 +441,7 @@ export class Room extends DurableObject<Bindings> {
         return ok({ message: previous, created: false, conversation: this.conversationRecord(found.value) });
     }
 
-    const draft = this.draftMessage(found.value, author, input, newId("msg"));
+    const draft = this.draftMessage(found.value, author!, input, newId("msg"));
     // To a few sockets, sent before the write. The runtime holds every send that follows a write until the write is
     // durable, which would make each delivery wait for a commit; the author's ack (or REST answer), the hub and the
     // queue still wait for it. Everything that can refuse the post was checked above. Should the write still fail,
@@ -459,8 +478,8 @@ export class Room extends DurableObject<Bindings> {
   ): Promise<Result<{ message: Message | null; next: number }>> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
-    const author = this.participant(authorId);
-    if (!author || author.role === "observer") return fail("FORBIDDEN", "the author may not post in this room");
+    const refusal = postingRefusal(this.participant(authorId));
+    if (refusal) return fail("FORBIDDEN", refusal);
     const posted = this.messageByClientId(conversationId, streamId);
     if (posted) return ok({ message: posted, next: 0 });
     const state = this.streams.open(streamId, conversationId, authorId);
@@ -567,7 +586,7 @@ export class Room extends DurableObject<Bindings> {
     const failure =
       error ??
       (!conversation || conversation.deleted_at ? "the conversation was deleted" : undefined) ??
-      (!author || author.role === "observer" ? "the agent may no longer post in this room" : undefined) ??
+      postingRefusal(author) ??
       (text === "" && !posted ? "the model returned no text" : undefined);
     const messageId = posted?.id ?? newId("msg");
     const result = this.commit(() => {
@@ -1275,6 +1294,13 @@ function dedupe(participants: ParticipantSpec[]): ParticipantSpec[] {
   const byId = new Map<string, ParticipantSpec>();
   for (const p of participants) if (!byId.has(p.accountId)) byId.set(p.accountId, p);
   return [...byId.values()];
+}
+
+/** Why a participant may not post, or null when it may: gone from the room, deleted, or an observer. */
+function postingRefusal(author: ParticipantRow | undefined): string | null {
+  if (!author) return "the author is not a participant of this room";
+  if (author.deleted) return "the author's account was deleted";
+  return author.role === "observer" ? "observers cannot post" : null;
 }
 
 function toParticipant(row: ParticipantRow): Participant {

@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS stream_chunks (
 DROP INDEX IF EXISTS outbox_unqueued;
 DROP INDEX IF EXISTS outbox_unpublished;
 `,
+  // A deleted account stays in its DM rooms (their membership never changes), as an observer marked deleted.
+  `
+ALTER TABLE participants ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+`,
 ];
 
 /** Whether an object has a room's storage at all (any schema version). */
@@ -128,6 +132,8 @@ export interface ParticipantRow extends Record<string, SqlStorageValue> {
   role: string;
   auto_respond: number;
   joined_at: string;
+  /** 1 for a deleted account kept in a DM room. */
+  deleted: number;
 }
 
 /** A row of the `conversations` table. */

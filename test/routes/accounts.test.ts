@@ -595,7 +595,7 @@ describe("DELETE /v1/accounts/{id}", () => {
     expect(agents.body.items).toEqual([]);
   });
 
-  it("takes the account out of every room it took part in, a DM too: nobody posts as it or opens a session for it", async () => {
+  it("takes the account out of its standard rooms and keeps it in its DMs as a deleted observer: nobody posts as it or opens a session for it", async () => {
     const org = await createOrg();
     const stay = await createAccount(org.apiKey, { type: "user", name: "Stay" });
     const other = await createAccount(org.apiKey, { type: "user", name: "Other" });
@@ -633,14 +633,29 @@ describe("DELETE /v1/accounts/{id}", () => {
     expect(await closedWithin(hub)).toMatchObject({ code: 4001 });
     expect(await closedWithin(roomSocket)).toMatchObject({ code: 4003 });
 
-    for (const r of [room, dm]) {
-      const read = await call("GET", `/v1/rooms/${r.body.id}`, { token: org.apiKey });
-      expect(read.body.participants.map((p: any) => p.accountId)).toEqual([stay.id]);
-    }
+    const standard = await call("GET", `/v1/rooms/${room.body.id}`, { token: org.apiKey });
+    expect(standard.body.participants.map((p: any) => p.accountId)).toEqual([stay.id]);
+    // A DM's membership never changes: the same set still names it, and the account stays, as an observer.
+    const kept = await call("GET", `/v1/rooms/${dm.body.id}`, { token: org.apiKey });
+    const roles = Object.fromEntries(kept.body.participants.map((p: any) => [p.accountId, [p.role, p.autoRespond]]));
+    expect(roles).toEqual({ [stay.id]: ["member", false], [gone.id]: ["observer", false] });
     const untouched = await call("GET", `/v1/rooms/${elsewhere.body.id}`, { token: org.apiKey });
     expect(untouched.body.participants).toHaveLength(2);
     const rooms = await call("GET", `/v1/rooms?accountId=${gone.id}`, { token: org.apiKey });
-    expect(rooms.body.items).toEqual([]);
+    expect(rooms.body.items.map((r: any) => r.id)).toEqual([dm.body.id]);
+    const dms = await call("GET", `/v1/rooms?accountId=${stay.id}&type=dm`, { token: org.apiKey });
+    expect(dms.body.items.map((r: any) => r.id)).toEqual([dm.body.id]);
+    // Its place in the DM no longer changes.
+    const promote = await call("PATCH", `/v1/rooms/${dm.body.id}/participants/${gone.id}`, {
+      token: org.apiKey,
+      body: { role: "member" },
+    });
+    expectError(promote, 409, "CONFLICT");
+    expectError(
+      await call("DELETE", `/v1/rooms/${dm.body.id}/participants/${gone.id}`, { token: org.apiKey }),
+      409,
+      "ROOM_IMMUTABLE",
+    );
     for (const conversationId of conversations) {
       const ghost = await call("POST", `/v1/conversations/${conversationId}/messages`, {
         token: org.apiKey,
