@@ -115,7 +115,7 @@ async function loadRules(d1: D1Database, events: ParleyEvent[]): Promise<RuleRow
   return statements.length === 0 ? [] : rulesOf(await d1.batch(statements));
 }
 
-/** The rules each event matches, with the shared topic matcher. */
+/** The rules each event matches, with the shared topic matcher: a rule applies to events from its creation on. */
 function matchRules(events: ParleyEvent[], rules: RuleRow[]): Match[] {
   const matches: Match[] = [];
   const byOrg = new Map<string, { rule: RuleRow; pattern: TopicPattern }[]>();
@@ -128,6 +128,8 @@ function matchRules(events: ParleyEvent[], rules: RuleRow[]): Match[] {
     if (!patterns) continue;
     const parts = event.topic.split(".");
     for (const { rule, pattern } of patterns) {
+      // The consumer may run later than the event (a batch, a retry, a redrive): rules made since do not apply.
+      if (event.occurredAt < rule.createdAt) continue;
       if (segmentsMatch(pattern, parts)) {
         matches.push({ event, rule, roomId: roomOfEvent(event), authorId: authorOfEvent(event) });
       }

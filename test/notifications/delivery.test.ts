@@ -166,6 +166,28 @@ describe("websocket notifications", () => {
     expect(await notificationsOf(f.apiKey, dave.id)).toHaveLength(1);
   });
 
+  it("a rule applies from its creation on: events that happened before it notify nobody, however late consumed", async () => {
+    const f = await setup();
+    const earlier = await postAs(f, "before the rule");
+    const rule = await createRule(f.apiKey, {
+      name: "Late",
+      topic: messagesTopic(f.orgId),
+      channels: ["websocket"],
+      recipients: "participants",
+      template: { title: "New", body: "{{event.data.text}}" },
+    });
+    expect(rule.createdAt > earlier.createdAt).toBe(true);
+    // The events queue delivers the earlier event (again) after the rule exists, as a retry or a redrive would.
+    const batch = createMessageBatch("parley-events", [
+      { id: "late", timestamp: new Date(), attempts: 2, body: JSON.stringify({ event: messagePostedEvent(earlier) }) },
+    ]);
+    await worker.queue(batch, env);
+    expect((await getQueueResult(batch, createExecutionContext())).ackAll).toBe(true);
+    const later = await postAs(f, "after the rule");
+    await settled(f.apiKey, f.bob.id, messagePostedEvent(later).id, ["websocket"]);
+    expect((await notificationsOf(f.apiKey, f.bob.id)).map((n) => n.body)).toEqual(["after the rule"]);
+  });
+
   it("notification events never trigger rules themselves, even through a catch-all topic", async () => {
     const f = await setup();
     await createRule(f.apiKey, {
