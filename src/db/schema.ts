@@ -22,6 +22,19 @@ export const apiKeys = sqliteTable(
   (t) => [uniqueIndex("api_keys_hash_idx").on(t.keyHash), index("api_keys_org_idx").on(t.orgId, t.id)],
 );
 
+/**
+ * The rooms that accepted a socket opened with an API key: revoking the key closes its sockets there at once (the
+ * rooms' sweeps are the backstop). A row outlives the sockets; the revoke deletes the key's rows.
+ */
+export const apiKeyRooms = sqliteTable(
+  "api_key_rooms",
+  {
+    keyId: text("key_id").notNull(),
+    roomId: text("room_id").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.keyId, t.roomId] })],
+);
+
 /** Users and agents. */
 export const accounts = sqliteTable(
   "accounts",

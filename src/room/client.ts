@@ -15,6 +15,7 @@ export type RoomRpc = Pick<
   | "updateParticipant"
   | "removeParticipant"
   | "removeDeletedAccount"
+  | "keyRevoked"
   | "createConversation"
   | "getConversation"
   | "updateConversation"

@@ -287,6 +287,11 @@ export class Room extends DurableObject<Bindings> {
     return ok({ record: this.dropParticipant(current, "no longer a participant of this room") });
   }
 
+  /** An API key of the org was revoked: its sockets here close at once (4001). */
+  async keyRevoked(keyId: string): Promise<void> {
+    this.sockets.closeKeys(new Set([keyId]));
+  }
+
   /**
    * Takes a deleted account out of a standard room. A DM keeps it, as its membership never changes (the same set
    * still names the room, and it keeps at least two participants): there it becomes an observer marked deleted, with

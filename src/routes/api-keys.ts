@@ -3,9 +3,10 @@ import { Hono } from "hono";
 import { createApiKey, forgetApiKey } from "../auth/api-keys";
 import { auth, orgPrincipal } from "../auth/middleware";
 import { createDb } from "../db/client";
-import { apiKeys } from "../db/schema";
-import type { AppEnv } from "../env";
+import { apiKeyRooms, apiKeys } from "../db/schema";
+import type { AppEnv, Bindings } from "../env";
 import { hubStub } from "../hub/client";
+import { roomStub } from "../room/client";
 import { notFound } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
 import { describe } from "../http/openapi";
@@ -76,10 +77,25 @@ export const apiKeyRoutes = new Hono<AppEnv>()
         .returning({ id: apiKeys.id });
       if (revoked.length === 0) throw notFound("api key");
       forgetApiKey(id);
-      // The org stream's sockets of the key close now; failing that, within the hub's next sweep (30 s).
-      await hubStub(c.env, orgId)
-        .keyRevoked(id)
-        .catch((error) => console.error("closing the revoked key's hub sockets failed", String(error)));
+      await closeKeySockets(c.env, orgId, id);
       return c.body(null, 204);
     },
   );
+
+/**
+ * Closes a revoked key's sockets now: the org stream's, and those of every room that accepted one (`api_key_rooms`).
+ * What fails here is closed by that object's next sweep (within 30 s).
+ */
+async function closeKeySockets(env: Bindings, orgId: string, keyId: string): Promise<void> {
+  const db = createDb(env.DB);
+  const rooms = await db.select({ id: apiKeyRooms.roomId }).from(apiKeyRooms).where(eq(apiKeyRooms.keyId, keyId));
+  const closed = await Promise.allSettled([
+    hubStub(env, orgId).keyRevoked(keyId),
+    ...rooms.map((room) => roomStub(env, room.id).keyRevoked(keyId)),
+  ]);
+  const failed = closed.filter((result) => result.status === "rejected");
+  if (failed.length > 0) {
+    console.error("closing a revoked key's sockets failed", { keyId, failed: failed.length, of: closed.length });
+  }
+  await db.delete(apiKeyRooms).where(eq(apiKeyRooms.keyId, keyId));
+}

@@ -4,7 +4,7 @@ import { Hono } from "hono";
 import { auth, orgPrincipal } from "../auth/middleware";
 import type { OrgPrincipal } from "../auth/principal";
 import { createDb } from "../db/client";
-import { participants, rooms } from "../db/schema";
+import { apiKeyRooms, participants, rooms } from "../db/schema";
 import type { AppEnv } from "../env";
 import { ApiError, notFound } from "../errors";
 import { describe } from "../http/openapi";
@@ -90,7 +90,10 @@ export const realtimeRoutes = new Hono<AppEnv>()
         .where(and(eq(rooms.id, roomId), eq(rooms.orgId, principal.orgId)))
         .get();
       if (!room) throw notFound("room");
-      if (principal.kind !== "apiKey") {
+      if (principal.kind === "apiKey") {
+        // So that revoking the key closes this socket at once (`closeKeySockets`).
+        await createDb(c.env.DB).insert(apiKeyRooms).values({ keyId: principal.keyId, roomId }).onConflictDoNothing();
+      } else {
         if (principal.kind === "session" && roomIdOfConversation(principal.conversationId) !== roomId) {
           throw new ApiError("FORBIDDEN", "a session token only connects to its conversation's room");
         }

@@ -1085,7 +1085,10 @@ describe("room socket hibernation and keep-alive", () => {
     ]);
     for (const socket of [doomed, kept, doomedHub])
       await subscribe(socket, conversationTopic(f.orgId, f.conversation.id));
-    expect((await call("DELETE", `/v1/api-keys/${created.body.id}`, { token: f.apiKey })).status).toBe(204);
+    // Revoked with no word to the objects (as when telling them failed): only their sweeps find out.
+    await env.DB.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ?")
+      .bind(new Date().toISOString(), created.body.id)
+      .run();
 
     for (const stub of [roomObject(f.room.id), hubObject(f.orgId)]) {
       await evictDurableObject(stub, { webSockets: "hibernate" }); // the next alarm sweeps
@@ -1097,17 +1100,30 @@ describe("room socket hibernation and keep-alive", () => {
     expect((await kept.waitLog((frame) => frame.type === "event")).event.data.text).toBe("still here");
   });
 
-  it("revoking an API key closes its org-stream sockets at once, before any sweep", async () => {
+  it("revoking an API key closes its sockets at once, on the org stream and in every room, before any sweep", async () => {
     const f = await createFixture();
+    const room2 = await createRoom(f.apiKey, [{ accountId: f.bob.id }]);
     const created = await call("POST", "/v1/api-keys", { token: f.apiKey, body: { name: "to revoke" } });
-    const [doomed, kept] = await Promise.all([openHub(created.body.apiKey), openHub(f.apiKey)]);
-    for (const socket of [doomed, kept]) await subscribe(socket, `events.${f.orgId}.>`);
+    const [doomed, doomedHere, doomedThere, kept] = await Promise.all([
+      openHub(created.body.apiKey),
+      openRoom(f.room.id, created.body.apiKey),
+      openRoom(room2.id, created.body.apiKey),
+      openHub(f.apiKey),
+    ]);
+    for (const socket of [doomed, doomedHere, doomedThere, kept]) await subscribe(socket, `events.${f.orgId}.>`);
     expect((await call("DELETE", `/v1/api-keys/${created.body.id}`, { token: f.apiKey })).status).toBe(204);
-    expect(await closedWithin(doomed)).toMatchObject({ code: 4001, reason: "API key revoked" });
+    for (const socket of [doomed, doomedHere, doomedThere]) {
+      expect(await closedWithin(socket)).toMatchObject({ code: 4001, reason: "API key revoked" });
+    }
+    // A frame the room socket sent after the revoke posts nothing: the socket is gone.
     await postOk(f.apiKey, f.conversation.id, { text: "after the revoke", authorId: f.alice.id });
     const posted = await kept.waitLog((frame) => frame.event?.type === "conversation.message_posted");
     expect(posted.event.data.text).toBe("after the revoke");
-    expect(doomed.events()).toEqual([]);
+    for (const socket of [doomed, doomedHere, doomedThere]) expect(socket.events()).toEqual([]);
+    const rows = await env.DB.prepare("SELECT count(*) AS n FROM api_key_rooms WHERE key_id = ?")
+      .bind(created.body.id)
+      .first<number>("n");
+    expect(rows).toBe(0);
   });
 
   it("a frame from a socket whose token expired closes it with 4001 and changes nothing", async () => {
