@@ -15,6 +15,13 @@ export const REALTIME_LIMITS = {
   postsPerSecond: 10,
   /** ... and in a burst. */
   postBurst: 20,
+  /**
+   * Frames of any kind a connection may send per second, sustained, and in a burst (a reconnection's 100 subscribes
+   * fit): beyond them a frame gets `RATE_LIMITED` unread, and a connection that keeps on sending twice the burst more
+   * is closed with 1008.
+   */
+  framesPerSecond: 100,
+  frameBurst: 500,
   /** Most messages one `sinceSeq` subscription replays; beyond it the ack says `recovered: false`. */
   replayMessages: 5_000,
   /** A connection silent this long is sent a ping (clients ping at least every 30 s, so only a silent one gets it). */

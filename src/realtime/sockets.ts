@@ -41,6 +41,9 @@ export interface LiveSocket {
   persistedSeen: number;
   tokens: number;
   refilledAt: number;
+  /** What is left of the connection's frame budget (negative: a flood's debt), and when it was last refilled. */
+  frames: number;
+  framesAt: number;
   /**
    * Per conversation, the messages this connection already has: every seq from `from` to `to` (live deliveries and
    * replays). A `sinceSeq` replay skips them, so an event reaches a connection once however its subscriptions overlap.
@@ -110,6 +113,8 @@ export class SocketRegistry {
       persistedSeen: now,
       tokens: REALTIME_LIMITS.postBurst,
       refilledAt: now,
+      frames: REALTIME_LIMITS.frameBurst,
+      framesAt: now,
       received: new Map(),
     });
     return new Response(null, { status: 101, webSocket: client });
@@ -147,6 +152,8 @@ export class SocketRegistry {
         persistedSeen: attachment.seen,
         tokens: REALTIME_LIMITS.postBurst,
         refilledAt: Date.now(),
+        frames: REALTIME_LIMITS.frameBurst,
+        framesAt: Date.now(),
         received: new Map(),
       };
       this.live.set(ws, state);
@@ -160,8 +167,15 @@ export class SocketRegistry {
    */
   parse(ws: WebSocket, message: string | ArrayBuffer): ClientFrame | null {
     this.touch(ws);
-    if (expired(this.state(ws).actor, Date.now())) {
+    const state = this.state(ws);
+    const now = Date.now();
+    if (expired(state.actor, now)) {
       this.close(ws, CLOSE_CODES.unauthorized, "token expired");
+      return null;
+    }
+    if (!spendFrame(state, now)) {
+      if (state.frames < -REALTIME_LIMITS.frameBurst) this.close(ws, CLOSE_CODES.policy, "too many frames");
+      else this.error(ws, undefined, "RATE_LIMITED", `at most ${REALTIME_LIMITS.framesPerSecond} frames per second`);
       return null;
     }
     if (overFrameLimit(message)) {
@@ -506,6 +520,14 @@ function noteReceived(state: LiveSocket, conversationId: string, from: number, t
   } else {
     state.received.set(conversationId, { from, to });
   }
+}
+
+/** Takes one frame from the connection's budget; false when it is spent (the debt grows while the flood lasts). */
+function spendFrame(state: LiveSocket, now: number): boolean {
+  const { framesPerSecond, frameBurst } = REALTIME_LIMITS;
+  state.frames = Math.min(frameBurst, state.frames + ((now - state.framesAt) / 1000) * framesPerSecond) - 1;
+  state.framesAt = now;
+  return state.frames >= 0;
 }
 
 /** Whether the token behind a socket has expired (API keys do not expire). */

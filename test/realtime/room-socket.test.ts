@@ -1,6 +1,7 @@
 import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
+import { REALTIME_LIMITS } from "../../src/protocol/frames";
 import { accountToken, call, createFixture, createOrg, eventually, expectError } from "../helpers/api";
 import {
   addParticipant,
@@ -690,6 +691,29 @@ describe("room socket message.post", () => {
     await sleep(1_200);
     const later = await request(burst, { type: "message.post", conversationId: f.conversation.id, text: "later" });
     expect(later).toMatchObject({ type: "ack", message: { seq: acked.length + 3 } });
+  });
+});
+
+describe("frame floods", () => {
+  it("frames past the connection's budget get RATE_LIMITED unread; a flood that goes on is closed with 1008", async () => {
+    const f = await createFixture();
+    const flood = await openRoom(f.room.id, await accountToken(f.apiKey, f.alice.id));
+    const { frameBurst } = REALTIME_LIMITS;
+    // A burst within the budget is answered frame by frame.
+    for (let i = 0; i < frameBurst; i++) flood.send({ type: "ping", id: `p${i}` });
+    await flood.waitLog((frame) => frame.type === "ack" && frame.id === `p${frameBurst - 1}`, 10_000);
+    expect(flood.log.filter((frame) => frame.type === "pong")).toHaveLength(frameBurst);
+    // Past it, frames are refused unread (no pong, no ack), then the connection is closed.
+    const closed = closedWithin(flood, 10_000);
+    for (let i = 0; i < 3 * frameBurst; i++) flood.send({ type: "ping", id: `q${i}` });
+    expect(await closed).toEqual({ code: 1008, reason: "too many frames" });
+    const refused = flood.log.filter((frame) => frame.type === "error");
+    expect(refused.length).toBeGreaterThan(frameBurst / 2);
+    for (const frame of refused) expect(frame.error.code).toBe("RATE_LIMITED");
+    // Another socket of the room is unaffected.
+    const bob = await openRoom(f.room.id, await accountToken(f.apiKey, f.bob.id));
+    const calm = await request(bob, { type: "message.post", conversationId: f.conversation.id, text: "calm" });
+    expect(calm).toMatchObject({ type: "ack", message: { seq: 1 } });
   });
 });
 
