@@ -5,7 +5,7 @@
 //     Workers developer would usually write.
 // Each runs in its own `wrangler dev` on free ports with fresh local state. Parley is started like a user starts it
 // (scripts/dev.mjs) and set up through its public REST API: an org, N user accounts, a standard room of N
-// participants per room size, a conversation, account tokens. Its N members connect to /v1/rooms/{id}/realtime and
+// participants per room size, a conversation, account tokens. Its N members connect to /v1/rooms/{roomId}/realtime and
 // subscribe to the conversation's message_posted topic; a sender posts with `message.post` frames on its own sockets.
 //
 // For rooms of 2, 100 and 1,000 members it measures, for each of the three:

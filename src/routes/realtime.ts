@@ -46,7 +46,7 @@ async function requireParticipant(c: Context<AppEnv>, orgId: string, roomId: str
   if (!member) throw new ApiError("FORBIDDEN", "not a participant of this room");
 }
 
-/** The realtime upgrades: `/v1/realtime` (the org hub) and `/v1/rooms/{id}/realtime` (one room). */
+/** The realtime upgrades: `/v1/realtime` (the org hub) and `/v1/rooms/{roomId}/realtime` (one room). */
 export const realtimeRoutes = new Hono<AppEnv>()
   .get(
     "/realtime",
@@ -72,7 +72,7 @@ export const realtimeRoutes = new Hono<AppEnv>()
     },
   )
   .get(
-    "/rooms/:id/realtime",
+    "/rooms/:roomId/realtime",
     describe({
       summary: "One room's event stream and posting (WebSocket upgrade; `?token=` allowed)",
       tags: ["realtime"],
@@ -81,7 +81,7 @@ export const realtimeRoutes = new Hono<AppEnv>()
     auth("apiKey", "account", "session"),
     async (c) => {
       const principal = orgPrincipal(c);
-      const roomId = idParam(c, "id", "room");
+      const roomId = idParam(c, "roomId", "room");
       requireUpgrade(c);
       // Authorisation happens here, before the room's object is touched.
       const room = await createDb(c.env.DB)

@@ -232,7 +232,7 @@ export const roomRoutes = new Hono<AppEnv>()
     },
   )
   .post(
-    "/:id/conversations",
+    "/:roomId/conversations",
     describe({
       summary: "Start a conversation in a room",
       tags: ["conversations"],
@@ -241,7 +241,7 @@ export const roomRoutes = new Hono<AppEnv>()
     auth("apiKey", "account"),
     jsonBody(CreateConversationSchema),
     async (c) => {
-      const roomId = roomIdParam(c);
+      const roomId = idParam(c, "roomId", "room");
       const record = unwrap(
         await roomStub(c.env, roomId).createConversation(
           actorOf(orgPrincipal(c)),

@@ -22,7 +22,7 @@ export type TokenSource = string | (() => string | Promise<string>);
 
 /** Options of `RealtimeClient`. */
 export interface RealtimeClientOptions {
-  /** The realtime endpoint (`/v1/realtime` or `/v1/rooms/{id}/realtime`), as `http(s)://` or `ws(s)://`; see `realtimeUrl`. */
+  /** The realtime endpoint (`/v1/realtime` or `/v1/rooms/{roomId}/realtime`), as `http(s)://` or `ws(s)://`; see `realtimeUrl`. */
   url: string;
   /** Sent as `?token=` (browsers cannot set headers on a WebSocket). */
   token: TokenSource;

@@ -13,7 +13,7 @@ export interface TestSocket {
   close(): void;
 }
 
-/** Opens a realtime socket (`/v1/realtime` or `/v1/rooms/{id}/realtime`) with a token in the query. */
+/** Opens a realtime socket (`/v1/realtime` or `/v1/rooms/{roomId}/realtime`) with a token in the query. */
 export async function connect(path: string, token: string): Promise<TestSocket> {
   const response = await SELF.fetch(`https://parley.test${path}?token=${encodeURIComponent(token)}`, {
     headers: { upgrade: "websocket" },

@@ -355,7 +355,7 @@ describe("OpenAPI document", () => {
       "/v1/rooms/{id}",
       "/v1/rooms/{id}/participants",
       "/v1/rooms/{id}/participants/{accountId}",
-      "/v1/rooms/{id}/conversations",
+      "/v1/rooms/{roomId}/conversations",
       "/v1/conversations",
       "/v1/conversations/{id}",
       "/v1/conversations/{id}/sessions",
