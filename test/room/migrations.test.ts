@@ -7,11 +7,13 @@ describe("room storage migrations", () => {
     const f = await createFixture();
     await post(f.apiKey, f.conversation.id, { text: "before", authorId: f.alice.id });
     const stub = env.ROOMS.get(env.ROOMS.idFromName(f.room.id));
-    // Put the storage back in the shape the first release wrote: the outbox without its sink columns, no version.
+    // Put the storage back in the shape the first release wrote: the outbox without its sink columns, participants
+    // without their deleted flag, no version.
     await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) => {
       state.storage.sql.exec(`DROP TABLE schema_version;
         DROP TABLE outbox;
-        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);`);
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+        ALTER TABLE participants DROP COLUMN deleted;`);
     });
     await evictDurableObject(stub);
 
@@ -27,6 +29,13 @@ describe("room storage migrations", () => {
         .map((c) => c.name),
     );
     expect(columns).toEqual(expect.arrayContaining(["queued", "published"]));
+    const participantColumns = await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) =>
+      state.storage.sql
+        .exec<{ name: string }>("SELECT name FROM pragma_table_info('participants')")
+        .toArray()
+        .map((c) => c.name),
+    );
+    expect(participantColumns).toContain("deleted");
     // The indexes of unsent rows that a later migration dropped are gone too.
     const indexes = await runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) =>
       state.storage.sql
