@@ -32,6 +32,13 @@ export interface StreamState {
 export const SAVE_EVERY_MS = 250;
 
 /**
+ * How far a stream read back from storage moves its next index past its last saved delta: the deltas sent since that
+ * save (the reply sends at most one every 30 ms, and a save follows the first unsaved delta within 250 ms) were lost
+ * with the room's memory, and their indexes are never given again. The next delta carries the whole text.
+ */
+export const UNSAVED_INDEXES = 32;
+
+/**
  * The streams in flight of a room: in memory, saved to SQLite at most every `SAVE_EVERY_MS` (a row per stream, and a
  * row per save holding the text since the save before, keyed by the index of its last delta). After a reset the saved
  * state is loaded again.
@@ -182,8 +189,9 @@ export class StreamLog {
       streamId: row.stream_id,
       conversationId: row.conversation_id,
       authorId: row.author_id,
-      next: chunks.length === 0 ? row.base_index : chunks[chunks.length - 1].idx + 1,
-      restarted: row.restarted === 1,
+      next: (chunks.length === 0 ? row.base_index : chunks[chunks.length - 1].idx + 1) + UNSAVED_INDEXES,
+      // Its clients may have had deltas that storage lacks: the next delta carries the whole text.
+      restarted: true,
       stored: true,
       storedRestarted: row.restarted === 1,
       text,
