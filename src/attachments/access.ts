@@ -1,6 +1,7 @@
-import { and, eq, exists, inArray, or, sql, type SQL } from "drizzle-orm";
+import { and, eq, exists, inArray, isNull, or, sql, type SQL } from "drizzle-orm";
 import { chunks, createDb, D1_MAX_IDS, type Db } from "../db/client";
-import { attachmentRefs, attachments, participants } from "../db/schema";
+import { attachmentRefs, attachments, conversations, participants } from "../db/schema";
+import { roomIdOfConversation } from "../room/client";
 import type { HistoryPage, MessageAttachment } from "../protocol/messages";
 
 /** Who reads or references attachments: an API key sees its whole org, tokens only what they can see. */
@@ -14,7 +15,8 @@ export interface Viewer {
 /**
  * The condition under which a viewer sees an attachment row. API key: every attachment of the org. Account token:
  * those it uploaded, and those referenced by a message in a room it takes part in. Session token: those it uploaded
- * in its conversation, and those referenced in that conversation.
+ * in its conversation, and those referenced in that conversation, while its conversation lives and its account takes
+ * part in the conversation's room (`sessionInScope`).
  */
 export function visibleTo(db: Db, viewer: Viewer): SQL | undefined {
   const inOrg = eq(attachments.orgId, viewer.orgId);
@@ -38,11 +40,42 @@ export function visibleTo(db: Db, viewer: Viewer): SQL | undefined {
     .where(and(eq(attachmentRefs.attachmentId, attachments.id), eq(attachmentRefs.conversationId, conversationId)));
   return and(
     inOrg,
+    sessionInScope(db, viewer.orgId, accountId, conversationId),
     or(
       and(eq(attachments.createdBy, accountId), eq(attachments.conversationId, conversationId)),
       exists(referencedHere),
     ),
   );
+}
+
+/**
+ * Whether a session still has its scope: its conversation is not deleted, and its account is (still) a participant
+ * of the conversation's room. A session of a participant removed, or of a deleted conversation, sees nothing.
+ */
+export function sessionInScope(db: Db, orgId: string, accountId: string, conversationId: string): SQL {
+  const conversationLives = db
+    .select({ one: sql`1` })
+    .from(conversations)
+    .where(and(eq(conversations.id, conversationId), eq(conversations.orgId, orgId), isNull(conversations.deletedAt)));
+  const participates = db
+    .select({ one: sql`1` })
+    .from(participants)
+    .where(
+      and(
+        eq(participants.roomId, roomIdOfConversation(conversationId) ?? ""),
+        eq(participants.accountId, accountId),
+        eq(participants.orgId, orgId),
+      ),
+    );
+  return and(exists(conversationLives), exists(participates))!;
+}
+
+/** Whether a session token still has its scope (`sessionInScope`): uploads with it are refused otherwise. */
+export async function sessionHasScope(d1: D1Database, orgId: string, accountId: string, conversationId: string) {
+  const db = createDb(d1);
+  const scope = sessionInScope(db, orgId, accountId, conversationId);
+  const row = await db.get<{ ok: number }>(sql`SELECT CASE WHEN ${scope} THEN 1 ELSE 0 END AS ok`);
+  return row?.ok === 1;
 }
 
 /** An attachment row the viewer may see, or null (unknown, another org's, or outside what the token sees). */

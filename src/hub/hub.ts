@@ -58,7 +58,11 @@ export class Hub extends DurableObject<Bindings> {
     const actor = upgradeActor(request);
     if (actor instanceof Response) return actor;
     if (actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
-    const response = this.sockets.accept(actor, actor.accountId ? [`acc:${actor.accountId}`] : []);
+    const tags = [
+      ...(actor.accountId ? [`acc:${actor.accountId}`] : []),
+      ...(actor.conversationId ? [`conv:${actor.conversationId}`] : []),
+    ];
+    const response = this.sockets.accept(actor, tags);
     await this.alarms.noLaterThan(this.sockets.firstSweep(actor));
     // After the accept (so a publish meanwhile is delivered, not answered quiet), before the socket can subscribe.
     await this.wakeQuietRooms();
@@ -100,6 +104,10 @@ export class Hub extends DurableObject<Bindings> {
       this.sockets.deliver(event, (actor, ws) => this.visible(actor, event, eventRoom) && this.inOrder(ws, event));
       this.applyMembership(event, false);
       if (event.type === "room.participant_removed") this.closeSessions(event);
+      if (event.type === "conversation.deleted") {
+        // A session's one conversation is gone (its room sockets close the same way).
+        this.sockets.closeTagged(`conv:${event.resourceId}`, CLOSE_CODES.forbidden, "the conversation was deleted");
+      }
     }
   }
 

@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { findVisible } from "../attachments/access";
+import { findVisible, sessionHasScope } from "../attachments/access";
 import { boundaryOf, likelyFileLength, MULTIPART_LIMITS, openFilePart } from "../attachments/multipart";
 import {
   AttachmentSchema,
@@ -89,6 +89,12 @@ export const attachmentRoutes = new Hono<AppEnv>()
     async (c) => {
       const principal = orgPrincipal(c);
       const { name, ttlSeconds } = c.req.valid("query");
+      if (
+        principal.kind === "session" &&
+        !(await sessionHasScope(c.env.DB, principal.orgId, principal.accountId, principal.conversationId))
+      ) {
+        throw new ApiError("FORBIDDEN", "the session's conversation was deleted, or its participant left the room");
+      }
       const maxBytes = maxAttachmentBytes(c.env);
       const contentType = c.req.header("content-type") ?? "";
       const multipart = /^multipart\/form-data\s*(;|$)/i.test(contentType);

@@ -2,7 +2,7 @@ import { and, desc, eq, inArray, isNull, lt } from "drizzle-orm";
 import { Hono, type Context } from "hono";
 import { auth, orgPrincipal } from "../auth/middleware";
 import { chunks, createDb, D1_MAX_IDS, type Db } from "../db/client";
-import { accounts, rooms } from "../db/schema";
+import { accounts, participants, rooms } from "../db/schema";
 import { notificationPreferences, notifications, pushSubscriptions } from "../db/schema-notifications";
 import type { AppEnv } from "../env";
 import { ApiError, notFound } from "../errors";
@@ -47,19 +47,34 @@ async function accountInScope(c: Context<AppEnv>): Promise<{ orgId: string; acco
   return { orgId: principal.orgId, accountId };
 }
 
-/** A 400 naming each muted room that is not a room of the org. */
-async function requireRooms(db: Db, orgId: string, roomIds: string[]): Promise<void> {
+/**
+ * A 400 naming each muted room that is not a room of the org, or, with an account token (`participant`), not a room
+ * the account takes part in: the same answer as for a room that does not exist, so none leaks.
+ */
+async function requireRooms(db: Db, orgId: string, roomIds: string[], participant?: string): Promise<void> {
   const found = new Set<string>();
   for (const group of chunks([...new Set(roomIds)], D1_MAX_IDS)) {
-    const rows = await db
-      .select({ id: rooms.id })
-      .from(rooms)
-      .where(and(eq(rooms.orgId, orgId), inArray(rooms.id, group)));
+    const rows = participant
+      ? await db
+          .select({ id: participants.roomId })
+          .from(participants)
+          .where(
+            and(
+              eq(participants.orgId, orgId),
+              eq(participants.accountId, participant),
+              inArray(participants.roomId, group),
+            ),
+          )
+      : await db
+          .select({ id: rooms.id })
+          .from(rooms)
+          .where(and(eq(rooms.orgId, orgId), inArray(rooms.id, group)));
     for (const row of rows) found.add(row.id);
   }
-  const details = roomIds.flatMap((id, index) =>
-    found.has(id) ? [] : [{ path: `mutedRoomIds.${index}`, message: "no room with this id in the org" }],
-  );
+  const message = participant
+    ? "no room with this id that the account takes part in"
+    : "no room with this id in the org";
+  const details = roomIds.flatMap((id, index) => (found.has(id) ? [] : [{ path: `mutedRoomIds.${index}`, message }]));
   if (details.length > 0) throw new ApiError("BAD_REQUEST", "unknown rooms", details);
 }
 
@@ -170,7 +185,10 @@ export const accountNotificationRoutes = new Hono<AppEnv>()
       const { orgId, accountId } = await accountInScope(c);
       const input = c.req.valid("json");
       const db = createDb(c.env.DB);
-      if (input.mutedRoomIds) await requireRooms(db, orgId, input.mutedRoomIds);
+      if (input.mutedRoomIds) {
+        const participant = orgPrincipal(c).kind === "account" ? accountId : undefined;
+        await requireRooms(db, orgId, input.mutedRoomIds, participant);
+      }
       const current = toPreferences(
         accountId,
         await db.select().from(notificationPreferences).where(eq(notificationPreferences.accountId, accountId)).get(),

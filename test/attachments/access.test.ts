@@ -142,6 +142,40 @@ describe("what a token sees", () => {
   });
 });
 
+describe("a session that lost its scope", () => {
+  it("sees and uploads nothing once its participant left the room or its conversation was deleted", async () => {
+    const f = await createFixture();
+    const second = await createConversation(f.apiKey, f.room.id);
+    const x = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "x.bin" }));
+    const y = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "y.bin" }));
+    expect((await post(f.apiKey, f.conversation.id, { attachmentIds: [x.id], authorId: f.alice.id })).status).toBe(201);
+    expect((await post(f.apiKey, second.id, { attachmentIds: [y.id], authorId: f.alice.id })).status).toBe(201);
+    const removed = await sessionToken(f.apiKey, f.conversation.id, f.bob.id);
+    const ofDeleted = await sessionToken(f.apiKey, second.id, f.alice.id);
+    const own = expectUploaded(await uploadRaw(removed, randomBytes(64), { name: "own.bin" }));
+    expect(await visible(removed, x.id)).toBe(200);
+    expect(await visible(removed, own.id)).toBe(200);
+    expect(await visible(ofDeleted, y.id)).toBe(200);
+
+    expect((await call("DELETE", `/v1/rooms/${f.room.id}/participants/${f.bob.id}`, { token: f.apiKey })).status).toBe(
+      204,
+    );
+    expect((await call("DELETE", `/v1/conversations/${second.id}`, { token: f.apiKey })).status).toBe(204);
+    // Attachments posted after the removal, too.
+    const later = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "later.bin" }));
+    expect((await post(f.apiKey, f.conversation.id, { attachmentIds: [later.id], authorId: f.alice.id })).status).toBe(
+      201,
+    );
+    for (const id of [x.id, own.id, later.id]) expect(await visible(removed, id)).toBe(404);
+    expect(await visible(ofDeleted, y.id)).toBe(404);
+    for (const token of [removed, ofDeleted]) {
+      expectError(await uploadRaw(token, randomBytes(64), { name: "no.bin" }), 403, "FORBIDDEN");
+    }
+    // The API key still sees them all.
+    for (const id of [x.id, y.id, own.id, later.id]) expect(await visible(f.apiKey, id)).toBe(200);
+  });
+});
+
 describe("DELETE /v1/attachments/{id}", () => {
   it("removes the bytes and the row; messages show it as deleted; its URLs stop working", async () => {
     const f = await createFixture();

@@ -192,6 +192,21 @@ describe("preferences", () => {
     const other = await createOrg("Other");
     expectError(await call("PUT", path, { token: other.apiKey, body: {} }), 404, "NOT_FOUND");
     expect((await call("GET", path, { token })).body).toEqual(second.body);
+    // With an account token, a room of the org it takes no part in answers as one that does not exist (no leak);
+    // an API key may name any room of the org.
+    const notHers = await call("POST", "/v1/rooms", {
+      token: apiKey,
+      body: { type: "standard", participants: [{ accountId: bob.id }] },
+    });
+    const refused = await call("PUT", path, { token, body: { mutedRoomIds: [room, notHers.body.id] } });
+    expectBadRequest(refused, "mutedRoomIds.1");
+    const missing = await call("PUT", path, {
+      token,
+      body: { mutedRoomIds: [room, "room_0123456789abcdefghjkmnpqrs"] },
+    });
+    expect(refused.body.error.details).toEqual(missing.body.error.details);
+    const byKey = await call("PUT", path, { token: apiKey, body: { mutedRoomIds: [room, notHers.body.id] } });
+    expect(byKey.status, JSON.stringify(byKey.body)).toBe(200);
   });
 });
 

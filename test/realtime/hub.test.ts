@@ -369,6 +369,18 @@ describe("hub delivery and visibility", () => {
     expect(again.events()).toEqual([]);
   });
 
+  it("a session's org-stream socket closes when its conversation is deleted", async () => {
+    const f = await createFixture();
+    const other = await createConversation(f.apiKey, f.room.id, "Other");
+    const doomed = await openHub(await sessionToken(f.apiKey, f.conversation.id, f.bob.id));
+    const kept = await openHub(await sessionToken(f.apiKey, other.id, f.bob.id));
+    for (const socket of [doomed, kept]) await subscribe(socket, `events.${f.orgId}.>`);
+    expect((await call("DELETE", `/v1/conversations/${f.conversation.id}`, { token: f.apiKey })).status).toBe(204);
+    expect(await closedWithin(doomed)).toEqual({ code: 4003, reason: "the conversation was deleted" });
+    const posted = await postOk(f.apiKey, other.id, { text: "still here", authorId: f.alice.id });
+    await messageOn(kept, posted);
+  });
+
   it("a session token does not receive its account's notifications (they are account-wide, not of its conversation)", async () => {
     const f = await createFixture();
     const witness = await witnessOf(f);
