@@ -192,11 +192,12 @@ export class Hub extends DurableObject<Bindings> {
    * holding back live events of that conversation until the replay is sent, then drops anything already sent.
    */
   private async subscribe(ws: WebSocket, frame: SubscribeFrame): Promise<void> {
+    const subscribed = this.sockets.state(ws).subs.has(frame.topic);
     const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
     if (!pattern) return;
     if (frame.sinceSeq === undefined) {
       this.sockets.ackSubscribe(ws, frame);
-      return this.sendSnapshots(ws, pattern);
+      return this.sendSnapshots(ws, frame.topic, pattern, subscribed);
     }
     const conversationId = recoverableConversation(pattern);
     const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
@@ -245,7 +246,7 @@ export class Hub extends DurableObject<Bindings> {
    * A subscription naming one conversation made while a reply streams gets the text so far from the room. Deltas
    * sent meanwhile may arrive first: the snapshot's `index` says which delta it includes up to.
    */
-  private async sendSnapshots(ws: WebSocket, pattern: TopicPattern): Promise<void> {
+  private async sendSnapshots(ws: WebSocket, topic: string, pattern: TopicPattern, had: boolean): Promise<void> {
     const conversationId = streamConversation(pattern);
     const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
     if (!conversationId || !roomId) return;
@@ -254,7 +255,9 @@ export class Hub extends DurableObject<Bindings> {
       const result = await roomStub(this.env, roomId).streamSnapshots(actor, conversationId);
       if (!result.ok) return;
       for (const event of result.value) {
-        if (topicMatches(pattern, event.topic)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+        // Not to a socket that had the stream's deltas through another subscription (`hadTopic`).
+        if (!topicMatches(pattern, event.topic) || this.sockets.hadTopic(ws, topic, event.topic, had)) continue;
+        this.sockets.send(ws, { type: "event", topic: event.topic, event });
       }
     } catch (error) {
       console.error("stream snapshots from room failed", String(error));

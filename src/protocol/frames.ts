@@ -1,7 +1,7 @@
 import { z } from "zod";
 import type { ParleyEvent } from "./events";
 import { idPattern } from "../lib/ids";
-import { MESSAGE_LIMITS, MessageInputShape, requireContent, type Message } from "./messages";
+import { MESSAGE_LIMITS, MessageInputShape, requireContent, STEP_CLIENT_MESSAGE_ID, type Message } from "./messages";
 
 /** Limits of realtime connections (contract section 8). */
 export const REALTIME_LIMITS = {
@@ -116,6 +116,7 @@ export function fastMessagePost(json: unknown): MessagePostFrame | null {
   if (!within(text, 1, MESSAGE_LIMITS.textChars) || !within(conversationId, 1, 100)) return null;
   if (id !== undefined && !within(id, 1, 64)) return null;
   if (clientMessageId !== undefined && !within(clientMessageId, 1, MESSAGE_LIMITS.clientMessageIdChars)) return null;
+  if (clientMessageId !== undefined && STEP_CLIENT_MESSAGE_ID.test(clientMessageId)) return null;
   if (authorId !== undefined && !(typeof authorId === "string" && ACCOUNT_ID.test(authorId))) return null;
   const frame: MessagePostFrame = { type: "message.post", conversationId, text };
   if (id !== undefined) frame.id = id;

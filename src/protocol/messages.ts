@@ -9,12 +9,23 @@ export const MESSAGE_LIMITS = {
   clientMessageIdChars: 128,
 } as const;
 
+/**
+ * The `clientMessageId`s of what flow steps post, and of their reply streams: `<run id>.<step index>`. A post may not
+ * take one: it would stand in for the agent's reply, which would then never be posted.
+ */
+export const STEP_CLIENT_MESSAGE_ID = /^run_[0-9a-z]+\.\d+$/;
+
 /** The fields of a message post, shared by REST and the room socket's `message.post` frame. */
 export const MessageInputShape = {
   text: z.string().min(1).max(MESSAGE_LIMITS.textChars).optional(),
   data: jsonObjectSchema(MESSAGE_LIMITS.dataBytes).optional(),
   attachmentIds: z.array(idSchema("att")).min(1).max(MESSAGE_LIMITS.attachments).optional(),
-  clientMessageId: z.string().min(1).max(MESSAGE_LIMITS.clientMessageIdChars).optional(),
+  clientMessageId: z
+    .string()
+    .min(1)
+    .max(MESSAGE_LIMITS.clientMessageIdChars)
+    .refine((id) => !STEP_CLIENT_MESSAGE_ID.test(id), "ids of the form run_<id>.<n> are reserved for agents' replies")
+    .optional(),
   authorId: idSchema("acc").optional(),
 };
 

@@ -262,6 +262,18 @@ export class SocketRegistry {
   }
 
   /**
+   * Whether events of `topic` already reached the socket before its subscription `added` (the topic of a subscribe
+   * frame): it had `added` already, or another of its subscriptions matches. A stream's snapshot is then not sent
+   * again.
+   */
+  hadTopic(ws: WebSocket, added: string, topic: string, hadAdded: boolean): boolean {
+    if (hadAdded) return true;
+    const parts = topic.split(".");
+    for (const [key, pattern] of this.state(ws).subs) if (key !== added && segmentsMatch(pattern, parts)) return true;
+    return false;
+  }
+
+  /**
    * Acks a `subscribe` frame that has an id; `recovered` only for subscriptions made with `sinceSeq`, and with it the
    * conversation's `lastSeq` when the room knows it.
    */

@@ -689,12 +689,16 @@ export class Room extends DurableObject<Bindings> {
     return ok(this.snapshots().filter((event) => event.resourceId === conversationId));
   }
 
-  /** Sends a new room subscription the snapshots of the streams in flight it matches; live deltas follow. */
-  private sendSnapshots(ws: WebSocket, pattern: TopicPattern): void {
+  /**
+   * Sends a new room subscription the snapshots of the streams in flight it matches, unless the socket had them
+   * through another subscription (`had`: this topic was subscribed already); live deltas follow.
+   */
+  private sendSnapshots(ws: WebSocket, topic: string, pattern: TopicPattern, had: boolean): void {
     const { actor } = this.sockets.state(ws);
     for (const event of this.snapshots()) {
       if (actor.conversationId && actor.conversationId !== event.resourceId) continue;
-      if (topicMatches(pattern, event.topic)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      if (!topicMatches(pattern, event.topic) || this.sockets.hadTopic(ws, topic, event.topic, had)) continue;
+      this.sockets.send(ws, { type: "event", topic: event.topic, event });
     }
   }
 
@@ -886,11 +890,12 @@ export class Room extends DurableObject<Bindings> {
   private subscribe(ws: WebSocket, frame: SubscribeFrame): void {
     // Before the subscription: the waiting posts go to the subscribers before it, and the replay has them.
     if (frame.sinceSeq !== undefined) this.commitPosts();
+    const subscribed = this.sockets.state(ws).subs.has(frame.topic);
     const pattern = this.sockets.subscribe(ws, frame.topic, frame.id);
     if (!pattern) return;
     if (frame.sinceSeq === undefined) {
       this.sockets.ackSubscribe(ws, frame);
-      return this.sendSnapshots(ws, pattern);
+      return this.sendSnapshots(ws, frame.topic, pattern, subscribed);
     }
     // Synchronous from here: no commit can interleave, so the replay joins the live stream with no gap and no duplicate.
     const conversationId = recoverableConversation(pattern);

@@ -7,8 +7,8 @@ import {
   runInDurableObject,
 } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { accountToken, call, createAccount, createOrg, eventually } from "../helpers/api";
-import { addParticipant, openHub, subscribe } from "../helpers/realtime";
+import { accountToken, call, createAccount, createOrg, eventually, expectError } from "../helpers/api";
+import { addParticipant, openHub, openRoom, request, subscribe } from "../helpers/realtime";
 import { consumeEvents } from "../../src/events/consumer";
 import { messagePostedEvent } from "../../src/events/envelope";
 import { dispatchedOf, dispatchedStatements } from "../../src/flows/dispatch";
@@ -258,6 +258,42 @@ describe("the flow engine", () => {
     expect(generation).toBe(1);
     expect((await historyOf(apiKey, conversationId, 4)).map((m) => m.text)).toEqual(["one", "ack", "two", "ack"]);
     socket.close();
+  });
+
+  it("a participant cannot take a step's clientMessageId and so stand in for the agent's reply", async () => {
+    const { apiKey, user, bot, conversationId, socket, room } = await agentRoom({
+      flow: {
+        onMessage: [
+          { type: "reply", text: "first" },
+          { type: "reply", text: "second" },
+        ],
+      },
+    });
+    const userSocket = await openRoom(room.id, await accountToken(apiKey, user.id));
+    await say(apiKey, conversationId, user.id, "hello");
+    const [run] = await runsOf(apiKey, conversationId, (r) => r.length === 1);
+    for (const step of [0, 1]) {
+      const taken = await call("POST", `/v1/conversations/${conversationId}/messages`, {
+        token: apiKey,
+        body: { authorId: user.id, text: "me instead", clientMessageId: `${run.id}.${step}` },
+      });
+      expectError(taken, 400, "BAD_REQUEST");
+      const frame = await request(userSocket, {
+        type: "message.post",
+        conversationId,
+        text: "me instead",
+        clientMessageId: `${run.id}.${step}`,
+      });
+      expect(frame).toMatchObject({ type: "error", error: { code: "BAD_REQUEST" } });
+    }
+    const history = await historyOf(apiKey, conversationId, 3);
+    expect(history.map((m) => [m.authorId, m.text])).toEqual([
+      [user.id, "hello"],
+      [bot.id, "first"],
+      [bot.id, "second"],
+    ]);
+    socket.close();
+    userSocket.close();
   });
 
   it("a retried step posts nothing twice: reply, webhook and assistant steps are idempotent", async () => {

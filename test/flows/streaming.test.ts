@@ -136,6 +136,42 @@ describe("mid-stream subscriptions on the org hub", () => {
   });
 });
 
+describe("a second subscription matching a stream", () => {
+  it("brings no second snapshot to a socket that had the stream, on the room or the hub; a new socket gets one", async () => {
+    const { apiKey, bot, room, orgId, socket, conversationId, token } = await agentRoom({ flow: { onMessage: [] } });
+    const stub = roomStub(env, room.id);
+    const streamTopic = `events.${orgId}.conversations.conversation.message_stream.${conversationId}`;
+    const roomSocket = await openRoom(room.id, apiKey);
+    const hub = await openHub(token);
+    for (const s of [roomSocket, hub]) await subscribe(s, streamTopic);
+    await stub.openStream({ orgId }, conversationId, "s-9", bot.id);
+    await stub.appendStream("s-9", "a");
+    for (const s of [roomSocket, hub]) await s.waitLog((f) => f.event?.data?.streamId === "s-9");
+    // Another topic that matches the stream, and the same one again.
+    for (const s of [roomSocket, hub]) {
+      await subscribe(s, `events.${orgId}.conversations.conversation.*.${conversationId}`);
+      await subscribe(s, streamTopic);
+    }
+    await stub.appendStream("s-9", "b");
+    const late = await openRoom(room.id, apiKey);
+    await subscribe(late, streamTopic);
+    await stub.closeStream("s-9");
+    for (const s of [roomSocket, hub, late]) await s.waitLog((f) => f.event?.data?.done === true);
+    for (const s of [roomSocket, hub]) {
+      expect(streamEvents(s, "s-9").map((d) => [d.index, d.delta, d.text])).toEqual([
+        [0, "a", undefined],
+        [1, "b", undefined],
+        [2, "", "ab"],
+      ]);
+    }
+    expect(streamEvents(late, "s-9").map((d) => [d.index, d.delta, d.text])).toEqual([
+      [1, "", "ab"],
+      [2, "", "ab"],
+    ]);
+    for (const s of [roomSocket, hub, late, socket]) s.close();
+  });
+});
+
 describe("the room's stream log", () => {
   it("a restarted stream keeps its indexes, sends its new text as a snapshot, and posts only the new text once", async () => {
     const { apiKey, bot, room, orgId, socket, conversationId } = await agentRoom({ flow: { onMessage: [] } });

@@ -23,7 +23,7 @@ const VARIANTS: Record<string, [unknown[], unknown[]]> = {
   ],
   clientMessageId: [
     [ABSENT, "m1", "m".repeat(128)],
-    ["", "m".repeat(129), null],
+    ["", "m".repeat(129), null, "run_01jd0000000000000000000000.1"],
   ],
   authorId: [
     [ABSENT, "acc_01jd0000000000000000000000"],

@@ -308,6 +308,15 @@ describe("POST /v1/conversations/{id}/messages", () => {
         await post(f.apiKey, f.conversation.id, { text: "hi", clientMessageId: "", authorId: f.alice.id }),
         "clientMessageId",
       );
+      // The form of flow steps' own ids is reserved: a post taking one would stand in for an agent's reply.
+      expectBadRequest(
+        await post(f.apiKey, f.conversation.id, {
+          text: "hi",
+          clientMessageId: "run_01jd0000000000000000000000.1",
+          authorId: f.alice.id,
+        }),
+        "clientMessageId",
+      );
       expect(await messageCount(f)).toBe(1);
     });
 
