@@ -541,14 +541,22 @@ export class Room extends DurableObject<Bindings> {
       }
       return state;
     };
+    /** Whether the reply can no longer be posted (the conversation deleted, the agent gone): the model is stopped. */
+    let blocked = false;
     const { stopped, error, detail } = await pumpModel(this.env, request.model, prompt, (delta) => {
       const state = current();
       if (!state) return false;
+      const conversation = this.conversationRow(state.conversationId);
+      if (!conversation || conversation.deleted_at || postingRefusal(this.participant(state.authorId))) {
+        blocked = true;
+        return false;
+      }
       index = this.emitDelta(state, delta) + 1;
       text += delta;
       return true;
     });
-    if (stopped) return fail("NOT_FOUND", "the stream was closed while the model answered");
+    // A stream closed meanwhile is someone else's to end; a blocked one is ended here, with the reason.
+    if (stopped && !blocked) return fail("NOT_FOUND", "the stream was closed while the model answered");
     current(); // the close commits the stream's text: back in step first
     // The stream's clients get the error; the run (read by the org's operators) also gets the provider's words.
     const closed = await this.closeStream(streamId, error);

@@ -38,6 +38,21 @@ describe("streaming through the room", () => {
     socket.close();
   });
 
+  it("a reply whose conversation is deleted mid-stream stops the model and ends at once with the reason", async () => {
+    const { apiKey, user, socket, conversationId } = await agentRoom(SLOW);
+    await say(apiKey, conversationId, user.id, QUESTION);
+    await socket.waitLog((f) => f.type === "event" && f.event.data?.index === 1, 10_000);
+    expect((await call("DELETE", `/v1/conversations/${conversationId}`, { token: apiKey })).status).toBe(204);
+    const done = await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true, 10_000);
+    expect(done.event.data.error).toBe("the conversation was deleted");
+    // The model was stopped at the next token: far fewer deltas than the whole answer's words.
+    const deltas = streamEvents(socket).filter((d) => !d.done);
+    expect(deltas.length).toBeLessThan(ANSWER.split(" ").length - 3);
+    const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "failed", 15_000);
+    expect(runs[0].error).toContain("the conversation was deleted");
+    socket.close();
+  });
+
   it("the org hub delivers message_stream events to subscribed account sockets", async () => {
     const { apiKey, user, token, orgId, socket, conversationId } = await agentRoom();
     const hub = await openHub(token);
