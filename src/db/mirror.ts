@@ -5,10 +5,27 @@ import type { Message } from "../protocol/messages";
  * D1 statements that mirror a room at one version: the room row and its participant set. Each applies only when
  * D1 holds an older version, so replays and out-of-order deliveries change nothing.
  */
+/** How long a departure is kept: a day, well beyond any queued event's consumption. */
+const DEPARTURES_KEPT_MS = 24 * 60 * 60 * 1000;
+
 export function mirrorRoomStatements(db: D1Database, { room, dmKey, version }: RoomRecord): D1PreparedStatement[] {
   const newer = "NOT EXISTS (SELECT 1 FROM rooms WHERE id = ?1 AND version >= ?2)";
+  const now = new Date().toISOString();
   return [
+    // Who is no longer in the set leaves with the time they took part (`participantDepartures`).
+    db
+      .prepare(
+        `INSERT INTO participant_departures (room_id, account_id, org_id, joined_at, left_at)
+         SELECT room_id, account_id, org_id, joined_at, ?4 FROM participants
+         WHERE room_id = ?1 AND ${newer}
+           AND account_id NOT IN (SELECT p.value ->> 'accountId' FROM json_each(?3) AS p)
+         ON CONFLICT DO NOTHING`,
+      )
+      .bind(room.id, version, JSON.stringify(room.participants), now),
     db.prepare(`DELETE FROM participants WHERE room_id = ?1 AND ${newer}`).bind(room.id, version),
+    db
+      .prepare("DELETE FROM participant_departures WHERE left_at < ?")
+      .bind(new Date(Date.parse(now) - DEPARTURES_KEPT_MS).toISOString()),
     db
       .prepare(
         `INSERT INTO participants (room_id, account_id, org_id, role, auto_respond, joined_at)

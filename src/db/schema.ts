@@ -82,6 +82,26 @@ export const participants = sqliteTable(
   (t) => [primaryKey({ columns: [t.roomId, t.accountId] }), index("participants_account_idx").on(t.orgId, t.accountId)],
 );
 
+/**
+ * Participants who left a room (removed, or their account deleted), with when they took part: notification rules
+ * reach "the participants of the event's room when it happened" even when one left before the consumer ran. Rows
+ * older than a day go (a queued event is consumed well within it).
+ */
+export const participantDepartures = sqliteTable(
+  "participant_departures",
+  {
+    roomId: text("room_id").notNull(),
+    accountId: text("account_id").notNull(),
+    orgId: text("org_id").notNull(),
+    joinedAt: text("joined_at").notNull(),
+    leftAt: text("left_at").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.roomId, t.accountId, t.joinedAt] }),
+    index("participant_departures_left_idx").on(t.leftAt),
+  ],
+);
+
 /** Mirror of conversations; `activityAt` is `lastMessageAt`, else `createdAt`, the order of lists. */
 export const conversations = sqliteTable(
   "conversations",

@@ -1,7 +1,7 @@
 import { and, eq, inArray, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { chunks, createDb, D1_MAX_IDS, type Db } from "../db/client";
-import { accounts, participants } from "../db/schema";
+import { accounts, participantDepartures, participants } from "../db/schema";
 import { notificationPreferences, notificationRules, notifications } from "../db/schema-notifications";
 import type { Bindings } from "../env";
 import { createEvent } from "../events/envelope";
@@ -138,6 +138,21 @@ function matchRules(events: ParleyEvent[], rules: RuleRow[]): Match[] {
   return matches;
 }
 
+/** A participant of a room, now or (with `leftAt`) until it left. */
+interface Member {
+  id: string;
+  name: string;
+  joinedAt: string;
+  leftAt?: string;
+}
+
+/** One recipient per account (an account that left and joined again has several spells). */
+function uniqueById(members: Member[]): { id: string; name: string }[] {
+  const byId = new Map<string, { id: string; name: string }>();
+  for (const { id, name } of members) byId.set(id, { id, name });
+  return [...byId.values()];
+}
+
 /**
  * The recipients of each match: the participants of its room that were in it when the event happened, or its listed
  * accounts that still exist in the org.
@@ -146,14 +161,31 @@ async function resolveRecipients(db: Db, matches: Match[]) {
   const roomIds = [
     ...new Set(matches.filter((m) => m.rule.recipients === "participants" && m.roomId).map((m) => m.roomId!)),
   ];
-  const members = new Map<string, { id: string; name: string; joinedAt: string }[]>();
+  const members = new Map<string, Member[]>();
   for (const ids of chunks(roomIds, D1_MAX_IDS)) {
-    const rows = await db
-      .select({ roomId: participants.roomId, id: accounts.id, name: accounts.name, joinedAt: participants.joinedAt })
-      .from(participants)
-      .innerJoin(accounts, and(eq(accounts.id, participants.accountId), eq(accounts.orgId, participants.orgId)))
-      .where(inArray(participants.roomId, ids));
-    for (const row of rows) members.set(row.roomId, [...(members.get(row.roomId) ?? []), row]);
+    const [present, departed] = await Promise.all([
+      db
+        .select({ roomId: participants.roomId, id: accounts.id, name: accounts.name, joinedAt: participants.joinedAt })
+        .from(participants)
+        .innerJoin(accounts, and(eq(accounts.id, participants.accountId), eq(accounts.orgId, participants.orgId)))
+        .where(inArray(participants.roomId, ids)),
+      // Those who left since (the consumer may run after a removal): they were there when earlier events happened.
+      db
+        .select({
+          roomId: participantDepartures.roomId,
+          id: accounts.id,
+          name: accounts.name,
+          joinedAt: participantDepartures.joinedAt,
+          leftAt: participantDepartures.leftAt,
+        })
+        .from(participantDepartures)
+        .innerJoin(
+          accounts,
+          and(eq(accounts.id, participantDepartures.accountId), eq(accounts.orgId, participantDepartures.orgId)),
+        )
+        .where(inArray(participantDepartures.roomId, ids)),
+    ]);
+    for (const row of [...present, ...departed]) members.set(row.roomId, [...(members.get(row.roomId) ?? []), row]);
   }
   const listedIds = [
     ...new Set(matches.flatMap((m) => (m.rule.recipients === "participants" ? [] : m.rule.recipients.accountIds))),
@@ -172,10 +204,14 @@ async function resolveRecipients(db: Db, matches: Match[]) {
     out.set(
       match,
       recipients === "participants"
-        ? // Those in the room when the event happened (and still in it): one who joined since is not notified of it.
-          (members.get(match.roomId ?? "") ?? [])
-            .filter((member) => member.joinedAt <= match.event.occurredAt)
-            .map(({ id, name }) => ({ id, name }))
+        ? // Those in the room when the event happened: one who joined since, or left before, is not notified of it.
+          uniqueById(
+            (members.get(match.roomId ?? "") ?? []).filter(
+              (member) =>
+                member.joinedAt <= match.event.occurredAt &&
+                (member.leftAt === undefined || match.event.occurredAt < member.leftAt),
+            ),
+          )
         : recipients.accountIds
             .map((id) => listed.get(id))
             .filter((a): a is { id: string; name: string; orgId: string } => a?.orgId === match.event.orgId)

@@ -188,6 +188,26 @@ describe("websocket notifications", () => {
     expect((await notificationsOf(f.apiKey, f.bob.id)).map((n) => n.body)).toEqual(["after the rule"]);
   });
 
+  it("a participant removed just after an event is still notified of it, and of nothing after", async () => {
+    const f = await setup();
+    await createRule(f.apiKey, {
+      name: "Room",
+      topic: messagesTopic(f.orgId),
+      channels: ["websocket"],
+      recipients: "participants",
+      template: { title: "New", body: "{{event.data.text}}" },
+    });
+    const before = await postAs(f, "before Carol left");
+    // Carol leaves before the events consumer (which batches for up to a second) gets to the message.
+    const removed = await call("DELETE", `/v1/rooms/${f.roomId}/participants/${f.carol.id}`, { token: f.apiKey });
+    expect(removed.status).toBe(204);
+    const after = await postAs(f, "after Carol left");
+    await settled(f.apiKey, f.bob.id, messagePostedEvent(after).id, ["websocket"]);
+    const [notification] = await settled(f.apiKey, f.carol.id, messagePostedEvent(before).id, ["websocket"]);
+    expect(notification.body).toBe("before Carol left");
+    expect((await notificationsOf(f.apiKey, f.carol.id)).map((n) => n.body)).toEqual(["before Carol left"]);
+  });
+
   it("notification events never trigger rules themselves, even through a catch-all topic", async () => {
     const f = await setup();
     await createRule(f.apiKey, {
