@@ -18,21 +18,25 @@ import type { ParleyEvent } from "../../src/protocol/events";
 import { runStep } from "../../src/flows/steps";
 import { agentRoom, historyOf, newConversation, runsOf, say, streamEvents } from "./helpers";
 
-/** Queues a message's run in D1 as a room does, without waking its flow (the flow's generation row made if missing). */
+/**
+ * Queues a message's run in D1 as a room does, without waking its flow (the flow's generation row made if missing);
+ * answers the run's id.
+ */
 async function queueRunDirectly(run: {
   orgId: string;
   agentId: string;
   conversationId: string;
   roomId: string;
   message: any;
-}) {
+}): Promise<string> {
   const { message } = run;
+  const id = `run_${message.id.slice(4)}`;
   await env.DB.batch([
     env.DB.prepare(
       "INSERT INTO flow_runs (id, org_id, agent_id, conversation_id, room_id, trigger, trigger_key, message_id, " +
         "event_id, seq, depth, status, started_at, updated_at) VALUES (?, ?, ?, ?, ?, 'message', ?, ?, ?, ?, 0, 'queued', ?, ?)",
     ).bind(
-      `run_${message.id.slice(4)}`,
+      id,
       run.orgId,
       run.agentId,
       run.conversationId,
@@ -48,6 +52,16 @@ async function queueRunDirectly(run: {
       "INSERT INTO flow_instances (conversation_id, agent_id, org_id, generation) VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING",
     ).bind(run.conversationId, run.agentId, run.orgId),
   ]);
+  return id;
+}
+
+/** Turns an agent's autoRespond off: the room queues and wakes no run for it, so a test can play that part. */
+async function stopAnswering(apiKey: string, roomId: string, agentId: string): Promise<void> {
+  const patched = await call("PATCH", `/v1/rooms/${roomId}/participants/${agentId}`, {
+    token: apiKey,
+    body: { autoRespond: false },
+  });
+  expect(patched.status, JSON.stringify(patched.body)).toBe(200);
 }
 
 /** The Workflow instance of a (conversation, agent) flow's generation, for introspection. */
@@ -176,31 +190,16 @@ describe("the flow engine", () => {
     // The agent does not answer on its own, so the room dispatches nothing: the test plays a room that queued the
     // run and stopped before waking the flow.
     const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom();
-    const patched = await call("PATCH", `/v1/rooms/${room.id}/participants/${bot.id}`, {
-      token: apiKey,
-      body: { autoRespond: false },
-    });
-    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    await stopAnswering(apiKey, room.id, bot.id);
     const question = await say(apiKey, conversationId, user.id, "anyone there?");
     const event = messagePostedEvent(question);
-    await env.DB.prepare(
-      "INSERT INTO flow_runs (id, org_id, agent_id, conversation_id, room_id, trigger, trigger_key, message_id, " +
-        "event_id, seq, depth, status, started_at, updated_at) VALUES (?, ?, ?, ?, ?, 'message', ?, ?, ?, ?, 0, 'queued', ?, ?)",
-    )
-      .bind(
-        "run_00000000000000000000000042",
-        orgId,
-        bot.id,
-        conversationId,
-        room.id,
-        question.id,
-        question.id,
-        event.id,
-        question.seq,
-        question.createdAt,
-        question.createdAt,
-      )
-      .run();
+    const runId = await queueRunDirectly({
+      orgId,
+      agentId: bot.id,
+      conversationId,
+      roomId: room.id,
+      message: question,
+    });
     const batch = createMessageBatch<unknown>("parley-events", [
       { id: "a", timestamp: new Date(), attempts: 1, body: JSON.stringify({ event, agents: [bot.id] }) },
     ]);
@@ -209,18 +208,14 @@ describe("the flow engine", () => {
     const history = await historyOf(apiKey, conversationId, 2);
     expect(history[1]).toMatchObject({ authorId: bot.id, text: "Echo: anyone there?" });
     const runs = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
-    expect(runs.map((r) => r.id)).toEqual(["run_00000000000000000000000042"]);
+    expect(runs.map((r) => r.id)).toEqual([runId]);
     socket.close();
   });
 
   it("the check for stalled flows resumes a flow whose run waited with no wake", async () => {
     // As a restart leaves a flow: a run queued that no instance takes (the room never woke it).
     const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom();
-    const patched = await call("PATCH", `/v1/rooms/${room.id}/participants/${bot.id}`, {
-      token: apiKey,
-      body: { autoRespond: false },
-    });
-    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    await stopAnswering(apiKey, room.id, bot.id);
     const question = await say(apiKey, conversationId, user.id, "still there?");
     await queueRunDirectly({ orgId, agentId: bot.id, conversationId, roomId: room.id, message: question });
     // Not stalled yet: nothing is resumed.
@@ -240,11 +235,7 @@ describe("the flow engine", () => {
     await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
     // Generation 0's instance stops for good, and a run is queued with no wake (the room's went to the old one).
     await (await env.FLOWS.get(instanceId({ conversationId, agentId: bot.id, generation: 0 }))).terminate();
-    const patched = await call("PATCH", `/v1/rooms/${room.id}/participants/${bot.id}`, {
-      token: apiKey,
-      body: { autoRespond: false },
-    });
-    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    await stopAnswering(apiKey, room.id, bot.id);
     const second = await say(apiKey, conversationId, user.id, "two");
     await queueRunDirectly({ orgId, agentId: bot.id, conversationId, roomId: room.id, message: second });
     expect(await resumeStalledFlows(env, Date.parse(second.createdAt) + STALLED_AFTER_MS + 1)).toBe(1);

@@ -44,6 +44,17 @@ async function setup() {
   return { ...org, author, bob, carol, roomId: room.body.id as string, conversationId: conversation.body.id as string };
 }
 
+/** A websocket rule notifying the room's participants of every message, its body the message's text. */
+function participantsRule(fixture: Awaited<ReturnType<typeof setup>>) {
+  return createRule(fixture.apiKey, {
+    name: "Room",
+    topic: messagesTopic(fixture.orgId),
+    channels: ["websocket"],
+    recipients: "participants",
+    template: { title: "New", body: "{{event.data.text}}" },
+  });
+}
+
 async function postAs(fixture: Awaited<ReturnType<typeof setup>>, text: string): Promise<Message> {
   const response = await post(fixture.apiKey, fixture.conversationId, { text, authorId: fixture.author.id });
   expect(response.status, JSON.stringify(response.body)).toBe(201);
@@ -142,13 +153,7 @@ describe("websocket notifications", () => {
 
   it("participants are those in the room when the event happened: one who joins after is not notified of it", async () => {
     const f = await setup();
-    await createRule(f.apiKey, {
-      name: "Room",
-      topic: messagesTopic(f.orgId),
-      channels: ["websocket"],
-      recipients: "participants",
-      template: { title: "New", body: "{{event.data.text}}" },
-    });
+    await participantsRule(f);
     const dave = await createAccount(f.apiKey, { type: "user", name: "Dave" });
     const before = await postAs(f, "before Dave");
     // Dave joins before the events consumer (which batches for up to a second) gets to the message.
@@ -190,13 +195,7 @@ describe("websocket notifications", () => {
 
   it("a participant removed just after an event is still notified of it, and of nothing after", async () => {
     const f = await setup();
-    await createRule(f.apiKey, {
-      name: "Room",
-      topic: messagesTopic(f.orgId),
-      channels: ["websocket"],
-      recipients: "participants",
-      template: { title: "New", body: "{{event.data.text}}" },
-    });
+    await participantsRule(f);
     const before = await postAs(f, "before Carol left");
     // Carol leaves before the events consumer (which batches for up to a second) gets to the message.
     const removed = await call("DELETE", `/v1/rooms/${f.roomId}/participants/${f.carol.id}`, { token: f.apiKey });
