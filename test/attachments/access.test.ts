@@ -22,6 +22,17 @@ async function history(token: string, conversationId: string) {
   return response.body.items as any[];
 }
 
+/** A fixture with a second conversation in its room, and an attachment posted in each: `x` in the first, `y`. */
+async function twoConversations() {
+  const f = await createFixture();
+  const second = await createConversation(f.apiKey, f.room.id);
+  const x = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "x.bin" }));
+  const y = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "y.bin" }));
+  expect((await post(f.apiKey, f.conversation.id, { attachmentIds: [x.id], authorId: f.alice.id })).status).toBe(201);
+  expect((await post(f.apiKey, second.id, { attachmentIds: [y.id], authorId: f.alice.id })).status).toBe(201);
+  return { f, second, x, y };
+}
+
 describe("messages reference attachments", () => {
   it("of their own org only: another org's attachment is refused and invisible", async () => {
     const f = await createFixture();
@@ -114,12 +125,7 @@ describe("what a token sees", () => {
   });
 
   it("a session token: its own uploads in its conversation, and those referenced there", async () => {
-    const f = await createFixture();
-    const second = await createConversation(f.apiKey, f.room.id);
-    const x = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "x.bin" }));
-    const y = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "y.bin" }));
-    expect((await post(f.apiKey, f.conversation.id, { attachmentIds: [x.id], authorId: f.alice.id })).status).toBe(201);
-    expect((await post(f.apiKey, second.id, { attachmentIds: [y.id], authorId: f.alice.id })).status).toBe(201);
+    const { f, second, x, y } = await twoConversations();
 
     const here = await sessionToken(f.apiKey, f.conversation.id, f.bob.id);
     const there = await sessionToken(f.apiKey, second.id, f.bob.id);
@@ -144,12 +150,7 @@ describe("what a token sees", () => {
 
 describe("a session that lost its scope", () => {
   it("sees and uploads nothing once its participant left the room or its conversation was deleted", async () => {
-    const f = await createFixture();
-    const second = await createConversation(f.apiKey, f.room.id);
-    const x = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "x.bin" }));
-    const y = expectUploaded(await uploadRaw(f.apiKey, randomBytes(64), { name: "y.bin" }));
-    expect((await post(f.apiKey, f.conversation.id, { attachmentIds: [x.id], authorId: f.alice.id })).status).toBe(201);
-    expect((await post(f.apiKey, second.id, { attachmentIds: [y.id], authorId: f.alice.id })).status).toBe(201);
+    const { f, second, x, y } = await twoConversations();
     const removed = await sessionToken(f.apiKey, f.conversation.id, f.bob.id);
     const ofDeleted = await sessionToken(f.apiKey, second.id, f.alice.id);
     const own = expectUploaded(await uploadRaw(removed, randomBytes(64), { name: "own.bin" }));
