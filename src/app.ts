@@ -1,4 +1,4 @@
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { AppEnv } from "./env";
@@ -40,6 +40,20 @@ const api = new Hono<AppEnv>()
 export type ApiType = typeof api;
 
 /**
+ * Sets a response header. The 101 of a WebSocket upgrade comes from a Durable Object with headers that cannot
+ * change: it is rebuilt around the same socket.
+ */
+function setHeader(c: Context<AppEnv>, name: string, value: string): void {
+  try {
+    c.res.headers.set(name, value);
+  } catch {
+    const headers = new Headers(c.res.headers);
+    headers.set(name, value);
+    c.res = new Response(c.res.body, { status: c.res.status, headers, webSocket: c.res.webSocket });
+  }
+}
+
+/**
  * Builds the Worker's Hono app: request ids, CORS, the error shape, unknown routes and methods (404), the API, and
  * its OpenAPI document.
  */
@@ -51,7 +65,7 @@ export function createApp() {
     const id = incoming && REQUEST_ID.test(incoming) ? incoming : newId("req");
     c.set("requestId", id);
     await next();
-    if (c.res.status !== 101) c.res.headers.set("x-request-id", id);
+    setHeader(c, "x-request-id", id);
   });
 
   // Browsers call the API from their application's origin: credentials are bearer tokens, never cookies, so any

@@ -42,6 +42,11 @@ export async function readJson(c: Context<AppEnv>, maxBytes = DEFAULT_MAX_BODY_B
     if (c.req.raw.body === null || declared === 0) return {};
     throw new ApiError("UNSUPPORTED_MEDIA_TYPE", "the body must be JSON: send 'Content-Type: application/json'");
   }
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(type)?.[1].toLowerCase();
+  if (charset !== undefined && charset !== "utf-8" && charset !== "utf8") {
+    throw new ApiError("UNSUPPORTED_MEDIA_TYPE", `JSON bodies are UTF-8, not ${charset}`);
+  }
+  requireIdentityEncoding(c);
   if (declared > maxBytes) throw new ApiError("PAYLOAD_TOO_LARGE", `the body is larger than ${maxBytes} bytes`);
   const bytes = await readLimited(
     c.req.raw.body,
@@ -55,6 +60,14 @@ export async function readJson(c: Context<AppEnv>, maxBytes = DEFAULT_MAX_BODY_B
     throw new ApiError("BAD_REQUEST", "the body is not valid JSON", [
       { path: "(body)", message: error instanceof SyntaxError ? error.message : "not valid JSON" },
     ]);
+  }
+}
+
+/** Refuses a request body sent with a `Content-Encoding` (gzip, br, ...): bodies are read as they are sent. */
+export function requireIdentityEncoding(c: Context<AppEnv>): void {
+  const encoding = c.req.header("content-encoding")?.trim().toLowerCase();
+  if (encoding && encoding !== "identity") {
+    throw new ApiError("UNSUPPORTED_MEDIA_TYPE", `request bodies are not decoded: send them without Content-Encoding`);
   }
 }
 

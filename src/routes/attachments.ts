@@ -20,7 +20,7 @@ import { attachmentRefs, attachments } from "../db/schema";
 import type { AppEnv, Bindings } from "../env";
 import { ApiError, notFound } from "../errors";
 import { describe, errorResponse } from "../http/openapi";
-import { idParam, query } from "../http/validate";
+import { idParam, query, requireIdentityEncoding } from "../http/validate";
 import { newId } from "../lib/ids";
 
 type AttachmentRow = typeof attachments.$inferSelect;
@@ -89,6 +89,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
     async (c) => {
       const principal = orgPrincipal(c);
       const { name, ttlSeconds } = c.req.valid("query");
+      requireIdentityEncoding(c);
       if (
         principal.kind === "session" &&
         !(await sessionHasScope(c.env.DB, principal.orgId, principal.accountId, principal.conversationId))

@@ -15,7 +15,9 @@ import { roomIdOfConversation } from "../room/client";
 /** Refuses anything but a WebSocket upgrade. */
 function requireUpgrade(c: Context<AppEnv>): void {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
-    throw new ApiError("BAD_REQUEST", "this endpoint only accepts WebSocket upgrades (Upgrade: websocket)");
+    throw new ApiError("BAD_REQUEST", "this endpoint only accepts WebSocket upgrades (Upgrade: websocket)", [
+      { path: "(headers).upgrade", message: "must be 'websocket'" },
+    ]);
   }
 }
 

@@ -97,9 +97,15 @@ describe("room socket upgrade: authenticated before the socket is accepted", () 
     // the same credentials in the Authorization header
     expectError(await upgrade(realtimePath(f.room.id), { header: expired }), 401, "UNAUTHORIZED");
     // a well-formed token is accepted: the forger signs like the service
-    expect(
-      (await upgrade(realtimePath(f.room.id), { token: await forgeToken({ sub: f.alice.id, org: f.orgId }) })).status,
-    ).toBe(101);
+    const accepted = await upgrade(realtimePath(f.room.id), {
+      token: await forgeToken({ sub: f.alice.id, org: f.orgId }),
+    });
+    expect(accepted.status).toBe(101);
+    // Like every response, the 101 carries its request id (the org stream's too).
+    expect(accepted.headers.get("x-request-id")).toMatch(/^req_/);
+    const hub = await upgrade("/v1/realtime", { token: f.apiKey });
+    expect(hub.status).toBe(101);
+    expect(hub.headers.get("x-request-id")).toMatch(/^req_/);
   });
 
   it("answers 403 FORBIDDEN for an account of the org that is not a participant", async () => {
@@ -132,6 +138,7 @@ describe("room socket upgrade: authenticated before the socket is accepted", () 
     for (const header of [f.apiKey, await accountToken(f.apiKey, f.alice.id)]) {
       const response = await upgrade(realtimePath(f.room.id), { header, upgrade: false });
       expectError(response, 400, "BAD_REQUEST");
+      expect(response.body.error.details).toEqual([{ path: "(headers).upgrade", message: "must be 'websocket'" }]);
       expect(response.headers.get("x-request-id")).toBeTruthy();
     }
   });

@@ -181,9 +181,38 @@ describe("request bodies", () => {
     expectErrorShape(response, 415, "UNSUPPORTED_MEDIA_TYPE");
   });
 
+  it("a JSON body in another charset, or with a Content-Encoding, is 415 and changes nothing", async () => {
+    const org = await createOrg();
+    const json = JSON.stringify({ type: "user", name: "Café" });
+    for (const headers of [
+      { "content-type": "application/json; charset=iso-8859-1" },
+      { "content-type": 'application/json; charset="utf-16"' },
+      { "content-type": "application/json", "content-encoding": "gzip" },
+      { "content-type": "application/json", "content-encoding": "br" },
+    ]) {
+      const response = await raw("POST", "/v1/accounts", {
+        headers: { authorization: `Bearer ${org.apiKey}`, ...headers },
+        body: json,
+      });
+      expectErrorShape(response, 415, "UNSUPPORTED_MEDIA_TYPE");
+    }
+    const upload = await raw("POST", "/v1/attachments?name=a.txt", {
+      headers: { authorization: `Bearer ${org.apiKey}`, "content-type": "text/plain", "content-encoding": "gzip" },
+      body: "hello",
+    });
+    expectErrorShape(upload, 415, "UNSUPPORTED_MEDIA_TYPE");
+    const list = await call("GET", "/v1/accounts", { token: org.apiKey });
+    expect(list.body.items).toEqual([]);
+  });
+
   it("JSON content types with parameters or a +json suffix are accepted", async () => {
     const org = await createOrg();
-    for (const type of ["application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]) {
+    for (const type of [
+      "application/json; charset=utf-8",
+      "application/json;charset=UTF8",
+      "Application/JSON",
+      "application/merge-patch+json",
+    ]) {
       const response = await raw("POST", "/v1/accounts", {
         headers: { authorization: `Bearer ${org.apiKey}`, "content-type": type },
         body: JSON.stringify({ type: "user", name: "Ada" }),
