@@ -128,6 +128,8 @@ export function createApp() {
       if (error.status >= 500) console.error("request failed", { requestId, code: error.code, message: error.message });
       return c.json(errorBody(error.toInfo(), requestId), error.status, {
         "x-request-id": requestId,
+        // What a 401 asks for (RFC 9110): a bearer token.
+        ...(error.status === 401 ? { "www-authenticate": 'Bearer realm="parley"' } : {}),
         ...error.headers,
       });
     }

@@ -303,6 +303,7 @@ describe("x-request-id", () => {
     const unauthorized = await call("GET", "/v1/accounts", { headers: { "x-request-id": id } });
     expectErrorShape(unauthorized, 401, "UNAUTHORIZED");
     expect(unauthorized.body.error.requestId).toBe(id);
+    expect(unauthorized.headers.get("www-authenticate")).toBe('Bearer realm="parley"');
 
     const invalid = await call("POST", "/v1/accounts", {
       token: org.apiKey,
