@@ -12,13 +12,29 @@ const app = createApp();
 
 /** How often one isolate checks for stalled flows while it serves requests. */
 const FLOW_CHECK_EVERY_MS = 30_000;
+/** How far ahead a check plans the next, for runs open but not stalled yet (within what `waitUntil` may run). */
+const FLOW_FOLLOW_UP_MS = 35_000;
 let nextFlowCheck = 0;
+let followUp = false;
 
-/** Resumes stalled flows in the background (`resumeStalledFlows`); a failed check waits for the next. */
+/**
+ * Resumes stalled flows in the background (`resumeStalledFlows`). Runs that are open but not stalled yet (the first
+ * request after a restart comes sooner than 30 s) get one more check when they would be, with no request needed:
+ * a restart's sockets reconnect, then may send nothing but frames. A failed check waits for the next.
+ */
 function checkFlows(env: Bindings, ctx: ExecutionContext): void {
-  ctx.waitUntil(
-    resumeStalledFlows(env).catch((error) => console.error("checking for stalled flows failed", String(error))),
-  );
+  const check = async (): Promise<void> => {
+    const { nextAt } = await resumeStalledFlows(env);
+    if (nextAt === null || followUp || nextAt - Date.now() > FLOW_FOLLOW_UP_MS) return;
+    followUp = true;
+    try {
+      await scheduler.wait(Math.max(0, nextAt - Date.now()));
+      await resumeStalledFlows(env);
+    } finally {
+      followUp = false;
+    }
+  };
+  ctx.waitUntil(check().catch((error) => console.error("checking for stalled flows failed", String(error))));
 }
 
 /**

@@ -51,12 +51,16 @@ const STALLED_BATCH = 50;
 const ENDED_STATES = new Set<InstanceStatus["status"]>(["complete", "errored", "terminated"]);
 
 /**
- * Resumes the flows whose runs have stayed queued or running for `STALLED_AFTER_MS` with no change, and answers how
- * many it found. The local runtime resumes an instance cut off by a restart only when an event reaches it (Cloudflare
+ * Resumes the flows whose runs have stayed queued or running for `STALLED_AFTER_MS` with no change; answers how
+ * many it found, and when the open runs that are not stalled yet would be (null when none is open). The local runtime resumes an instance cut off by a restart only when an event reaches it (Cloudflare
  * resumes its own); an instance that failed, or a wake that was lost, leaves its runs to the flow's next trigger.
  * A wake that reaches an instance at work is kept for its next wait, which then finds no run and waits again.
  */
-export async function resumeStalledFlows(env: Bindings, now = Date.now()): Promise<number> {
+export async function resumeStalledFlows(
+  env: Bindings,
+  now = Date.now(),
+): Promise<{ resumed: number; nextAt: number | null }> {
+  const stalledBefore = new Date(now - STALLED_AFTER_MS).toISOString();
   const { results } = await env.DB.prepare(
     `SELECT r.org_id AS orgId, r.room_id AS roomId, r.conversation_id AS conversationId, r.agent_id AS agentId,
        i.generation AS generation
@@ -64,10 +68,16 @@ export async function resumeStalledFlows(env: Bindings, now = Date.now()): Promi
      WHERE r.status IN ('queued', 'running') AND r.updated_at < ?
      GROUP BY r.conversation_id, r.agent_id LIMIT ?`,
   )
-    .bind(new Date(now - STALLED_AFTER_MS).toISOString(), STALLED_BATCH)
+    .bind(stalledBefore, STALLED_BATCH)
     .all<FlowParams>();
   await Promise.all(results.map((flow) => resumeFlow(env, flow)));
-  return results.length;
+  // When the open runs not stalled yet would be: a check then finds them, if nothing changed them meanwhile.
+  const newest = await env.DB.prepare(
+    "SELECT min(updated_at) AS at FROM flow_runs WHERE status IN ('queued', 'running') AND updated_at >= ?",
+  )
+    .bind(stalledBefore)
+    .first<string | null>("at");
+  return { resumed: results.length, nextAt: newest ? Date.parse(newest) + STALLED_AFTER_MS + 1 : null };
 }
 
 /** Wakes a stalled flow's instance; one that ended (failed, or stopped) hands its runs to the next generation. */

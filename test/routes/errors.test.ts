@@ -184,12 +184,13 @@ describe("request bodies", () => {
   it("a JSON body in another charset, or with a Content-Encoding, is 415 and changes nothing", async () => {
     const org = await createOrg();
     const json = JSON.stringify({ type: "user", name: "Café" });
-    for (const headers of [
+    const variants: Record<string, string>[] = [
       { "content-type": "application/json; charset=iso-8859-1" },
       { "content-type": 'application/json; charset="utf-16"' },
       { "content-type": "application/json", "content-encoding": "gzip" },
       { "content-type": "application/json", "content-encoding": "br" },
-    ]) {
+    ];
+    for (const headers of variants) {
       const response = await raw("POST", "/v1/accounts", {
         headers: { authorization: `Bearer ${org.apiKey}`, ...headers },
         body: json,
