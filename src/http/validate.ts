@@ -18,8 +18,21 @@ export const DEFAULT_MAX_BODY_BYTES = 512 * 1024;
 export function detailsOf(error: z.ZodError, root = "(body)"): ErrorDetail[] {
   const pathOf = (issue: z.core.$ZodIssue) => (issue.path.length > 0 ? issue.path.map(String).join(".") : root);
   const mistyped = new Set(error.issues.filter((issue) => issue.code === "invalid_type").map(pathOf));
+  // Of a value's bounds, the tightest says it all (an integer's safe range beside the field's own maximum).
+  const tightest = new Map<string, number>();
+  for (const issue of error.issues) {
+    if (issue.code !== "too_big" && issue.code !== "too_small") continue;
+    const key = `${pathOf(issue)}\u0000${issue.code}`;
+    const bound = Number(issue.code === "too_big" ? issue.maximum : -Number(issue.minimum));
+    tightest.set(key, Math.min(tightest.get(key) ?? Infinity, bound));
+  }
   return error.issues
     .filter((issue) => issue.code === "invalid_type" || !mistyped.has(pathOf(issue)))
+    .filter((issue) => {
+      if (issue.code !== "too_big" && issue.code !== "too_small") return true;
+      const bound = Number(issue.code === "too_big" ? issue.maximum : -Number(issue.minimum));
+      return bound <= tightest.get(`${pathOf(issue)}\u0000${issue.code}`)!;
+    })
     .map((issue) => ({ path: pathOf(issue), message: issue.message }));
 }
 

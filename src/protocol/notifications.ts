@@ -42,10 +42,10 @@ const templateString = (min: number, max: number) =>
 export const TemplateSchema = z.strictObject({ title: templateString(1, 200), body: templateString(0, 2000) });
 
 /** Who a rule notifies: the participants of the event's room, or listed accounts (never the author of a message). */
-export const RecipientsSchema = z.union([
-  z.literal("participants"),
-  z.strictObject({ accountIds: z.array(idSchema("acc")).min(1).max(100) }),
-]);
+export const RecipientsSchema = z.union(
+  [z.literal("participants"), z.strictObject({ accountIds: z.array(idSchema("acc")).min(1).max(100) })],
+  { error: 'must be "participants" or { "accountIds": [1 to 100 account ids] }' },
+);
 export type Recipients = z.infer<typeof RecipientsSchema>;
 
 const channelsSchema = z

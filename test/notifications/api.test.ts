@@ -111,6 +111,14 @@ describe("notification rules", () => {
       body: rule(orgId, { channels: "email" }),
     });
     expect(mistyped.body.error.details).toEqual([{ path: "channels", message: expect.stringContaining("array") }]);
+    // a recipients value of neither form says which forms there are
+    const everyone = await call("POST", "/v1/notification-rules", {
+      token: apiKey,
+      body: rule(orgId, { recipients: "everyone" }),
+    });
+    expect(everyone.body.error.details).toEqual([
+      { path: "recipients", message: expect.stringContaining('"participants" or { "accountIds"') },
+    ]);
     expect(await countRules(orgId)).toBe(0);
     const created = await call("POST", "/v1/notification-rules", { token: apiKey, body: rule(orgId) });
     expectBadRequest(
