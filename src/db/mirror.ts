@@ -1,13 +1,14 @@
 import type { ConversationRecord, RoomRecord } from "../events/queue";
 import type { Message } from "../protocol/messages";
 
-/**
- * D1 statements that mirror a room at one version: the room row and its participant set. Each applies only when
- * D1 holds an older version, so replays and out-of-order deliveries change nothing.
- */
 /** How long a departure is kept: a day, well beyond any queued event's consumption. */
 const DEPARTURES_KEPT_MS = 24 * 60 * 60 * 1000;
 
+/**
+ * D1 statements that mirror a room at one version: the room row, its participant set, and the departures of those
+ * who left it. Each applies only when D1 holds an older version, so replays and out-of-order deliveries change
+ * nothing.
+ */
 export function mirrorRoomStatements(db: D1Database, { room, dmKey, version }: RoomRecord): D1PreparedStatement[] {
   const newer = "NOT EXISTS (SELECT 1 FROM rooms WHERE id = ?1 AND version >= ?2)";
   const now = new Date().toISOString();

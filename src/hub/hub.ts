@@ -249,14 +249,14 @@ export class Hub extends DurableObject<Bindings> {
   private async sendSnapshots(ws: WebSocket, topic: string, pattern: TopicPattern, had: boolean): Promise<void> {
     const conversationId = streamConversation(pattern);
     const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
-    if (!conversationId || !roomId) return;
+    if (had || !conversationId || !roomId) return;
     const { actor } = this.sockets.state(ws);
     try {
       const result = await roomStub(this.env, roomId).streamSnapshots(actor, conversationId);
       if (!result.ok) return;
       for (const event of result.value) {
-        // Not to a socket that had the stream's deltas through another subscription (`hadTopic`).
-        if (!topicMatches(pattern, event.topic) || this.sockets.hadTopic(ws, topic, event.topic, had)) continue;
+        // Not to a socket that had the stream's deltas through another subscription.
+        if (!topicMatches(pattern, event.topic) || this.sockets.matchedElsewhere(ws, topic, event.topic)) continue;
         this.sockets.send(ws, { type: "event", topic: event.topic, event });
       }
     } catch (error) {

@@ -30,6 +30,14 @@ export const REALTIME_LIMITS = {
   idleCloseMs: 75_000,
 } as const;
 
+/**
+ * A connection's budget (posts, or frames of any kind) refilled for the time since `at`: `perSecond` a second, up to
+ * `burst`. The server keeps each budget so; the SDK keeps the posting one the same way, to pace its posts.
+ */
+export function refilled(tokens: number, at: number, now: number, perSecond: number, burst: number): number {
+  return Math.min(burst, tokens + ((now - at) / 1000) * perSecond);
+}
+
 /** WebSocket close codes of the contract. */
 export const CLOSE_CODES = {
   normal: 1000,

@@ -6,6 +6,7 @@ import { parseClientJson } from "../lib/json";
 import {
   CLOSE_CODES,
   parseClientFrame,
+  refilled,
   PING_TEXT,
   PONG_TEXT,
   REALTIME_LIMITS,
@@ -262,12 +263,10 @@ export class SocketRegistry {
   }
 
   /**
-   * Whether events of `topic` already reached the socket before its subscription `added` (the topic of a subscribe
-   * frame): it had `added` already, or another of its subscriptions matches. A stream's snapshot is then not sent
-   * again.
+   * Whether a subscription of the socket other than `added` (the topic of a subscribe frame) matches `topic`: its
+   * events reached the socket already, and a stream's snapshot is not sent again.
    */
-  hadTopic(ws: WebSocket, added: string, topic: string, hadAdded: boolean): boolean {
-    if (hadAdded) return true;
+  matchedElsewhere(ws: WebSocket, added: string, topic: string): boolean {
     const parts = topic.split(".");
     for (const [key, pattern] of this.state(ws).subs) if (key !== added && segmentsMatch(pattern, parts)) return true;
     return false;
@@ -333,10 +332,8 @@ export class SocketRegistry {
   take(ws: WebSocket, id: string | undefined): boolean {
     const state = this.state(ws);
     const now = Date.now();
-    state.tokens = Math.min(
-      REALTIME_LIMITS.postBurst,
-      state.tokens + ((now - state.refilledAt) / 1000) * REALTIME_LIMITS.postsPerSecond,
-    );
+    const { postsPerSecond, postBurst } = REALTIME_LIMITS;
+    state.tokens = refilled(state.tokens, state.refilledAt, now, postsPerSecond, postBurst);
     state.refilledAt = now;
     if (state.tokens < 1) {
       this.error(ws, id, "RATE_LIMITED", `at most ${REALTIME_LIMITS.postsPerSecond} posts per second per connection`);
@@ -537,7 +534,7 @@ function noteReceived(state: LiveSocket, conversationId: string, from: number, t
 /** Takes one frame from the connection's budget; false when it is spent (the debt grows while the flood lasts). */
 function spendFrame(state: LiveSocket, now: number): boolean {
   const { framesPerSecond, frameBurst } = REALTIME_LIMITS;
-  state.frames = Math.min(frameBurst, state.frames + ((now - state.framesAt) / 1000) * framesPerSecond) - 1;
+  state.frames = refilled(state.frames, state.framesAt, now, framesPerSecond, frameBurst) - 1;
   state.framesAt = now;
   return state.frames >= 0;
 }

@@ -260,11 +260,23 @@ export class Room extends DurableObject<Bindings> {
     const current = this.participant(accountId);
     if (!current) return fail("NOT_FOUND", "participant not found");
     if (current.deleted) return fail("CONFLICT", "the account was deleted: its place in this DM no longer changes");
-    const participant = this.commit(() => {
+    const participant = this.rewriteParticipant(
+      accountId,
+      patch.role ?? current.role,
+      patch.autoRespond === undefined ? current.auto_respond : Number(patch.autoRespond),
+      0,
+    );
+    return ok({ participant, record: this.roomRecord(this.roomRow()!) });
+  }
+
+  /** Writes a participant's role, autoRespond and deleted flag, with its `participant_updated` event. */
+  private rewriteParticipant(accountId: string, role: string, autoRespond: number, deleted: number): Participant {
+    return this.commit(() => {
       this.sql.exec(
-        "UPDATE participants SET role = ?, auto_respond = ? WHERE account_id = ?",
-        patch.role ?? current.role,
-        patch.autoRespond === undefined ? current.auto_respond : Number(patch.autoRespond),
+        "UPDATE participants SET role = ?, auto_respond = ?, deleted = ? WHERE account_id = ?",
+        role,
+        autoRespond,
+        deleted,
         accountId,
       );
       this.bumpVersion();
@@ -273,7 +285,6 @@ export class Room extends DurableObject<Bindings> {
       this.enqueue(roomEvent(record, "participant_updated", updated), { room: record });
       return updated;
     });
-    return ok({ participant, record: this.roomRecord(this.roomRow()!) });
   }
 
   /** Removes a participant from a standard room (managers, or the participant itself). */
@@ -303,18 +314,7 @@ export class Room extends DurableObject<Bindings> {
     const current = room ? this.participant(accountId) : undefined;
     if (!current) return null;
     if (room!.type !== "dm") return this.dropParticipant(current, "the account was deleted");
-    if (!current.deleted) {
-      this.commit(() => {
-        this.sql.exec(
-          "UPDATE participants SET role = 'observer', auto_respond = 0, deleted = 1 WHERE account_id = ?",
-          accountId,
-        );
-        this.bumpVersion();
-        const record = this.roomRecord(this.roomRow()!);
-        const updated = toParticipant(this.participant(accountId)!);
-        this.enqueue(roomEvent(record, "participant_updated", updated), { room: record });
-      });
-    }
+    if (!current.deleted) this.rewriteParticipant(accountId, "observer", 0, 1);
     this.sockets.closeTagged(`acc:${accountId}`, CLOSE_CODES.forbidden, "the account was deleted");
     return this.roomRecord(this.roomRow()!);
   }
@@ -702,10 +702,11 @@ export class Room extends DurableObject<Bindings> {
    * through another subscription (`had`: this topic was subscribed already); live deltas follow.
    */
   private sendSnapshots(ws: WebSocket, topic: string, pattern: TopicPattern, had: boolean): void {
+    if (had) return;
     const { actor } = this.sockets.state(ws);
     for (const event of this.snapshots()) {
       if (actor.conversationId && actor.conversationId !== event.resourceId) continue;
-      if (!topicMatches(pattern, event.topic) || this.sockets.hadTopic(ws, topic, event.topic, had)) continue;
+      if (!topicMatches(pattern, event.topic) || this.sockets.matchedElsewhere(ws, topic, event.topic)) continue;
       this.sockets.send(ws, { type: "event", topic: event.topic, event });
     }
   }

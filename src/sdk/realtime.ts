@@ -1,5 +1,12 @@
 import type { ParleyEvent } from "../protocol/events";
-import { CLOSE_CODES, PING_TEXT, PONG_TEXT, REALTIME_LIMITS, type MessagePostFrame } from "../protocol/frames";
+import {
+  CLOSE_CODES,
+  PING_TEXT,
+  PONG_TEXT,
+  REALTIME_LIMITS,
+  refilled,
+  type MessagePostFrame,
+} from "../protocol/frames";
 import type { Message } from "../protocol/messages";
 import { recoverableConversationOf } from "../protocol/topics";
 
@@ -551,10 +558,8 @@ export class RealtimeClient {
   /** Takes one frame of the posting budget, refilled as the server refills it; false when it is spent. */
   #takePostToken(): boolean {
     const now = Date.now();
-    this.#postTokens = Math.min(
-      REALTIME_LIMITS.postBurst,
-      this.#postTokens + ((now - this.#postTokensAt) / 1000) * REALTIME_LIMITS.postsPerSecond,
-    );
+    const { postsPerSecond, postBurst } = REALTIME_LIMITS;
+    this.#postTokens = refilled(this.#postTokens, this.#postTokensAt, now, postsPerSecond, postBurst);
     this.#postTokensAt = now;
     if (this.#postTokens < 1) return false;
     this.#postTokens -= 1;
