@@ -50,6 +50,8 @@ export async function runStep(
     if (step.type === "reply") return await post(env, flow, key, step.text);
     if (step.type === "webhook") {
       let answer: string | null;
+      // The webhook is the step's side effect: not called once the agent may no longer answer.
+      unwrap(await roomStub(env, flow.roomId).checkAnswer({ orgId: flow.orgId }, flow.conversationId, flow.agentId));
       try {
         answer = await callWebhook(step.url, await triggerEvent(env, flow, run), flow, run);
       } catch (error) {

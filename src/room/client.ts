@@ -21,6 +21,7 @@ export type RoomRpc = Pick<
   | "updateConversation"
   | "deleteConversation"
   | "checkSession"
+  | "checkAnswer"
   | "postMessage"
   | "listMessages"
   | "pendingEvents"

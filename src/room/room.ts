@@ -14,7 +14,13 @@ import { newId } from "../lib/ids";
 import { Pace } from "../lib/pace";
 import type { AccountType } from "../protocol/accounts";
 import type { Conversation, CreateConversation, UpdateConversation } from "../protocol/conversations";
-import type { HistoryPage, HistoryQuery, Message, MessageAttachment } from "../protocol/messages";
+import {
+  STEP_CLIENT_MESSAGE_ID,
+  type HistoryPage,
+  type HistoryQuery,
+  type Message,
+  type MessageAttachment,
+} from "../protocol/messages";
 import type { Participant, Role, RoomType, UpdateParticipant, UpdateRoom } from "../protocol/rooms";
 import type { ParleyEvent } from "../protocol/events";
 import { CLOSE_CODES, REALTIME_LIMITS, type MessagePostFrame, type SubscribeFrame } from "../protocol/frames";
@@ -417,6 +423,14 @@ export class Room extends DurableObject<Bindings> {
     return ok(record);
   }
 
+  /** Checks that an agent may still answer in a conversation automatically (a flow step about to act). */
+  async checkAnswer(actor: Actor, conversationId: string, agentId: string): Promise<Result<true>> {
+    const found = this.visibleConversation(actor, conversationId);
+    if (!found.ok) return found;
+    const refusal = answerRefusal(this.participant(agentId));
+    return refusal ? fail("FORBIDDEN", refusal) : ok(true);
+  }
+
   /** Checks that an account may hold a session in a conversation: the conversation is live and it participates. */
   async checkSession(actor: Actor, conversationId: string, accountId: string): Promise<Result<true>> {
     const found = this.visibleConversation(actor, conversationId);
@@ -437,7 +451,9 @@ export class Room extends DurableObject<Bindings> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
     const author = this.participant(input.authorId);
-    const refusal = postingRefusal(author);
+    // A flow step's post (its reserved id) is an agent's automatic answer: it also needs the agent's autoRespond.
+    const isStep = input.clientMessageId !== undefined && STEP_CLIENT_MESSAGE_ID.test(input.clientMessageId);
+    const refusal = isStep ? answerRefusal(author) : postingRefusal(author);
     if (refusal) return fail("FORBIDDEN", refusal);
 
     if (input.clientMessageId !== undefined) {
@@ -483,7 +499,7 @@ export class Room extends DurableObject<Bindings> {
   ): Promise<Result<{ message: Message | null; next: number }>> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
-    const refusal = postingRefusal(this.participant(authorId));
+    const refusal = answerRefusal(this.participant(authorId));
     if (refusal) return fail("FORBIDDEN", refusal);
     const posted = this.messageByClientId(conversationId, streamId);
     if (posted) return ok({ message: posted, next: 0 });
@@ -547,7 +563,7 @@ export class Room extends DurableObject<Bindings> {
       const state = current();
       if (!state) return false;
       const conversation = this.conversationRow(state.conversationId);
-      if (!conversation || conversation.deleted_at || postingRefusal(this.participant(state.authorId))) {
+      if (!conversation || conversation.deleted_at || answerRefusal(this.participant(state.authorId))) {
         blocked = true;
         return false;
       }
@@ -599,7 +615,7 @@ export class Room extends DurableObject<Bindings> {
     const failure =
       error ??
       (!conversation || conversation.deleted_at ? "the conversation was deleted" : undefined) ??
-      postingRefusal(author) ??
+      answerRefusal(author) ??
       (text === "" && !posted ? "the model returned no text" : undefined);
     const messageId = posted?.id ?? newId("msg");
     const result = this.commit(() => {
@@ -1320,6 +1336,14 @@ function postingRefusal(author: ParticipantRow | undefined): string | null {
   if (!author) return "the author is not a participant of this room";
   if (author.deleted) return "the author's account was deleted";
   return author.role === "observer" ? "observers cannot post" : null;
+}
+
+/**
+ * Why an agent's automatic answer (a flow step's post or stream) cannot be posted: any reason it could not post, or
+ * its `autoRespond` turned off since the trigger (runs queued before then end failed rather than answer).
+ */
+function answerRefusal(author: ParticipantRow | undefined): string | null {
+  return postingRefusal(author) ?? (author!.auto_respond === 1 ? null : "the agent no longer responds automatically");
 }
 
 function toParticipant(row: ParticipantRow): Participant {

@@ -55,13 +55,27 @@ async function queueRunDirectly(run: {
   return id;
 }
 
-/** Turns an agent's autoRespond off: the room queues and wakes no run for it, so a test can play that part. */
-async function stopAnswering(apiKey: string, roomId: string, agentId: string): Promise<void> {
+/** Turns an agent's autoRespond in a room on or off. */
+async function setAutoRespond(apiKey: string, roomId: string, agentId: string, on: boolean): Promise<void> {
   const patched = await call("PATCH", `/v1/rooms/${roomId}/participants/${agentId}`, {
     token: apiKey,
-    body: { autoRespond: false },
+    body: { autoRespond: on },
   });
   expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+}
+
+/**
+ * Posts a message while the agent does not answer on its own, so its room queues and wakes no run for it and a test
+ * can play that part; then turns its autoRespond back on (a run of an agent that no longer answers would fail).
+ */
+async function sayUnanswered(
+  flow: { apiKey: string; roomId: string; agentId: string; conversationId: string; userId: string },
+  text: string,
+) {
+  await setAutoRespond(flow.apiKey, flow.roomId, flow.agentId, false);
+  const message = await say(flow.apiKey, flow.conversationId, flow.userId, text);
+  await setAutoRespond(flow.apiKey, flow.roomId, flow.agentId, true);
+  return message;
 }
 
 /** The Workflow instance of a (conversation, agent) flow's generation, for introspection. */
@@ -190,8 +204,8 @@ describe("the flow engine", () => {
     // The agent does not answer on its own, so the room dispatches nothing: the test plays a room that queued the
     // run and stopped before waking the flow.
     const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom();
-    await stopAnswering(apiKey, room.id, bot.id);
-    const question = await say(apiKey, conversationId, user.id, "anyone there?");
+    const flow = { apiKey, roomId: room.id, agentId: bot.id, conversationId, userId: user.id };
+    const question = await sayUnanswered(flow, "anyone there?");
     const event = messagePostedEvent(question);
     const runId = await queueRunDirectly({
       orgId,
@@ -215,8 +229,8 @@ describe("the flow engine", () => {
   it("the check for stalled flows resumes a flow whose run waited with no wake", async () => {
     // As a restart leaves a flow: a run queued that no instance takes (the room never woke it).
     const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom();
-    await stopAnswering(apiKey, room.id, bot.id);
-    const question = await say(apiKey, conversationId, user.id, "still there?");
+    const flow = { apiKey, roomId: room.id, agentId: bot.id, conversationId, userId: user.id };
+    const question = await sayUnanswered(flow, "still there?");
     await queueRunDirectly({ orgId, agentId: bot.id, conversationId, roomId: room.id, message: question });
     // Not stalled yet: nothing is resumed.
     const stalledAt = Date.parse(question.createdAt) + STALLED_AFTER_MS + 1;
@@ -239,8 +253,8 @@ describe("the flow engine", () => {
     await runsOf(apiKey, conversationId, (r) => r[0]?.status === "completed");
     // Generation 0's instance stops for good, and a run is queued with no wake (the room's went to the old one).
     await (await env.FLOWS.get(instanceId({ conversationId, agentId: bot.id, generation: 0 }))).terminate();
-    await stopAnswering(apiKey, room.id, bot.id);
-    const second = await say(apiKey, conversationId, user.id, "two");
+    const flow = { apiKey, roomId: room.id, agentId: bot.id, conversationId, userId: user.id };
+    const second = await sayUnanswered(flow, "two");
     await queueRunDirectly({ orgId, agentId: bot.id, conversationId, roomId: room.id, message: second });
     expect(await resumeStalledFlows(env, Date.parse(second.createdAt) + STALLED_AFTER_MS + 1)).toMatchObject({
       resumed: 1,
@@ -254,6 +268,47 @@ describe("the flow engine", () => {
       .first<number>("generation");
     expect(generation).toBe(1);
     expect((await historyOf(apiKey, conversationId, 4)).map((m) => m.text)).toEqual(["one", "ack", "two", "ack"]);
+    socket.close();
+  });
+
+  it("turning autoRespond off ends the reply under way and fails the runs queued behind it: nothing more is posted", async () => {
+    const { apiKey, user, bot, room, conversationId, socket } = await agentRoom({ model: "openai:echo@150" });
+    for (const text of ["one", "two", "three"]) await say(apiKey, conversationId, user.id, text);
+    await eventually(async () => {
+      await socket.flush();
+      return streamEvents(socket).length > 0;
+    });
+    await setAutoRespond(apiKey, room.id, bot.id, false);
+    const runs = await runsOf(apiKey, conversationId, (r) => r.length === 3 && r.every((x) => x.status === "failed"));
+    for (const run of runs) expect(run.error).toMatch(/no longer responds automatically/);
+    const done = await eventually(async () => {
+      await socket.flush();
+      return streamEvents(socket).find((e) => e.done);
+    });
+    expect(done).toMatchObject({ authorId: bot.id, done: true, error: expect.stringMatching(/no longer responds/) });
+    expect(streamEvents(socket).filter((e) => e.done)).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const history = await historyOf(apiKey, conversationId, 3);
+    expect(history.map((m) => m.text)).toEqual(["one", "two", "three"]);
+    socket.close();
+  });
+
+  it("a queued run whose agent no longer answers on its own calls no webhook and fails", async () => {
+    const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom({
+      flow: { onMessage: [{ type: "webhook", url: env.OPENAI_BASE_URL!.replace(/\/v1$/, "/hooks/reply") }] },
+    });
+    await setAutoRespond(apiKey, room.id, bot.id, false);
+    const marker = `unanswered ${crypto.randomUUID()}`;
+    const question = await say(apiKey, conversationId, user.id, marker);
+    await queueRunDirectly({ orgId, agentId: bot.id, conversationId, roomId: room.id, message: question });
+    expect(await resumeStalledFlows(env, Date.parse(question.createdAt) + STALLED_AFTER_MS + 1)).toMatchObject({
+      resumed: 1,
+    });
+    const [run] = await runsOf(apiKey, conversationId, (r) => r[0]?.status === "failed");
+    expect(run.error).toMatch(/no longer responds automatically/);
+    const hookEvents = await (await fetch(env.OPENAI_BASE_URL!.replace(/\/v1$/, "/hook-events"))).json<any[]>();
+    expect(hookEvents.some((e) => e.data?.text === marker)).toBe(false);
+    expect(await historyOf(apiKey, conversationId, 1)).toHaveLength(1);
     socket.close();
   });
 

@@ -13,6 +13,7 @@
 // each token of its reply was written (benchmarks time a stream from the model's side with it).
 // It also plays webhook receivers for flow tests: POST /hooks/reply answers `{ text }` naming the event it got,
 // /hooks/empty answers 204, /hooks/html answers HTML, /hooks/big answers 100 KB of JSON, /hooks/fail answers 500.
+// GET /hook-events answers the events the hooks received.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 
@@ -64,6 +65,8 @@ export function expectedReply(lastUserMessage: string): string {
 
 /** The prompts `drop-once` has dropped a request for. */
 const dropped = new Set<string>();
+/** The events the webhook receivers got. */
+const hookEvents: unknown[] = [];
 
 async function handle(
   req: IncomingMessage,
@@ -74,6 +77,11 @@ async function handle(
   if (req.method === "GET" && req.url === "/requests") {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify(requests));
+    return;
+  }
+  if (req.method === "GET" && req.url === "/hook-events") {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify(hookEvents));
     return;
   }
   if (req.method === "POST" && req.url?.startsWith("/hooks/")) return hook(req, res, req.url.slice("/hooks/".length));
@@ -157,6 +165,7 @@ async function hook(req: IncomingMessage, res: ServerResponse, kind: string): Pr
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
   const event = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { type: string; data: { text?: string } };
+  hookEvents.push(event);
   if (kind === "reply") {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ text: `hook got ${event.type}: ${event.data.text ?? ""}`.trim() }));
