@@ -52,19 +52,40 @@ function randomBytes(n: number): Uint8Array {
 
 /** The time part of the last body made, and its millisecond: ids made in the same millisecond share it. */
 let lastTime = { ms: -1, text: "" };
+/** The random part of the last body made: the next one in the same millisecond is one more (ULID's monotonic order). */
+const lastRandom = new Uint8Array(10);
 
-/** A time-ordered body: 10 characters of milliseconds then 16 random characters (a ULID in lower case). */
+/**
+ * A time-ordered body: 10 characters of milliseconds then 16 characters, random for a millisecond's first id and one
+ * more for each id after it in that millisecond (a ULID in lower case, monotonic): ids made in a loop sort in the order
+ * they were made.
+ */
 export function ulidBody(now = Date.now()): string {
-  if (lastTime.ms !== now) {
-    let text = "";
-    let t = now;
-    for (let i = 0; i < 10; i++) {
-      text = ALPHABET[t % 32] + text;
-      t = Math.floor(t / 32);
+  if (lastTime.ms !== now || !increment(lastRandom)) {
+    if (lastTime.ms !== now) {
+      let text = "";
+      let t = now;
+      for (let i = 0; i < 10; i++) {
+        text = ALPHABET[t % 32] + text;
+        t = Math.floor(t / 32);
+      }
+      lastTime = { ms: now, text };
     }
-    lastTime = { ms: now, text };
+    lastRandom.set(randomBytes(10));
   }
-  return lastTime.text + base32(randomBytes(10));
+  return lastTime.text + base32(lastRandom);
+}
+
+/** Adds one to a big-endian number; answers false when it overflowed (all bytes were 0xff). */
+function increment(bytes: Uint8Array): boolean {
+  for (let i = bytes.length - 1; i >= 0; i--) {
+    if (bytes[i] < 0xff) {
+      bytes[i]++;
+      return true;
+    }
+    bytes[i] = 0;
+  }
+  return false;
 }
 
 /** A new id with its type prefix, e.g. `acc_01jd...`; ids sort by creation time. */

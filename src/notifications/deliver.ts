@@ -2,7 +2,8 @@ import type { NotificationJob, Priority } from "../protocol/notifications";
 import { sendEmail, smtpConfig, type EmailOutcome } from "./email";
 import type { NotificationsBindings } from "./env";
 import { MAX_PAYLOAD_BYTES } from "./push/encrypt";
-import { sendPush, type PushOutcome } from "./push/send";
+import { PUSH_TIMEOUT_MS, sendPush, type PushOutcome } from "./push/send";
+import { numberSetting } from "../lib/settings";
 import type { VapidKeys } from "./push/vapid";
 import { truncate } from "./template";
 
@@ -234,9 +235,9 @@ async function planPush(env: NotificationsBindings, row: NotificationRow): Promi
       if (!subscription) return { kind: "permanent", status: 0, error: "push subscription removed" };
       return sendPush(
         { endpoint: subscription.endpoint, keys: { p256dh: subscription.p256dh, auth: subscription.auth } },
-        payload,
-        row.priority,
+        { payload, priority: row.priority, topic: row.id },
         vapid,
+        numberSetting(env.PUSH_TIMEOUT_MS, PUSH_TIMEOUT_MS, 1),
       );
     },
   };

@@ -1,3 +1,4 @@
+import { numberSetting } from "../lib/settings";
 import { sendSmtp, SmtpError } from "./smtp";
 import type { Priority } from "../protocol/notifications";
 
@@ -8,6 +9,8 @@ export interface SmtpConfig {
   user?: string;
   password?: string;
   from: { name?: string; email: string };
+  /** How long the connection and each reply may take (ms; `SMTP_TIMEOUT_MS`, default 15,000). */
+  timeoutMs?: number;
 }
 
 /** What one email became: sent, transient (retry: connection problems, 4xx replies) or permanent (5xx replies). */
@@ -33,6 +36,7 @@ export function smtpConfig(env: {
   SMTP_USER?: string;
   SMTP_PASSWORD?: string;
   SMTP_FROM?: string;
+  SMTP_TIMEOUT_MS?: string;
 }): SmtpConfig | null {
   const host = env.SMTP_HOST?.trim();
   const from = parseFrom(env.SMTP_FROM ?? "");
@@ -44,6 +48,7 @@ export function smtpConfig(env: {
     port,
     ...(env.SMTP_USER ? { user: env.SMTP_USER, password: env.SMTP_PASSWORD ?? "" } : {}),
     from,
+    ...(env.SMTP_TIMEOUT_MS ? { timeoutMs: numberSetting(env.SMTP_TIMEOUT_MS, 15_000, 1) } : {}),
   };
 }
 
@@ -157,13 +162,23 @@ export async function sendEmail(config: SmtpConfig, message: EmailMessage): Prom
   if (!isSafeAddress(message.to.email)) return { kind: "permanent", error: "the recipient's address is not valid" };
   try {
     await sendSmtp(
-      { host: config.host, port: config.port, user: config.user, password: config.password },
+      {
+        host: config.host,
+        port: config.port,
+        user: config.user,
+        password: config.password,
+        timeoutMs: config.timeoutMs,
+      },
       { from: config.from.email, to: message.to.email, data: buildMessage(config, message) },
     );
     return { kind: "sent" };
   } catch (error) {
     const text = String(error instanceof Error ? error.message : error).slice(0, 300);
-    // A 5xx reply is permanent; 4xx replies, timeouts and connection failures are worth retrying.
+    // A 5xx reply is permanent; 4xx replies, timeouts and connection failures are worth retrying, except when the
+    // server may already have the message: at most once means never sending it again.
+    if (error instanceof SmtpError && error.unconfirmed) {
+      return { kind: "permanent", error: `${text}; not sent again, as the server may have taken it` };
+    }
     return error instanceof SmtpError && error.code >= 500
       ? { kind: "permanent", error: text }
       : { kind: "transient", error: text };

@@ -9,11 +9,14 @@ import { connect } from "cloudflare:sockets";
 /** A reply that was not the one expected; `code` is the SMTP reply code (0 when the connection failed). */
 export class SmtpError extends Error {
   readonly code: number;
+  /** The server had the whole message but its reply never came: whether it took the message is unknown. */
+  readonly unconfirmed: boolean;
 
-  constructor(code: number, message: string) {
+  constructor(code: number, message: string, unconfirmed = false) {
     super(message);
     this.name = "SmtpError";
     this.code = code;
+    this.unconfirmed = unconfirmed;
   }
 }
 
@@ -66,7 +69,11 @@ export async function sendSmtp(server: SmtpServerOptions, message: SmtpMessage):
     await session.command(`RCPT TO:<${message.to}>`, [250, 251]);
     await session.command("DATA", [354]);
     await session.write(`${dotStuff(message.data)}\r\n.\r\n`);
-    await session.expect([250], "message");
+    await session.expect([250], "message").catch((error: unknown) => {
+      // No reply (a timeout, a closed connection) after the end of data: the server may have queued it.
+      if (error instanceof SmtpError && error.code === 0) throw new SmtpError(0, error.message, true);
+      throw error;
+    });
     await session.command("QUIT", [221]).catch(() => undefined);
   } finally {
     session.release();

@@ -12,6 +12,7 @@ import { idParam, jsonBody, query } from "../http/validate";
 import { newId } from "../lib/ids";
 import { toNotification } from "../notifications/records";
 import { fromBase64Url } from "../notifications/push/base64url";
+import { isP256Point } from "../notifications/push/encrypt";
 import { listOf, pageQuerySchema } from "../protocol/common";
 import {
   CreatePushSubscriptionSchema,
@@ -222,6 +223,11 @@ export const accountNotificationRoutes = new Hono<AppEnv>()
     async (c) => {
       const { orgId, accountId } = await accountInScope(c);
       const { endpoint, keys } = c.req.valid("json");
+      if (!(await isP256Point(keys.p256dh))) {
+        throw new ApiError("BAD_REQUEST", "invalid push subscription", [
+          { path: "keys.p256dh", message: "must be a public key on the P-256 curve" },
+        ]);
+      }
       const now = new Date().toISOString();
       const [row] = await createDb(c.env.DB)
         .insert(pushSubscriptions)

@@ -16,5 +16,8 @@ export function notificationsVars(inject: Inject) {
     VAPID_PUBLIC_KEY: inject("vapidPublicKey"),
     VAPID_PRIVATE_KEY: inject("vapidPrivateKey"),
     VAPID_SUBJECT: "mailto:ops@parley.test",
+    // Short, so tests of a server that never answers go quickly.
+    PUSH_TIMEOUT_MS: "3000",
+    SMTP_TIMEOUT_MS: "3000",
   };
 }

@@ -58,6 +58,8 @@ export function startPushEndpoint(options: { vapidPublicKey: string; smtp: SmtpS
         record.decryptError = String(error);
       }
       pushes.set(push[1], [...(pushes.get(push[1]) ?? []), record]);
+      // 0: the push service takes the request and never answers (dropped after a minute).
+      if (status === 0) return void setTimeout(() => response.destroy(), 60_000).unref();
       response.writeHead(status, status === 429 ? { "retry-after": "1" } : {});
       return response.end();
     }

@@ -24,7 +24,8 @@ export interface SmtpServer {
  * A minimal real SMTP server (RFC 5321 dialogue: EHLO/HELO, AUTH PLAIN/LOGIN, MAIL FROM, RCPT TO, DATA, RSET, NOOP,
  * QUIT) that records each message. Recipients whose local part starts with `tempfail` get a 451 the first time they
  * are tried (a transient failure), those starting with `reject` always get a 550 (a permanent one), and for those
- * starting with `drop` the server closes the connection without a reply the first time.
+ * starting with `drop` the server closes the connection without a reply the first time. For those starting with
+ * `silent` the server takes the whole message the first time and never replies to its end.
  */
 export function startSmtpServer(): Promise<SmtpServer> {
   const messages: ReceivedEmail[] = [];
@@ -123,7 +124,12 @@ export function startSmtpServer(): Promise<SmtpServer> {
           buffer = buffer.slice(end + 5);
           mode = "command";
           messages.push({ ...envelope, auth, raw, ...parseMessage(raw) });
+          const silent = envelope.rcptTo.find((a) => a.split("@")[0].startsWith("silent") && !tempfailed.has(a));
           envelope = { mailFrom: "", rcptTo: [] };
+          if (silent) {
+            tempfailed.add(silent);
+            return;
+          }
           reply("250 2.0.0 queued");
           continue;
         }

@@ -7,8 +7,9 @@ describe("ids", () => {
     const bodies = Array.from({ length: 1_000 }, () => ulidBody(now));
     expect(new Set(bodies).size).toBe(bodies.length);
     for (const body of bodies) expect(body).toMatch(/^[0-9a-z]{26}$/);
-    // The same millisecond shares the time part; the random part differs.
+    // The same millisecond shares the time part; the rest is one more each time, so they sort as they were made.
     expect(new Set(bodies.map((b) => b.slice(0, 10))).size).toBe(1);
+    expect([...bodies].sort()).toEqual(bodies);
     const ids = Array.from({ length: 200 }, () => newId("msg"));
     for (const id of ids) expect(id).toMatch(idPattern("msg"));
     expect(new Set(ids).size).toBe(ids.length);

@@ -250,6 +250,8 @@ describe("push subscriptions and the VAPID key", () => {
       [{ ...subscription.json, endpoint: "http://push.example.com/x" }, "endpoint"],
       [{ ...subscription.json, endpoint: "not a url" }, "endpoint"],
       [{ ...subscription.json, keys: { ...subscription.json.keys, p256dh: "AAAA" } }, "keys.p256dh"],
+      // 65 bytes of the uncompressed form, but not a point on the curve.
+      [{ ...subscription.json, keys: { ...subscription.json.keys, p256dh: `BA${"E".repeat(85)}` } }, "keys.p256dh"],
       [{ ...subscription.json, keys: { ...subscription.json.keys, auth: subscription.json.keys.p256dh } }, "keys.auth"],
       [{ endpoint: subscription.json.endpoint }, "keys"],
     ];

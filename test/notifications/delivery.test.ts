@@ -295,6 +295,24 @@ describe("Web Push", () => {
     expect(await pushesOf(subscription.id)).toHaveLength(1);
   });
 
+  it("a push service that never answers is tried again after PUSH_TIMEOUT_MS; each try carries the same Topic", async () => {
+    const f = await setup();
+    const { subscription } = await subscribeBob(f, [0]);
+    await createRule(f.apiKey, {
+      name: "Push",
+      topic: messagesTopic(f.orgId),
+      channels: ["push"],
+      recipients: { accountIds: [f.bob.id] },
+      template: { title: "t", body: "b" },
+    });
+    const message = await postAs(f, "anyone?");
+    const [notification] = await settled(f.apiKey, f.bob.id, messagePostedEvent(message).id, ["push"]);
+    expect(notification.channels).toEqual({ push: "sent" });
+    const pushes = await pushesOf(subscription.id);
+    expect(pushes.map((p: any) => p.status)).toEqual([0, 201]);
+    expect(pushes.map((p: any) => p.headers.topic)).toEqual([notification.id, notification.id]);
+  });
+
   it("429 and 5xx answers are retried with backoff until the push is accepted, once", async () => {
     const f = await setup();
     const { subscription } = await subscribeBob(f, [503, 429]);
@@ -394,6 +412,23 @@ describe("email", () => {
     expect(await emailsTo(gone.email)).toHaveLength(0);
     // The author has no address and is the author anyway: nothing for them.
     expect(await notificationsOf(org.apiKey, author.id)).toEqual([]);
+  });
+
+  it("a server that took the whole message but never confirmed it is not sent it again: the email fails", async () => {
+    const f = await setup();
+    const silent = await createAccount(f.apiKey, { type: "user", name: "Silent", email: uniqueEmail("silent") });
+    await createRule(f.apiKey, {
+      name: "Mail",
+      topic: messagesTopic(f.orgId),
+      channels: ["email"],
+      recipients: { accountIds: [silent.id] },
+      template: { title: "Hello", body: "{{event.data.text}}" },
+    });
+    const message = await postAs(f, "once only");
+    const [notification] = await settled(f.apiKey, silent.id, messagePostedEvent(message).id, ["email"]);
+    expect(notification.channels).toEqual({ email: "failed" });
+    await sleep(2_000);
+    expect(await emailsTo(silent.email)).toHaveLength(1);
   });
 });
 

@@ -126,15 +126,16 @@ describe("RFC 8292 VAPID", () => {
     expect(tampered).toBe(false);
   });
 
-  it("builds the push request: aes128gcm body, VAPID, TTL and Urgency from the priority", async () => {
+  it("builds the push request: aes128gcm body, VAPID, TTL and Urgency from the priority, and its Topic", async () => {
     const keys = await vapidKeys();
     const target = {
       endpoint: "https://push.example.net/send/1",
       keys: { p256dh: RFC8291.uaPublic, auth: RFC8291.auth },
     };
     for (const priority of ["low", "normal", "high", "critical"] as const) {
-      const request = await buildPushRequest(target, '{"title":"Hi"}', priority, keys);
+      const request = await buildPushRequest(target, { payload: '{"title":"Hi"}', priority, topic: "ntf_1" }, keys);
       expect(request.method).toBe("POST");
+      expect(request.headers.get("topic")).toBe("ntf_1");
       expect(request.headers.get("content-encoding")).toBe("aes128gcm");
       expect(request.headers.get("ttl")).toBe(String(PUSH_POLICY[priority].ttl));
       expect(request.headers.get("urgency")).toBe(PUSH_POLICY[priority].urgency);

@@ -26,6 +26,16 @@ export interface EncryptOptions {
   salt?: Uint8Array;
 }
 
+/** Whether `p256dh` is a point on P-256 that Web Crypto takes as an ECDH public key (a 65-byte `0x04` form may not be). */
+export async function isP256Point(p256dh: string): Promise<boolean> {
+  try {
+    await crypto.subtle.importKey("raw", fromBase64Url(p256dh), { name: "ECDH", namedCurve: "P-256" }, false, []);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Encrypts a payload for one subscription: the body of the push request (header + one record). */
 export async function encryptPayload(
   payload: Uint8Array | string,

@@ -23,13 +23,23 @@ export type PushOutcome =
   | { kind: "transient"; status: number; retryAfterSeconds?: number; error: string }
   | { kind: "permanent"; status: number; error: string };
 
-/** The push request for one subscription (RFC 8030 section 5): encrypted body, VAPID, TTL and Urgency. */
-export async function buildPushRequest(
-  target: PushTarget,
-  payload: string,
-  priority: Priority,
-  vapid: VapidKeys,
-): Promise<Request> {
+/** How long a push service may take to answer before the push is tried again (ms; `PUSH_TIMEOUT_MS`). */
+export const PUSH_TIMEOUT_MS = 10_000;
+
+/** One push: what to send, how urgently, and its `Topic` (RFC 8030 section 5.4; at most 32 base64url characters). */
+export interface PushMessage {
+  payload: string;
+  priority: Priority;
+  topic?: string;
+}
+
+/**
+ * The push request for one subscription (RFC 8030 section 5): encrypted body, VAPID, TTL, Urgency and Topic. The
+ * topic is the notification's id: a push tried again after an answer that never came replaces the first at the push
+ * service while the browser has not fetched it, so the browser gets it once.
+ */
+export async function buildPushRequest(target: PushTarget, message: PushMessage, vapid: VapidKeys): Promise<Request> {
+  const { payload, priority, topic } = message;
   const body = await encryptPayload(payload, target.keys);
   const policy = PUSH_POLICY[priority];
   return new Request(target.endpoint, {
@@ -40,23 +50,35 @@ export async function buildPushRequest(
       "content-type": "application/octet-stream",
       ttl: String(policy.ttl),
       urgency: policy.urgency,
+      ...(topic ? { topic } : {}),
     },
     body,
   });
 }
 
-/** Sends one push and classifies the push service's answer. */
+/**
+ * Sends one push and classifies the push service's answer. A service that does not answer within `timeoutMs` is
+ * tried again later, like one that cannot be reached; keys it cannot encrypt for fail the push for good.
+ */
 export async function sendPush(
   target: PushTarget,
-  payload: string,
-  priority: Priority,
+  message: PushMessage,
   vapid: VapidKeys,
+  timeoutMs = PUSH_TIMEOUT_MS,
 ): Promise<PushOutcome> {
+  let request: Request;
+  try {
+    request = await buildPushRequest(target, message, vapid);
+  } catch (error) {
+    return { kind: "permanent", status: 0, error: `the subscription's keys cannot be used: ${String(error)}` };
+  }
   let response: Response;
   try {
-    response = await fetch(await buildPushRequest(target, payload, priority, vapid));
+    response = await fetch(request, { signal: AbortSignal.timeout(timeoutMs) });
   } catch (error) {
-    return { kind: "transient", status: 0, error: `push service unreachable: ${String(error)}` };
+    const timedOut = error instanceof Error && error.name === "TimeoutError";
+    const why = timedOut ? `push service did not answer within ${timeoutMs} ms` : `push service unreachable: ${error}`;
+    return { kind: "transient", status: 0, error: why };
   }
   const status = response.status;
   const text = response.ok ? "" : (await response.text().catch(() => "")).slice(0, 200);
