@@ -1,12 +1,22 @@
 import { z } from "zod";
 import { idSchema, metaSchema, nameSchema, timestampSchema, ttlSecondsSchema } from "./common";
 
+/**
+ * The contact a conversation is with: a `ctc_` id, or the id the caller's own system gives the person (nothing in
+ * Parley issues contacts yet), up to 128 printable characters.
+ */
+const contactIdSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[^\s\p{Cc}]+$/u, "must be printable characters without spaces");
+
 /** Body of `POST /v1/rooms/{roomId}/conversations`. */
 export const CreateConversationSchema = z.strictObject({
   name: nameSchema.nullable().optional(),
   description: z.string().max(4000).nullable().optional(),
   meta: metaSchema.optional(),
-  contactId: idSchema("ctc").nullable().optional(),
+  contactId: contactIdSchema.nullable().optional(),
 });
 export type CreateConversation = z.infer<typeof CreateConversationSchema>;
 
@@ -17,7 +27,7 @@ export type UpdateConversation = z.infer<typeof UpdateConversationSchema>;
 /** Query of `GET /v1/conversations`. */
 export const ListConversationsQuerySchema = z.object({
   roomId: idSchema("room").optional(),
-  contactId: idSchema("ctc").optional(),
+  contactId: contactIdSchema.optional(),
   accountId: idSchema("acc").optional(),
 });
 

@@ -102,6 +102,13 @@ describe("conversations", () => {
       lastMessageAt: null,
     });
     expect(full.id).not.toBe(c.id);
+    // A contact id of the caller's own system works as well, and lists by it.
+    const external = await createConversation(s.apiKey, s.room.id, { contactId: "crm:customer-42@acme" });
+    expect(external.contactId).toBe("crm:customer-42@acme");
+    const listed = await call("GET", `/v1/conversations?contactId=${encodeURIComponent("crm:customer-42@acme")}`, {
+      token: s.apiKey,
+    });
+    expect(listed.body.items.map((x: any) => x.id)).toEqual([external.id]);
 
     // Created by a participant's account token too.
     const bob = await accountToken(s.apiKey, s.bob.id);
@@ -111,7 +118,8 @@ describe("conversations", () => {
 
   it("rejects invalid bodies and unknown rooms", async () => {
     const s = await setup();
-    for (const body of [{ contactId: "contact-1" }, { name: "" }, { unknown: 1 }, { meta: "x" }]) {
+    const badContacts = [{ contactId: "" }, { contactId: "a b" }, { contactId: "x".repeat(129) }, { contactId: 7 }];
+    for (const body of [...badContacts, { name: "" }, { unknown: 1 }, { meta: "x" }]) {
       expectError(
         await call("POST", `/v1/rooms/${s.room.id}/conversations`, { token: s.apiKey, body }),
         400,
@@ -289,7 +297,7 @@ describe("conversations", () => {
     expect(new Set(ids((await list(s.apiKey, "?contactId=ctc_fedcba9876543210")).items))).toEqual(
       new Set([y.id, none.id]),
     );
-    expectError(await call("GET", "/v1/conversations?contactId=bob", { token: s.apiKey }), 400, "BAD_REQUEST");
+    expectError(await call("GET", "/v1/conversations?contactId=a%20b", { token: s.apiKey }), 400, "BAD_REQUEST");
   });
 
   it("filters by accountId: only conversations of rooms the account participates in", async () => {
