@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** Notification rules: events matching `topic` become notifications for the rule's recipients. */
@@ -38,10 +39,16 @@ export const notifications = sqliteTable(
     emailStatus: text("email_status"),
     readAt: text("read_at"),
     createdAt: text("created_at").notNull(),
+    /** When a push or email still pending is due for a check that its job was not lost (ms; `resumeStalledNotifications`). */
+    checkAt: integer("check_at"),
   },
   (t) => [
     uniqueIndex("notifications_event_rule_account_idx").on(t.eventId, t.ruleId, t.accountId),
     index("notifications_account_idx").on(t.orgId, t.accountId, t.id),
+    // The notifications whose push or email has not ended, by when they are due for a check.
+    index("notifications_pending_idx")
+      .on(t.checkAt)
+      .where(sql`${t.pushStatus} = 'pending' or ${t.emailStatus} = 'pending'`),
   ],
 );
 

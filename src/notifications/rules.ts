@@ -66,6 +66,7 @@ export async function notifyEvents(env: Bindings, events: ParleyEvent[], rules?:
         emailStatus: channels.email,
         readAt: null,
         createdAt: now,
+        checkAt: Date.parse(now) + NOTIFICATION_CHECK_AFTER_MS,
       });
     }
   }
@@ -292,11 +293,48 @@ async function deliver(env: Bindings, db: Db, eventIds: string[]): Promise<void>
       .set({ websocketStatus: "sent" })
       .where(and(inArray(notifications.id, ids), eq(notifications.websocketStatus, "pending")));
   }
-  const jobs: NotificationJob[] = pending.flatMap((row) => [
+  const jobs = pendingJobs(pending);
+  for (const batch of chunks(jobs, 100)) await env.NOTIFICATIONS.sendBatch(batch.map((body) => ({ body })));
+}
+
+/**
+ * How long after its creation a notification whose push or email has not ended is checked for a lost job, and how
+ * long after each check the next. Deliveries end within a minute (five retries back off for 31 s; a claim's lease is
+ * 5 minutes), and the dead-letter queue tries every 15 minutes.
+ */
+export const NOTIFICATION_CHECK_AFTER_MS = 2 * 60_000;
+const NOTIFICATION_CHECK_EVERY_MS = 5 * 60_000;
+const NOTIFICATION_CHECK_BATCH = 100;
+
+/**
+ * Sends the push and email jobs again of notifications due for a check whose channel has not ended, and answers how
+ * many. A job the queue lost (the local queue keeps its messages in memory: a restart of `wrangler dev` loses them)
+ * would otherwise leave its channel pending for good. A job that was not lost finds nothing more to send (each
+ * delivery is claimed before it is sent) or tries a retry sooner. Each check moves the notification's next one on, in
+ * the same conditional write, so two isolates checking at once send its jobs once.
+ */
+export async function resumeStalledNotifications(env: Bindings, now = Date.now()): Promise<number> {
+  const { results: claimed } = await env.DB.prepare(
+    `UPDATE notifications SET check_at = ?1
+      WHERE id IN (SELECT id FROM notifications
+                    WHERE (push_status = 'pending' OR email_status = 'pending') AND check_at < ?2 LIMIT ?3)
+        AND check_at < ?2
+      RETURNING id, push_status AS pushStatus, email_status AS emailStatus`,
+  )
+    .bind(now + NOTIFICATION_CHECK_EVERY_MS, now, NOTIFICATION_CHECK_BATCH)
+    .all<{ id: string; pushStatus: string | null; emailStatus: string | null }>();
+  const jobs = pendingJobs(claimed);
+  if (jobs.length > 0) console.warn("sending notification jobs again", { jobs: jobs.length });
+  for (const batch of chunks(jobs, 100)) await env.NOTIFICATIONS.sendBatch(batch.map((body) => ({ body })));
+  return jobs.length;
+}
+
+/** The push and email jobs of notifications whose channels are pending. */
+function pendingJobs(rows: { id: string; pushStatus: string | null; emailStatus: string | null }[]): NotificationJob[] {
+  return rows.flatMap((row) => [
     ...(row.pushStatus === "pending" ? [{ notificationId: row.id, channel: "push" as const }] : []),
     ...(row.emailStatus === "pending" ? [{ notificationId: row.id, channel: "email" as const }] : []),
   ]);
-  for (const batch of chunks(jobs, 100)) await env.NOTIFICATIONS.sendBatch(batch.map((body) => ({ body })));
 }
 
 /** The room an event belongs to: a room event's own, else its data's `roomId`, else its conversation's room. */

@@ -2,6 +2,7 @@ import { createMessageBatch, createExecutionContext, getQueueResult } from "clou
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { messagePostedEvent } from "../../src/events/envelope";
+import { NOTIFICATION_CHECK_AFTER_MS, resumeStalledNotifications } from "../../src/notifications/rules";
 import type { Message } from "../../src/protocol/messages";
 import { accountToken, call, createAccount, createOrg, env, eventually, post } from "../helpers/api";
 import {
@@ -491,6 +492,34 @@ describe("preferences", () => {
 });
 
 describe("exactly-once intent", () => {
+  it("a push or email job the queue lost is sent again by the check for lost jobs, once", async () => {
+    const f = await setup();
+    // As a restart of the local queue leaves it: the notification written, its email pending, its job gone.
+    const created = Date.now() - NOTIFICATION_CHECK_AFTER_MS - 1_000;
+    const id = `ntf_lost${crypto.randomUUID().replaceAll("-", "")}`;
+    await env.DB.prepare(
+      `INSERT INTO notifications (id, org_id, account_id, rule_id, event_id, title, body, priority, email_status,
+         created_at, check_at) VALUES (?1, ?2, ?3, 'rule_lost', ?4, 'Lost', 'found again', 'normal', 'pending', ?5, ?6)`,
+    )
+      .bind(id, f.orgId, f.bob.id, `evt_${id}`, new Date(created).toISOString(), created + NOTIFICATION_CHECK_AFTER_MS)
+      .run();
+    expect(await resumeStalledNotifications(env)).toBe(1);
+    const [notification] = await eventually(async () => {
+      const items = (await notificationsOf(f.apiKey, f.bob.id)).filter((n) => n.id === id);
+      return items[0]?.channels.email !== undefined && items;
+    }, 20_000);
+    expect(notification.channels).toEqual({ email: "sent" });
+    const emails = async () =>
+      (await emailsTo(f.bob.email)).filter((e: any) =>
+        e.headers.some(([name, value]: [string, string]) => name === "X-Parley-Notification" && value === id),
+      );
+    expect(await emails()).toHaveLength(1);
+    // Ended: a later check finds nothing of it to send.
+    await resumeStalledNotifications(env, Date.now() + 60 * 60_000);
+    await sleep(1_500);
+    expect(await emails()).toHaveLength(1);
+  });
+
   it("redelivered events and jobs create and send nothing twice", async () => {
     const f = await setup();
     const { subscription } = await subscribeBob(f);
