@@ -80,6 +80,25 @@ async function subscribeBob(
   return { subscription, id: created.body.id as string };
 }
 
+/**
+ * Bob's push subscription answering `statuses` in turn, a push rule for him, and a message posted: answers the
+ * notification once its push channel ended.
+ */
+async function pushToBob(statuses: number[], text: string) {
+  const f = await setup();
+  const { subscription } = await subscribeBob(f, statuses);
+  await createRule(f.apiKey, {
+    name: "Push",
+    topic: messagesTopic(f.orgId),
+    channels: ["push"],
+    recipients: { accountIds: [f.bob.id] },
+    template: { title: "t", body: "b" },
+  });
+  const message = await postAs(f, text);
+  const [notification] = await settled(f.apiKey, f.bob.id, messagePostedEvent(message).id, ["push"]);
+  return { f, subscription, notification };
+}
+
 /** Waits until a notification of `accountId` for this event has every listed channel in a final state. */
 async function settled(apiKey: string, accountId: string, eventId: string, channels: string[]) {
   return eventually(async () => {
@@ -273,17 +292,7 @@ describe("Web Push", () => {
   });
 
   it("a push service answering 410 removes the subscription and marks the push failed", async () => {
-    const f = await setup();
-    const { subscription } = await subscribeBob(f, [410]);
-    await createRule(f.apiKey, {
-      name: "Push",
-      topic: messagesTopic(f.orgId),
-      channels: ["push"],
-      recipients: { accountIds: [f.bob.id] },
-      template: { title: "t", body: "b" },
-    });
-    const message = await postAs(f, "gone?");
-    const [notification] = await settled(f.apiKey, f.bob.id, messagePostedEvent(message).id, ["push"]);
+    const { f, subscription, notification } = await pushToBob([410], "gone?");
     expect(notification.channels).toEqual({ push: "failed" });
     expect(await pushesOf(subscription.id)).toHaveLength(1);
     const list = await call("GET", `/v1/accounts/${f.bob.id}/push-subscriptions`, { token: f.apiKey });
@@ -297,17 +306,7 @@ describe("Web Push", () => {
   });
 
   it("a push service that never answers is tried again after PUSH_TIMEOUT_MS; each try carries the same Topic", async () => {
-    const f = await setup();
-    const { subscription } = await subscribeBob(f, [0]);
-    await createRule(f.apiKey, {
-      name: "Push",
-      topic: messagesTopic(f.orgId),
-      channels: ["push"],
-      recipients: { accountIds: [f.bob.id] },
-      template: { title: "t", body: "b" },
-    });
-    const message = await postAs(f, "anyone?");
-    const [notification] = await settled(f.apiKey, f.bob.id, messagePostedEvent(message).id, ["push"]);
+    const { subscription, notification } = await pushToBob([0], "anyone?");
     expect(notification.channels).toEqual({ push: "sent" });
     const pushes = await pushesOf(subscription.id);
     expect(pushes.map((p: any) => p.status)).toEqual([0, 201]);
@@ -315,17 +314,7 @@ describe("Web Push", () => {
   });
 
   it("429 and 5xx answers are retried with backoff until the push is accepted, once", async () => {
-    const f = await setup();
-    const { subscription } = await subscribeBob(f, [503, 429]);
-    await createRule(f.apiKey, {
-      name: "Push",
-      topic: messagesTopic(f.orgId),
-      channels: ["push"],
-      recipients: { accountIds: [f.bob.id] },
-      template: { title: "t", body: "b" },
-    });
-    const message = await postAs(f, "retry me");
-    const [notification] = await settled(f.apiKey, f.bob.id, messagePostedEvent(message).id, ["push"]);
+    const { subscription, notification } = await pushToBob([503, 429], "retry me");
     expect(notification.channels).toEqual({ push: "sent" });
     const pushes = await pushesOf(subscription.id);
     expect(pushes.map((p: any) => p.status)).toEqual([503, 429, 201]);
