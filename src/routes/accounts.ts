@@ -23,8 +23,8 @@ import {
 import { listOf, pageQuerySchema } from "../protocol/common";
 import { roomStub } from "../room/client";
 
-/** How many rooms a deleted account leaves at once. */
-const ROOMS_AT_ONCE = 10;
+/** How many rooms a deleted account leaves at once (their D1 mirrors are written in one batch). */
+const ROOMS_AT_ONCE = 25;
 
 type AccountRow = typeof accounts.$inferSelect;
 
@@ -177,12 +177,9 @@ export const accountRoutes = new Hono<AppEnv>()
       if (!found) throw notFound("account");
       // Out of its rooms first: should a room fail, the account is still there and the DELETE can be retried.
       for (const batch of chunks(await roomIdsOfAccount(db, orgId, id), ROOMS_AT_ONCE)) {
-        await Promise.all(
-          batch.map(async ({ id: roomId }) => {
-            const record = await roomStub(c.env, roomId).removeDeletedAccount(id);
-            if (record) await writeThrough(c.env.DB, mirrorRoomStatements(c.env.DB, record));
-          }),
-        );
+        const records = await Promise.all(batch.map((room) => roomStub(c.env, room.id).removeDeletedAccount(id)));
+        const mirrors = records.flatMap((record) => (record ? mirrorRoomStatements(c.env.DB, record) : []));
+        if (mirrors.length > 0) await writeThrough(c.env.DB, mirrors);
       }
       const deleted = await db
         .delete(accounts)
