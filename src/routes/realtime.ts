@@ -60,7 +60,6 @@ export const realtimeRoutes = new Hono<AppEnv>()
     auth("apiKey", "account", "session"),
     async (c) => {
       const principal = orgPrincipal(c);
-      requireUpgrade(c);
       // A session acts as one participant in one conversation: a participant no longer has nothing to follow.
       if (principal.kind === "session") {
         await requireParticipant(
@@ -70,6 +69,9 @@ export const realtimeRoutes = new Hono<AppEnv>()
           principal.accountId,
         );
       }
+      // After the credential's checks: a plain GET tells a client (a browser sees a refused upgrade only as 1006)
+      // whether its credential is refused (401/403/404) or only the upgrade is missing (400).
+      requireUpgrade(c);
       return c.env.HUBS.get(c.env.HUBS.idFromName(principal.orgId)).fetch(forward(c, principal));
     },
   )
@@ -84,7 +86,6 @@ export const realtimeRoutes = new Hono<AppEnv>()
     async (c) => {
       const principal = orgPrincipal(c);
       const roomId = idParam(c, "roomId", "room");
-      requireUpgrade(c);
       // Authorisation happens here, before the room's object is touched.
       const room = await createDb(c.env.DB)
         .select({ id: rooms.id })
@@ -93,6 +94,7 @@ export const realtimeRoutes = new Hono<AppEnv>()
         .get();
       if (!room) throw notFound("room");
       if (principal.kind === "apiKey") {
+        requireUpgrade(c);
         // So that revoking the key closes this socket at once (`closeKeySockets`).
         await createDb(c.env.DB).insert(apiKeyRooms).values({ keyId: principal.keyId, roomId }).onConflictDoNothing();
       } else {
@@ -100,6 +102,8 @@ export const realtimeRoutes = new Hono<AppEnv>()
           throw new ApiError("FORBIDDEN", "a session token only connects to its conversation's room");
         }
         await requireParticipant(c, principal.orgId, roomId, principal.accountId);
+        // After the credential's checks, as for `/v1/realtime`.
+        requireUpgrade(c);
       }
       return c.env.ROOMS.get(c.env.ROOMS.idFromName(roomId)).fetch(forward(c, principal));
     },

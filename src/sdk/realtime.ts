@@ -27,6 +27,9 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 /** A credential, or a function answering a fresh one before each connection (tokens expire). */
 export type TokenSource = string | (() => string | Promise<string>);
 
+/** The error code of a refused upgrade when its answer names none. */
+const REFUSED_CODES: Record<number, string> = { 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND" };
+
 /** Options of `RealtimeClient`. */
 export interface RealtimeClientOptions {
   /** The realtime endpoint (`/v1/realtime` or `/v1/rooms/{roomId}/realtime`), as `http(s)://` or `ws(s)://`; see `realtimeUrl`. */
@@ -43,7 +46,11 @@ export interface RealtimeClientOptions {
   pongTimeoutMs?: number;
   /** Exponential backoff with full jitter between reconnection attempts (default base 250 ms, max 10 s). */
   backoff?: { baseMs?: number; maxMs?: number };
-  /** How long a request waits for its ack once sent (default 30 s; 0 waits for ever). */
+  /**
+   * How long a request waits for its ack once sent (default 30 s; 0 waits for ever). A subscribe or unsubscribe then
+   * rejects with `TIMEOUT`; a post is not given up: the connection is taken for dead and the post goes again on the
+   * next one (with its `clientMessageId`, so it is posted once).
+   */
   requestTimeoutMs?: number;
   /** Most `message.post` frames waiting to be sent or acked (default 100); beyond it `post` rejects with `BUFFER_FULL`. */
   maxPendingPosts?: number;
@@ -51,6 +58,11 @@ export interface RealtimeClientOptions {
   typingIntervalMs?: number;
   /** A connection not open this long after it was asked for is dropped and tried again (default 10 s). */
   connectTimeoutMs?: number;
+  /**
+   * Asks the endpoint over plain HTTP why a connection never opened (the global `fetch` by default; null never asks):
+   * browsers report a refused upgrade only as 1006, so a refused credential would otherwise be tried for ever.
+   */
+  fetch?: typeof fetch | null;
 }
 
 /** Options of `subscribe`. */
@@ -218,6 +230,7 @@ export class RealtimeClient {
   readonly #maxPendingPosts: number;
   readonly #typingIntervalMs: number;
   readonly #connectTimeoutMs: number;
+  readonly #fetch: typeof fetch | null;
 
   #state: RealtimeState = "idle";
   #ws: WebSocketLike | null = null;
@@ -226,6 +239,8 @@ export class RealtimeClient {
   #everOpened = false;
   #attempt = 0;
   #opening = false;
+  /** Connections in a row whose credential the server refused (see `#askWhy`). */
+  #refusals = 0;
   #nextFrameId = 1;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
@@ -273,6 +288,8 @@ export class RealtimeClient {
     this.#maxPendingPosts = options.maxPendingPosts ?? 100;
     this.#typingIntervalMs = options.typingIntervalMs ?? 2_000;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    const globalFetch = (globalThis as { fetch?: typeof fetch }).fetch;
+    this.#fetch = options.fetch === undefined ? (globalFetch ? globalFetch.bind(globalThis) : null) : options.fetch;
     if (options.connect !== false) this.connect();
   }
 
@@ -412,6 +429,11 @@ export class RealtimeClient {
 
   /** Closes for good: no reconnection; pending requests reject with `CLOSED`. */
   close(code: number = CLOSE_CODES.normal, reason = "client closed"): void {
+    this.#shutdown(code, reason, new RealtimeError("CLOSED", "the client is closed"));
+  }
+
+  /** Ends the client for good; pending requests reject with `error`. */
+  #shutdown(code: number, reason: string, error: RealtimeError): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
     clearTimeout(this.#reconnectTimer);
@@ -422,7 +444,7 @@ export class RealtimeClient {
     const ws = this.#ws;
     this.#ws = null;
     if (ws) this.#detach(ws, code, reason);
-    const closed = () => new RealtimeError("CLOSED", "the client is closed");
+    const closed = () => error;
     for (const entry of this.#inFlight.values()) {
       clearTimeout(entry.timer);
       if (entry.kind === "unsubscribe") entry.waiter.resolve();
@@ -477,7 +499,7 @@ export class RealtimeClient {
     }
     this.#ws = ws;
     this.#healthy = false;
-    this.#watchConnect(ws, this.#connectTimeoutMs);
+    this.#watchConnect(ws, this.#connectTimeoutMs, token);
     ws.onopen = () => {
       if (ws === this.#ws) this.#opened();
     };
@@ -485,27 +507,64 @@ export class RealtimeClient {
       if (ws === this.#ws) this.#received(event.data);
     };
     ws.onclose = (event) => {
-      if (ws === this.#ws) this.#disconnected(event.code, event.reason);
+      if (ws !== this.#ws) return;
+      const opened = this.#state === "open";
+      this.#disconnected(event.code, event.reason);
+      if (!opened) void this.#askWhy(token);
     };
     ws.onerror = () => {
       // Browsers follow an error with a close event, which reconnects. Node 22's WebSocket does not when a connection
       // is refused (it stays CONNECTING): one that errs before it opens is dropped a moment later, unless closed by then.
-      if (ws === this.#ws && ws.readyState !== OPEN) this.#watchConnect(ws, ERROR_GRACE_MS);
+      if (ws === this.#ws && ws.readyState !== OPEN) this.#watchConnect(ws, ERROR_GRACE_MS, token);
     };
   }
 
-  /** Drops `ws` and reconnects if it is still the connection and not open `ms` from now. */
-  #watchConnect(ws: WebSocketLike, ms: number): void {
+  /** Drops `ws` and reconnects if it is still the connection and not open `ms` from now (and asks why). */
+  #watchConnect(ws: WebSocketLike, ms: number, token: string): void {
     clearTimeout(this.#connectTimer);
     this.#connectTimer = setTimeout(() => {
       this.#connectTimer = undefined;
       if (ws !== this.#ws || ws.readyState === OPEN) return;
       this.#detach(ws, 4000, "connect timeout");
       this.#disconnected(1006, "the connection did not open");
+      void this.#askWhy(token);
     }, ms);
   }
 
+  /**
+   * After a connection that never opened: asks the endpoint with a plain GET why, as a browser reports a refused
+   * upgrade only as 1006. A credential refused there (401, 403 or 404, in the contract's error shape) ends the client
+   * with that error, except a first 401 with a token source (the next connection brings a fresh token). Anything else
+   * (no network, a 400 for the missing upgrade: the credential is fine) leaves the reconnection scheduled.
+   */
+  async #askWhy(token: string): Promise<void> {
+    if (!this.#fetch) return;
+    const url = new URL(this.url);
+    url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    let response: Response;
+    try {
+      response = await this.#fetch(url.toString(), { headers: { authorization: `Bearer ${token}` } });
+    } catch {
+      return;
+    }
+    const { status } = response;
+    if (status !== 401 && status !== 403 && status !== 404) {
+      await response.body?.cancel().catch(() => {});
+      return;
+    }
+    const body = (await response.json().catch(() => null)) as { error?: { code?: unknown; message?: unknown } } | null;
+    if (this.#isClosed() || this.#state === "open") return;
+    const code = typeof body?.error?.code === "string" ? body.error.code : REFUSED_CODES[status];
+    const message = typeof body?.error?.message === "string" ? body.error.message : `the server answered ${status}`;
+    const error = new RealtimeError(code, `the connection was refused: ${message}`);
+    this.#emit("error", error);
+    if (status === 401 && typeof this.#token === "function" && this.#refusals++ === 0) return;
+    const closeCode = status === 401 ? CLOSE_CODES.unauthorized : CLOSE_CODES.forbidden;
+    this.#shutdown(closeCode, error.message, error);
+  }
+
   #opened(): void {
+    this.#refusals = 0;
     const reconnected = this.#everOpened;
     const attempt = this.#attempt;
     clearTimeout(this.#connectTimer);
@@ -596,12 +655,19 @@ export class RealtimeClient {
   #timedOut(id: string): void {
     const entry = this.#inFlight.get(id);
     if (!entry) return;
+    if (entry.kind === "post") {
+      // A connection that acks nothing is taken for dead (a ping finds out only later): the post stays pending, and
+      // the next connection sends it again with its clientMessageId, so it is posted once and its promise settles.
+      const ws = this.#ws;
+      if (ws) {
+        this.#detach(ws, 4000, "ack timeout");
+        this.#disconnected(4000, "ack timeout");
+      }
+      return;
+    }
     this.#inFlight.delete(id);
     const error = new RealtimeError("TIMEOUT", `no ack for frame ${id} in ${this.#requestTimeoutMs} ms`);
-    if (entry.kind === "post") {
-      this.#posts.delete(id);
-      entry.post.reject(error);
-    } else if (entry.kind === "unsubscribe") {
+    if (entry.kind === "unsubscribe") {
       entry.waiter.reject(error);
     } else {
       const subscription = this.#subscriptions.get(entry.topic);
@@ -819,16 +885,18 @@ export class RealtimeClient {
     this.#inFlight.clear();
     if (wasOpen && (this.#healthy || Date.now() - this.#openedAt >= STABLE_AFTER_MS)) this.#attempt = 0;
     if (!this.#shouldReconnect(code)) {
-      this.close(code, reason);
+      const refusal = code === CLOSE_CODES.unauthorized ? "UNAUTHORIZED" : "FORBIDDEN";
+      this.#shutdown(code, reason, new RealtimeError(refusal, `the server closed the connection: ${reason}`));
       return;
     }
     this.#scheduleReconnect({ code, reason }, delayMs);
   }
 
   #shouldReconnect(code: number): boolean {
-    // A static token refused after the upgrade stays refused: only a token source can bring a fresh one.
-    const refused = code === CLOSE_CODES.unauthorized || code === CLOSE_CODES.forbidden;
-    return !(refused && typeof this.#token === "string");
+    // 4003 (no longer a participant, the conversation deleted) stays so whatever the token; a 4001 (an expired or
+    // revoked credential) only a token source can mend, with a fresh token.
+    if (code === CLOSE_CODES.forbidden) return false;
+    return !(code === CLOSE_CODES.unauthorized && typeof this.#token === "string");
   }
 
   #scheduleReconnect(info: { code: number; reason: string }, delayMs?: number): void {

@@ -141,6 +141,11 @@ describe("room socket upgrade: authenticated before the socket is accepted", () 
       expect(response.body.error.details).toEqual([{ path: "(headers).upgrade", message: "must be 'websocket'" }]);
       expect(response.headers.get("x-request-id")).toBeTruthy();
     }
+    // A refused credential is named first, so that a client (a browser sees a refused upgrade only as 1006) can ask.
+    const carol = await createUser(f.apiKey, "Carol");
+    const outsider = { header: await accountToken(f.apiKey, carol.id), upgrade: false };
+    expectError(await upgrade(realtimePath(f.room.id), outsider), 403, "FORBIDDEN");
+    expectError(await upgrade(realtimePath(f.room.id), { header: "garbage", upgrade: false }), 401, "UNAUTHORIZED");
   });
 
   it("accepts an API key, a participant's account token and a session token of the room", async () => {

@@ -85,6 +85,7 @@ function setup(options: Partial<RealtimeClientOptions> = {}) {
     token: "sk_test",
     WebSocket: Socket,
     backoff: { baseMs: 1, maxMs: 4 },
+    fetch: null,
     ...options,
   });
   clients.push(client);
@@ -165,10 +166,20 @@ describe("RealtimeClient: connection and requests", () => {
     expect(next.url).toBe(ws.url);
   });
 
-  it("rejects a request that is never acked with TIMEOUT", async () => {
+  it("rejects a subscribe never acked with TIMEOUT; a post never acked goes again on a new connection, once", async () => {
     const { client, socket } = setup({ requestTimeoutMs: 20 });
-    (await socket(0)).accept();
-    await expect(client.post(CONV, { text: "hi" })).rejects.toMatchObject({ code: "TIMEOUT" });
+    const ws = await socket(0);
+    ws.accept();
+    await expect(client.subscribe(TOPIC)).rejects.toMatchObject({ code: "TIMEOUT" });
+    // The connection acks nothing: it is taken for dead, and the post is sent again with its clientMessageId.
+    const posted = client.post(CONV, { text: "hi" });
+    const next = await socket(1);
+    expect(ws.closedWith).toEqual({ code: 4000, reason: "ack timeout" });
+    next.accept();
+    const again = await waitFor(() => next.last("message.post"));
+    expect(again.clientMessageId).toBe(ws.last("message.post").clientMessageId);
+    next.receive({ type: "ack", id: again.id, message: { id: "msg_1", seq: 1, text: "hi" } });
+    await expect(posted).resolves.toMatchObject({ id: "msg_1" });
   });
 
   it("refuses a frame larger than the limit before sending it", async () => {
@@ -440,5 +451,50 @@ describe("RealtimeClient: reconnection", () => {
     expect(refused.client.state).toBe("closed");
     expect(closes).toEqual([{ code: 4001, reason: "token expired", reconnecting: false }]);
     expect(sockets).toHaveLength(1);
+  });
+
+  it("stops on 4003 even with a token source: a fresh token does not make a participant again", async () => {
+    const { client, socket, sockets } = setup({ token: async () => "tok" });
+    const ws = await socket(0);
+    ws.accept();
+    const pending = client.post(CONV, { text: "too late" });
+    ws.drop(4003, "no longer a participant of this room");
+    await expect(pending).rejects.toMatchObject({ code: "FORBIDDEN" });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(sockets).toHaveLength(1);
+    expect(client.state).toBe("closed");
+  });
+
+  it("asks why a connection never opened: a refused credential ends the client with the server's error", async () => {
+    const asked: { url: string; authorization: string | null }[] = [];
+    const refusing = (status: number, code: string) =>
+      (async (url: string, init?: RequestInit) => {
+        asked.push({ url, authorization: new Headers(init?.headers).get("authorization") });
+        return Response.json({ error: { code, message: "no", requestId: "req_1" } }, { status });
+      }) as typeof fetch;
+    const refused = setup({ fetch: refusing(403, "FORBIDDEN") });
+    const errors: unknown[] = [];
+    refused.client.on("error", (error) => errors.push(error));
+    const pending = refused.client.subscribe(TOPIC);
+    (await refused.socket(0)).drop(1006);
+    await expect(pending).rejects.toMatchObject({ code: "FORBIDDEN" });
+    expect(asked).toEqual([{ url: "http://127.0.0.1:8787/v1/realtime", authorization: "Bearer sk_test" }]);
+    expect(errors).toEqual([expect.objectContaining({ code: "FORBIDDEN" })]);
+    expect(refused.client.state).toBe("closed");
+
+    // A token source gets one more try after a 401 (its next token may be good), not a second.
+    let n = 0;
+    const expired = setup({ token: async () => `tok_${++n}`, fetch: refusing(401, "UNAUTHORIZED") });
+    const subscribed = expired.client.subscribe(TOPIC);
+    (await expired.socket(0)).drop(1006);
+    (await expired.socket(1)).drop(1006);
+    await expect(subscribed).rejects.toMatchObject({ code: "UNAUTHORIZED" });
+    expect(expired.sockets).toHaveLength(2);
+
+    // A credential that is fine (400: only the upgrade is missing) or no answer at all: it keeps reconnecting.
+    const fine = setup({ fetch: refusing(400, "BAD_REQUEST") });
+    (await fine.socket(0)).drop(1006);
+    (await fine.socket(1)).accept();
+    expect(fine.client.state).toBe("open");
   });
 });
