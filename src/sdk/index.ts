@@ -30,6 +30,7 @@ export type {
   CreateRoomInput,
   CreateSessionInput,
   CreateTokenInput,
+  CreateRuleInput,
   ErrorDetail,
   HistoryIterateOptions,
   HistoryQuery,
@@ -37,6 +38,7 @@ export type {
   ListAccountsQuery,
   ListConversationsQuery,
   ListFlowRunsQuery,
+  ListNotificationsQuery,
   ListRoomsQuery,
   Page,
   ItemOf,
@@ -45,11 +47,15 @@ export type {
   PageQuery,
   ParleyClientOptions,
   PostMessageInput,
+  PushSubscriptionInput,
+  PutPreferencesInput,
   RequestOptions,
   UpdateAccountInput,
   UpdateConversationInput,
   UpdateParticipantInput,
   UpdateRoomInput,
+  UpdateRuleInput,
+  UploadOptions,
   Upserted,
 } from "./rest";
 /** Option, event and frame types of the realtime client. */
@@ -76,6 +82,8 @@ export type { Conversation } from "../protocol/conversations";
 export type { EventSource, ParleyEvent } from "../protocol/events";
 /** Flow runs and streamed replies. */
 export type { FlowRun, FlowRunStatus, FlowTrigger, MessageStream } from "../protocol/flows";
+export type { Attachment } from "../attachments/schemas";
+export type { Notification, Preferences, PushSubscriptionInfo, Rule } from "../protocol/notifications";
 /** A message, its attachments and a page of history. */
 export type { HistoryPage, Message, MessageAttachment } from "../protocol/messages";
 /** A room, its participants and their roles. */

@@ -8,6 +8,7 @@ import type {
   ListConversationsQuerySchema,
   UpdateConversationSchema,
 } from "../protocol/conversations";
+import type { Attachment } from "../attachments/schemas";
 import type { FlowRun, ListFlowRunsQuerySchema } from "../protocol/flows";
 import type { HistoryPage, Message, PostMessageSchema } from "../protocol/messages";
 import type {
@@ -18,6 +19,17 @@ import type {
   CreateTokenSchema,
   TokenResponseSchema,
 } from "../protocol/orgs";
+import type {
+  CreatePushSubscriptionSchema,
+  CreateRuleSchema,
+  ListNotificationsQuerySchema,
+  Notification,
+  Preferences,
+  PushSubscriptionInfo,
+  PutPreferencesSchema,
+  Rule,
+  UpdateRuleSchema,
+} from "../protocol/notifications";
 import type {
   CreateRoomSchema,
   ListRoomsQuerySchema,
@@ -85,6 +97,25 @@ export type ListRoomsQuery = z.input<typeof ListRoomsQuerySchema> & PageQuery;
 export type ListConversationsQuery = z.input<typeof ListConversationsQuerySchema> & PageQuery;
 /** Query of `GET /v1/flow-runs`. */
 export type ListFlowRunsQuery = z.input<typeof ListFlowRunsQuerySchema> & PageQuery;
+
+/** Body of `POST /v1/notification-rules`. */
+export type CreateRuleInput = z.input<typeof CreateRuleSchema>;
+/** Body of `PATCH /v1/notification-rules/{id}`. */
+export type UpdateRuleInput = z.input<typeof UpdateRuleSchema>;
+/** Body of `PUT /v1/accounts/{id}/notification-preferences`. */
+export type PutPreferencesInput = z.input<typeof PutPreferencesSchema>;
+/** Body of `POST /v1/accounts/{id}/push-subscriptions`: a browser's `PushSubscription` as JSON. */
+export type PushSubscriptionInput = z.input<typeof CreatePushSubscriptionSchema>;
+/** Query of `GET /v1/notifications` (`unread` as a boolean). */
+export type ListNotificationsQuery = Omit<z.input<typeof ListNotificationsQuerySchema>, "unread" | "limit" | "cursor"> &
+  PageQuery & { unread?: boolean };
+/** How `attachments.upload` names and types a file (a `File` brings its own name and type). */
+export interface UploadOptions extends RequestOptions {
+  name?: string;
+  contentType?: string;
+  /** Lifetime of the answer's signed `url` in seconds. */
+  ttlSeconds?: number;
+}
 
 /** One page of a cursor-paged list; `nextCursor` is null on the last page. */
 export interface Page<T> {
@@ -196,12 +227,14 @@ interface Call {
   path: string;
   query?: Query;
   body?: unknown;
+  /** A body sent as it is (an upload), with its content type. */
+  raw?: { body: Blob | ArrayBuffer | Uint8Array; contentType: string };
   options?: RequestOptions;
 }
 
 const seg = encodeURIComponent;
 
-/** A typed client of Parley's REST API (contract sections 2-6). Every method throws `ParleyError` on an error answer. */
+/** A typed client of Parley's REST API (contract sections 2-10). Every method throws `ParleyError` on an error answer. */
 export class ParleyClient {
   readonly baseUrl: string;
   readonly token: string;
@@ -378,6 +411,105 @@ export class ParleyClient {
       this.#iterateHistory(conversationId, iterate, options),
   };
 
+  /** Attachments (R2): uploads, their signed URLs, deletion. */
+  readonly attachments = {
+    /**
+     * `POST /v1/attachments` with the file as the body: a `File` (or `Blob`) brings its type (and a `File` its name);
+     * bytes need `name` and `contentType`.
+     */
+    upload: (file: Blob | ArrayBuffer | Uint8Array, options: UploadOptions = {}) => {
+      const name = options.name ?? (file as { name?: unknown }).name;
+      const contentType = options.contentType ?? ((file instanceof Blob && file.type) || "application/octet-stream");
+      return this.#json<Attachment>({
+        method: "POST",
+        path: "/v1/attachments",
+        query: { name: typeof name === "string" ? name : undefined, ttlSeconds: options.ttlSeconds },
+        raw: { body: file, contentType },
+        options,
+      });
+    },
+    /** `GET /v1/attachments/{id}`: its metadata with a fresh signed `url`. */
+    get: (id: string, query: { ttlSeconds?: number } = {}, options?: RequestOptions) =>
+      this.#json<Attachment>({ method: "GET", path: `/v1/attachments/${seg(id)}`, query: { ...query }, options }),
+    /** `DELETE /v1/attachments/{id}`. */
+    delete: (id: string, options?: RequestOptions) =>
+      this.#json<void>({ method: "DELETE", path: `/v1/attachments/${seg(id)}`, options }),
+  };
+
+  /** Notification rules (API key): events matching a topic become notifications. */
+  readonly notificationRules = {
+    /** `POST /v1/notification-rules`. */
+    create: (body: CreateRuleInput, options?: RequestOptions) =>
+      this.#json<Rule>({ method: "POST", path: "/v1/notification-rules", body, options }),
+    /** `GET /v1/notification-rules`: newest first. */
+    list: (query: PageQuery = {}, options?: RequestOptions) =>
+      this.#json<Page<Rule>>({ method: "GET", path: "/v1/notification-rules", query: { ...query }, options }),
+    /** `GET /v1/notification-rules/{id}`. */
+    get: (id: string, options?: RequestOptions) =>
+      this.#json<Rule>({ method: "GET", path: `/v1/notification-rules/${seg(id)}`, options }),
+    /** `PATCH /v1/notification-rules/{id}`. */
+    update: (id: string, body: UpdateRuleInput, options?: RequestOptions) =>
+      this.#json<Rule>({ method: "PATCH", path: `/v1/notification-rules/${seg(id)}`, body, options }),
+    /** `DELETE /v1/notification-rules/{id}`. */
+    delete: (id: string, options?: RequestOptions) =>
+      this.#json<void>({ method: "DELETE", path: `/v1/notification-rules/${seg(id)}`, options }),
+  };
+
+  /** An account's notifications (an account token reads its own; an API key names the account). */
+  readonly notifications = {
+    /** `GET /v1/notifications?accountId=&unread=`: newest first. */
+    list: (query: ListNotificationsQuery = {}, options?: RequestOptions) =>
+      this.#json<Page<Notification>>({ method: "GET", path: "/v1/notifications", query: { ...query }, options }),
+    /** `POST /v1/notifications/{id}/read`: marks it read (again: the same `readAt`). */
+    read: (id: string, options?: RequestOptions) =>
+      this.#json<Notification>({ method: "POST", path: `/v1/notifications/${seg(id)}/read`, options }),
+    /** `GET /v1/accounts/{id}/notification-preferences`. */
+    preferences: (accountId: string, options?: RequestOptions) =>
+      this.#json<Preferences>({
+        method: "GET",
+        path: `/v1/accounts/${seg(accountId)}/notification-preferences`,
+        options,
+      }),
+    /** `PUT /v1/accounts/{id}/notification-preferences`: the channels and muted rooms it names. */
+    setPreferences: (accountId: string, body: PutPreferencesInput, options?: RequestOptions) =>
+      this.#json<Preferences>({
+        method: "PUT",
+        path: `/v1/accounts/${seg(accountId)}/notification-preferences`,
+        body,
+        options,
+      }),
+  };
+
+  /** Web Push: the server's VAPID key and accounts' browser subscriptions. */
+  readonly push = {
+    /** `GET /v1/push/vapid-public-key`: `applicationServerKey` for `pushManager.subscribe`. */
+    vapidPublicKey: (options?: RequestOptions) =>
+      this.#json<{ publicKey: string }>({ method: "GET", path: "/v1/push/vapid-public-key", options }),
+    /** `POST /v1/accounts/{id}/push-subscriptions` with `subscription.toJSON()`. */
+    subscribe: (accountId: string, subscription: PushSubscriptionInput, options?: RequestOptions) =>
+      this.#json<PushSubscriptionInfo>({
+        method: "POST",
+        path: `/v1/accounts/${seg(accountId)}/push-subscriptions`,
+        body: subscription,
+        options,
+      }),
+    /** `GET /v1/accounts/{id}/push-subscriptions`. */
+    subscriptions: (accountId: string, query: PageQuery = {}, options?: RequestOptions) =>
+      this.#json<Page<PushSubscriptionInfo>>({
+        method: "GET",
+        path: `/v1/accounts/${seg(accountId)}/push-subscriptions`,
+        query: { ...query },
+        options,
+      }),
+    /** `DELETE /v1/accounts/{id}/push-subscriptions/{psubId}`. */
+    unsubscribe: (accountId: string, id: string, options?: RequestOptions) =>
+      this.#json<void>({
+        method: "DELETE",
+        path: `/v1/accounts/${seg(accountId)}/push-subscriptions/${seg(id)}`,
+        options,
+      }),
+  };
+
   async *#iterateHistory(
     conversationId: string,
     { direction = "forward", afterSeq, beforeSeq, pageSize = 100 }: HistoryIterateOptions,
@@ -412,7 +544,7 @@ export class ParleyClient {
     return (await this.#send(call)).body as T;
   }
 
-  async #send({ method, path, query, body, options }: Call): Promise<{ status: number; body: unknown }> {
+  async #send({ method, path, query, body, raw, options }: Call): Promise<{ status: number; body: unknown }> {
     const url = new URL(this.baseUrl + path);
     for (const [key, value] of Object.entries(query ?? {})) {
       if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
@@ -425,13 +557,14 @@ export class ParleyClient {
     };
     if (options?.requestId) headers["x-request-id"] = options.requestId;
     if (body !== undefined) headers["content-type"] = "application/json";
+    if (raw) headers["content-type"] = raw.contentType;
 
     let response: Response;
     try {
       response = await this.#fetch(url.toString(), {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: raw ? raw.body : body === undefined ? undefined : JSON.stringify(body),
         signal: options?.signal,
       });
     } catch (error) {
