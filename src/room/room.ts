@@ -174,6 +174,9 @@ export class Room extends DurableObject<Bindings> {
       { queue: (bodies) => this.sendToQueue(bodies), hub: (bodies) => this.publishToHub(bodies) },
       retry,
     );
+    // A restarted object sends what its outbox still holds at once (see `KEEP_DELIVERED_MS`): whatever woke it, a
+    // socket, a read or its alarm, not only its next write.
+    if (this.stored) ctx.waitUntil(this.outbox.drain());
   }
 
   /** Creates the room; for a DM that already exists, answers it with `created: false`. */

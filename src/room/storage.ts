@@ -91,6 +91,11 @@ DROP INDEX IF EXISTS outbox_unpublished;
   `
 ALTER TABLE participants ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 `,
+  // The last outbox id both sinks had, as of the last commit: rows up to it are kept a while, not sent to the hub again.
+  `
+CREATE TABLE IF NOT EXISTS outbox_delivered (singleton INTEGER PRIMARY KEY CHECK (singleton = 1), id INTEGER NOT NULL);
+INSERT OR IGNORE INTO outbox_delivered (singleton, id) VALUES (1, 0);
+`,
 ];
 
 /** Whether an object has a room's storage at all (any schema version). */

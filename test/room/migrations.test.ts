@@ -1,6 +1,7 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { call, createFixture, post } from "../helpers/api";
+import { KEEP_DELIVERED_MS } from "../../src/room/outbox";
 
 describe("room storage migrations", () => {
   it("brings a room stored by older code (single-sink outbox, no schema version) up to date on start", async () => {
@@ -65,14 +66,17 @@ describe("unknown rooms", () => {
 });
 
 describe("the room's outbox", () => {
-  it("deletes what both sinks have: with the next commit, or within about a second when none comes", async () => {
+  it("marks what both sinks have with the next commit (or within about a second), and deletes it once kept", async () => {
     const f = await createFixture();
     const stub = env.ROOMS.get(env.ROOMS.idFromName(f.room.id));
     const rows = () =>
-      runInDurableObject(
-        stub,
-        (_instance: unknown, state: DurableObjectState) =>
-          state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n,
+      runInDurableObject(stub, (_instance: unknown, state: DurableObjectState) =>
+        state.storage.sql
+          .exec<{ marked: number; unmarked: number }>(
+            "SELECT count(*) FILTER (WHERE o.id <= d.id) AS marked, count(*) FILTER (WHERE o.id > d.id) AS unmarked " +
+              "FROM outbox AS o, outbox_delivered AS d",
+          )
+          .one(),
       );
     const drained = async () => {
       for (let i = 0; i < 100 && (await (stub as any).pendingEvents()) > 0; i++) await scheduler.wait(20);
@@ -80,15 +84,20 @@ describe("the room's outbox", () => {
     };
     await post(f.apiKey, f.conversation.id, { text: "one", authorId: f.alice.id });
     await drained();
-    // The next commit deletes the delivered rows in its own transaction: only its own row is left.
+    // The next commit marks the delivered rows in its own transaction: kept, not deleted.
     await post(f.apiKey, f.conversation.id, { text: "two", authorId: f.alice.id });
-    expect(await rows()).toBe(1);
+    const after = await rows();
+    expect(after.marked).toBeGreaterThan(0);
+    expect(after.unmarked).toBe(1);
     await drained();
+    const start = Date.now();
     let left = await rows();
-    for (let i = 0; i < 100 && left > 0; i++) {
-      await scheduler.wait(50);
+    while (left.marked + left.unmarked > 0 && Date.now() - start < KEEP_DELIVERED_MS + 5_000) {
+      await scheduler.wait(200);
       left = await rows();
     }
-    expect(left).toBe(0);
+    expect(left).toEqual({ marked: 0, unmarked: 0 });
+    // Not before it was kept its while.
+    expect(Date.now() - start).toBeGreaterThan(KEEP_DELIVERED_MS - 1_000);
   });
 });
