@@ -152,7 +152,7 @@ export class Outbox {
     // Kept a while again from now, as if just delivered; deleted by a later prune.
     if (rows.length > 0) {
       this.marks.push({ id: rows[rows.length - 1].id, at: Date.now() });
-      this.pruneWhenQuiet();
+      this.armPrune();
     }
   }
 
@@ -163,6 +163,11 @@ export class Outbox {
    */
   private pruneWhenQuiet(): void {
     this.drainedAt = Date.now();
+    this.armPrune();
+  }
+
+  /** Arms the prune timer (see `pruneWhenQuiet`) unless it is armed or nothing waits for a prune. */
+  private armPrune(): void {
     if (this.pruneTimer !== null || (this.delivered <= this.marked && this.marks.length === 0)) return;
     // One timer, not one per drain: when it fires early (drains came meanwhile) it waits for the rest.
     const fire = () => {
@@ -180,7 +185,7 @@ export class Outbox {
       this.pruneTimer = null;
       this.prune(now);
       this.beforePrune = null;
-      this.pruneWhenQuiet();
+      this.armPrune();
     };
     this.pruneTimer = setTimeout(fire, PRUNE_AFTER_MS);
   }
