@@ -293,8 +293,7 @@ async function deliver(env: Bindings, db: Db, eventIds: string[]): Promise<void>
       .set({ websocketStatus: "sent" })
       .where(and(inArray(notifications.id, ids), eq(notifications.websocketStatus, "pending")));
   }
-  const jobs = pendingJobs(pending);
-  for (const batch of chunks(jobs, 100)) await env.NOTIFICATIONS.sendBatch(batch.map((body) => ({ body })));
+  await sendJobs(env, pending);
 }
 
 /**
@@ -323,18 +322,22 @@ export async function resumeStalledNotifications(env: Bindings, now = Date.now()
   )
     .bind(now + NOTIFICATION_CHECK_EVERY_MS, now, NOTIFICATION_CHECK_BATCH)
     .all<{ id: string; pushStatus: string | null; emailStatus: string | null }>();
-  const jobs = pendingJobs(claimed);
-  if (jobs.length > 0) console.warn("sending notification jobs again", { jobs: jobs.length });
-  for (const batch of chunks(jobs, 100)) await env.NOTIFICATIONS.sendBatch(batch.map((body) => ({ body })));
-  return jobs.length;
+  const sent = await sendJobs(env, claimed);
+  if (sent > 0) console.warn("sent notification jobs again", { jobs: sent });
+  return sent;
 }
 
-/** The push and email jobs of notifications whose channels are pending. */
-function pendingJobs(rows: { id: string; pushStatus: string | null; emailStatus: string | null }[]): NotificationJob[] {
-  return rows.flatMap((row) => [
+/** Sends the notifications worker a push and an email job for each pending channel of these; answers how many. */
+async function sendJobs(
+  env: Bindings,
+  rows: { id: string; pushStatus: string | null; emailStatus: string | null }[],
+): Promise<number> {
+  const jobs: NotificationJob[] = rows.flatMap((row) => [
     ...(row.pushStatus === "pending" ? [{ notificationId: row.id, channel: "push" as const }] : []),
     ...(row.emailStatus === "pending" ? [{ notificationId: row.id, channel: "email" as const }] : []),
   ]);
+  for (const batch of chunks(jobs, 100)) await env.NOTIFICATIONS.sendBatch(batch.map((body) => ({ body })));
+  return jobs.length;
 }
 
 /** The room an event belongs to: a room event's own, else its data's `roomId`, else its conversation's room. */

@@ -93,17 +93,17 @@ export const realtimeRoutes = new Hono<AppEnv>()
         .where(and(eq(rooms.id, roomId), eq(rooms.orgId, principal.orgId)))
         .get();
       if (!room) throw notFound("room");
-      if (principal.kind === "apiKey") {
-        requireUpgrade(c);
-        // So that revoking the key closes this socket at once (`closeKeySockets`).
-        await createDb(c.env.DB).insert(apiKeyRooms).values({ keyId: principal.keyId, roomId }).onConflictDoNothing();
-      } else {
+      if (principal.kind !== "apiKey") {
         if (principal.kind === "session" && roomIdOfConversation(principal.conversationId) !== roomId) {
           throw new ApiError("FORBIDDEN", "a session token only connects to its conversation's room");
         }
         await requireParticipant(c, principal.orgId, roomId, principal.accountId);
-        // After the credential's checks, as for `/v1/realtime`.
-        requireUpgrade(c);
+      }
+      // After the credential's checks, as for `/v1/realtime`.
+      requireUpgrade(c);
+      if (principal.kind === "apiKey") {
+        // So that revoking the key closes this socket at once (`closeKeySockets`).
+        await createDb(c.env.DB).insert(apiKeyRooms).values({ keyId: principal.keyId, roomId }).onConflictDoNothing();
       }
       return c.env.ROOMS.get(c.env.ROOMS.idFromName(roomId)).fetch(forward(c, principal));
     },
