@@ -17,6 +17,11 @@ export interface ReplyRequest {
   instructions: string[];
   /** The history the prompt carries ends before this seq (the message after the trigger); the latest without it. */
   beforeSeq?: number;
+  /**
+   * Whether the step asks again (a retry): a stream the room does not know may then have sent deltas before a reset
+   * made the room forget it, and the reply opens it past them (see `StreamLog.open`).
+   */
+  retried?: boolean;
 }
 
 /** A reply request and the room it goes to. */

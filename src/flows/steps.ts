@@ -44,6 +44,7 @@ export async function runStep(
   index: number,
   step: Step,
   agent: AgentSettings,
+  retried = false,
 ): Promise<StepOutcome> {
   const key = `${run.id}.${index}`;
   try {
@@ -70,6 +71,7 @@ export async function runStep(
       instructions: [agent.instructions ?? "", step.instructions ?? ""],
       // A message's run answers the history up to its message; a start's, the latest.
       ...(run.trigger === "message" ? { beforeSeq: run.seq + 1 } : {}),
+      ...(retried ? { retried } : {}),
     });
     return outcome.error ? { error: outcome.error } : { messageId: outcome.message?.id };
   } catch (error) {

@@ -61,7 +61,9 @@ export class FlowWorkflow extends WorkflowEntrypoint<Bindings, FlowParams> {
       failed = null;
       let run: TakenRun | null;
       try {
-        run = await step.do(`take ${take}`, TAKE_CONFIG, (): Promise<TakenRun | null> => this.take(flow, previous));
+        run = await step.do(`take ${take}`, TAKE_CONFIG, (ctx): Promise<TakenRun | null> =>
+          this.take(flow, previous, ctx.attempt > 1),
+        );
       } catch (failure) {
         // Which run it began is lost with its answer: the next take ends the one running. Two failing in a row (D1
         // unavailable) stop the instance.
@@ -101,7 +103,7 @@ export class FlowWorkflow extends WorkflowEntrypoint<Bindings, FlowParams> {
   }
 
   /** Ends a failed run before (if any), begins the next queued one and runs its first flow step, as one step. */
-  private async take(flow: FlowParams, previous: EndedRun | null): Promise<TakenRun | null> {
+  private async take(flow: FlowParams, previous: EndedRun | null, retried: boolean): Promise<TakenRun | null> {
     const { moved, run, agent } = await takeRun(this.env.DB, flow, previous);
     if (moved.length > 0) await publishRuns(this.env, moved);
     if (!run) return null;
@@ -116,23 +118,25 @@ export class FlowWorkflow extends WorkflowEntrypoint<Bindings, FlowParams> {
       agent: agent ?? {},
       error: agent ? null : "the agent no longer exists",
     };
-    const { outcome, ended, queued } = await this.flowStep(flow, taken, 0);
+    const { outcome, ended, queued } = await this.flowStep(flow, taken, 0, retried);
     return { ...taken, first: outcome, ended, queued };
   }
 
   /**
    * Runs one flow step of a run (none for a run that cannot run or has no steps); a run's last step, or one that
-   * failed, also ends it.
+   * failed, also ends it. `retried`: the Workflow step runs again (a failure, a restart), and what its first attempt
+   * streamed may have reached clients.
    */
   private async flowStep(
     flow: FlowParams,
     run: Omit<TakenRun, "first" | "ended" | "queued">,
     index: number,
+    retried: boolean,
   ): Promise<{ outcome: StepOutcome; ended: boolean; queued: boolean }> {
     const outcome =
       run.error || index >= run.steps.length
         ? {}
-        : await runStep(this.env, flow, run, index, run.steps[index], run.agent);
+        : await runStep(this.env, flow, run, index, run.steps[index], run.agent, retried);
     const error = run.error ?? outcome.error ?? null;
     if (!error && index + 1 < run.steps.length) return { outcome, ended: false, queued: false };
     return { outcome, ended: true, queued: await this.end(flow, { id: run.id, error }) };
@@ -156,8 +160,8 @@ export class FlowWorkflow extends WorkflowEntrypoint<Bindings, FlowParams> {
   ): Promise<{ failed: EndedRun | null; queued: boolean }> {
     for (let index = 1; index < run.steps.length; index++) {
       try {
-        const { ended, queued } = await step.do(`${run.id} step ${index}`, STEP_CONFIG, () =>
-          this.flowStep(flow, run, index),
+        const { ended, queued } = await step.do(`${run.id} step ${index}`, STEP_CONFIG, (ctx) =>
+          this.flowStep(flow, run, index, ctx.attempt > 1),
         );
         if (ended) return { failed: null, queued };
       } catch (failure) {

@@ -491,14 +491,16 @@ export class Room extends DurableObject<Bindings> {
   /**
    * Opens an assistant reply stream (its id is also the reply's `clientMessageId`). If that reply was already
    * posted (a retried step) it is answered and nothing opens; a stream already open (a retry mid-stream) restarts
-   * its text but keeps its indexes, and its next delta carries the new text as a snapshot. Answers the index the
-   * next delta gets.
+   * its text but keeps its indexes, and its next delta carries the new text as a snapshot. A `retried` step's stream
+   * that the room does not know (a reset before its first save) opens past the indexes it may have sent. Answers the
+   * index the next delta gets.
    */
   async openStream(
     actor: Actor,
     conversationId: string,
     streamId: string,
     authorId: string,
+    retried = false,
   ): Promise<Result<{ message: Message | null; next: number }>> {
     const found = this.visibleConversation(actor, conversationId);
     if (!found.ok) return found;
@@ -506,7 +508,7 @@ export class Room extends DurableObject<Bindings> {
     if (refusal) return fail("FORBIDDEN", refusal);
     const posted = this.messageByClientId(conversationId, streamId);
     if (posted) return ok({ message: posted, next: 0 });
-    const state = this.streams.open(streamId, conversationId, authorId);
+    const state = this.streams.open(streamId, conversationId, authorId, retried);
     return ok({ message: null, next: state.next });
   }
 
@@ -540,7 +542,7 @@ export class Room extends DurableObject<Bindings> {
 
   private async runReply(actor: Actor, request: ReplyRequest): Promise<Result<ReplyOutcome>> {
     const { streamId } = request;
-    const opened = await this.openStream(actor, request.conversationId, streamId, request.agentId);
+    const opened = await this.openStream(actor, request.conversationId, streamId, request.agentId, request.retried);
     if (!opened.ok || opened.value.message) return opened.ok ? ok({ message: opened.value.message }) : opened;
     const history = await this.listMessages(actor, request.conversationId, {
       limit: HISTORY_MESSAGES,

@@ -26,8 +26,8 @@ export interface StreamState {
  * streams. A save writes every stream that changed since the one before, in one commit, and the first comes this long
  * after a delta (not with a stream's first delta: 50 replies starting at once made 50 commits just as their first
  * tokens went out). Only a reset loses what was not saved (an eviction waits for the reply's call to end): the reset
- * fails that call, and the step's retry restarts the stream (or opens it again, when it was reset before its first
- * save) and asks the model again; its first delta carries the whole new text.
+ * fails that call, and the step's retry restarts the stream (or opens it again past the indexes it may have sent,
+ * when it was reset before its first save) and asks the model again; its first delta carries the whole new text.
  */
 export const SAVE_EVERY_MS = 250;
 
@@ -51,8 +51,12 @@ export class StreamLog {
 
   constructor(private readonly sql: SqlStorage) {}
 
-  /** Opens a stream, or restarts one that is open: its indexes go on, its text starts again. */
-  open(streamId: string, conversationId: string, authorId: string): StreamState {
+  /**
+   * Opens a stream, or restarts one that is open: its indexes go on, its text starts again. A stream opened again
+   * after its room forgot it (`retried`: a reset before its first save) may have sent indexes already: it starts
+   * past them, as one read back from storage does, its first delta carrying the whole text.
+   */
+  open(streamId: string, conversationId: string, authorId: string, retried = false): StreamState {
     const current = this.get(streamId);
     if (!current) {
       // Nothing to store yet: a write here would hold the sends that follow until it is durable.
@@ -60,8 +64,8 @@ export class StreamLog {
         streamId,
         conversationId,
         authorId,
-        next: 0,
-        restarted: false,
+        next: retried ? UNSAVED_INDEXES : 0,
+        restarted: retried,
         stored: false,
         storedRestarted: false,
         text: "",
