@@ -234,7 +234,8 @@ export class Hub extends DurableObject<Bindings> {
       this.sockets.send(ws, { type: "event", topic: event.topic, event });
       last = Math.max(last, seq);
     }
-    if (replayed !== null) {
+    // A socket that closed during the replay was forgotten: nothing is kept for it.
+    if (replayed !== null && ws.readyState === WebSocket.OPEN) {
       const floors = this.floors.get(ws) ?? new Map<string, number>();
       this.floors.set(ws, floors);
       floors.set(conversationId, last);
