@@ -1,7 +1,7 @@
-import { and, eq, exists, inArray, isNull, or, sql, type SQL } from "drizzle-orm";
+import { and, eq, exists, inArray, or, sql, type SQL } from "drizzle-orm";
 import { chunks, createDb, D1_MAX_IDS, type Db } from "../db/client";
-import { attachmentRefs, attachments, conversations, participants } from "../db/schema";
-import { roomIdOfConversation } from "../room/client";
+import { sessionInScope } from "../auth/session-scope";
+import { attachmentRefs, attachments, participants } from "../db/schema";
 import type { HistoryPage, MessageAttachment } from "../protocol/messages";
 
 /** Who reads or references attachments: an API key sees its whole org, tokens only what they can see. */
@@ -46,36 +46,6 @@ export function visibleTo(db: Db, viewer: Viewer): SQL | undefined {
       exists(referencedHere),
     ),
   );
-}
-
-/**
- * Whether a session still has its scope: its conversation is not deleted, and its account is (still) a participant
- * of the conversation's room. A session of a participant removed, or of a deleted conversation, sees nothing.
- */
-export function sessionInScope(db: Db, orgId: string, accountId: string, conversationId: string): SQL {
-  const conversationLives = db
-    .select({ one: sql`1` })
-    .from(conversations)
-    .where(and(eq(conversations.id, conversationId), eq(conversations.orgId, orgId), isNull(conversations.deletedAt)));
-  const participates = db
-    .select({ one: sql`1` })
-    .from(participants)
-    .where(
-      and(
-        eq(participants.roomId, roomIdOfConversation(conversationId) ?? ""),
-        eq(participants.accountId, accountId),
-        eq(participants.orgId, orgId),
-      ),
-    );
-  return and(exists(conversationLives), exists(participates))!;
-}
-
-/** Whether a session token still has its scope (`sessionInScope`): uploads with it are refused otherwise. */
-export async function sessionHasScope(d1: D1Database, orgId: string, accountId: string, conversationId: string) {
-  const db = createDb(d1);
-  const scope = sessionInScope(db, orgId, accountId, conversationId);
-  const row = await db.get<{ ok: number }>(sql`SELECT CASE WHEN ${scope} THEN 1 ELSE 0 END AS ok`);
-  return row?.ok === 1;
 }
 
 /** An attachment row the viewer may see, or null (unknown, another org's, or outside what the token sees). */

@@ -1,7 +1,8 @@
 import { eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { findVisible, sessionHasScope } from "../attachments/access";
+import { findVisible } from "../attachments/access";
+import { requireSessionScope } from "../auth/session-scope";
 import { boundaryOf, likelyFileLength, MULTIPART_LIMITS, openFilePart } from "../attachments/multipart";
 import {
   AttachmentSchema,
@@ -90,12 +91,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
       const principal = orgPrincipal(c);
       const { name, ttlSeconds } = c.req.valid("query");
       requireIdentityEncoding(c);
-      if (
-        principal.kind === "session" &&
-        !(await sessionHasScope(c.env.DB, principal.orgId, principal.accountId, principal.conversationId))
-      ) {
-        throw new ApiError("FORBIDDEN", "the session's conversation was deleted, or its participant left the room");
-      }
+      await requireSessionScope(c.env.DB, principal);
       const maxBytes = maxAttachmentBytes(c.env);
       const contentType = c.req.header("content-type") ?? "";
       const multipart = /^multipart\/form-data\s*(;|$)/i.test(contentType);

@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { auth, orgPrincipal } from "../auth/middleware";
 import type { OrgPrincipal } from "../auth/principal";
+import { requireSessionScope } from "../auth/session-scope";
 import { createDb } from "../db/client";
 import { apiKeyRooms, participants, rooms } from "../db/schema";
 import type { AppEnv } from "../env";
@@ -38,12 +39,23 @@ function forward(c: Context<AppEnv>, principal: OrgPrincipal): Request {
   return new Request(c.req.url, { method: "GET", headers });
 }
 
-/** Refuses an account or session that is not (or no longer) a participant of the room. */
-async function requireParticipant(c: Context<AppEnv>, orgId: string, roomId: string, accountId: string): Promise<void> {
+/**
+ * Refuses an account that is not (or no longer) a participant of the room, and a session that lost its scope (its
+ * participant left the room, or its conversation was deleted): either has nothing left to follow.
+ */
+async function requireParticipant(c: Context<AppEnv>, principal: OrgPrincipal, roomId: string): Promise<void> {
+  if (principal.kind === "session") return requireSessionScope(c.env.DB, principal);
+  if (principal.kind === "apiKey") return;
   const member = await createDb(c.env.DB)
     .select({ id: participants.accountId })
     .from(participants)
-    .where(and(eq(participants.orgId, orgId), eq(participants.roomId, roomId), eq(participants.accountId, accountId)))
+    .where(
+      and(
+        eq(participants.orgId, principal.orgId),
+        eq(participants.roomId, roomId),
+        eq(participants.accountId, principal.accountId),
+      ),
+    )
     .get();
   if (!member) throw new ApiError("FORBIDDEN", "not a participant of this room");
 }
@@ -60,14 +72,10 @@ export const realtimeRoutes = new Hono<AppEnv>()
     auth("apiKey", "account", "session"),
     async (c) => {
       const principal = orgPrincipal(c);
-      // A session acts as one participant in one conversation: a participant no longer has nothing to follow.
+      // A session acts as one participant in one conversation: it needs both. (An account may follow its
+      // notifications with no room.)
       if (principal.kind === "session") {
-        await requireParticipant(
-          c,
-          principal.orgId,
-          roomIdOfConversation(principal.conversationId)!,
-          principal.accountId,
-        );
+        await requireParticipant(c, principal, roomIdOfConversation(principal.conversationId)!);
       }
       // After the credential's checks: a plain GET tells a client (a browser sees a refused upgrade only as 1006)
       // whether its credential is refused (401/403/404) or only the upgrade is missing (400).
@@ -93,12 +101,10 @@ export const realtimeRoutes = new Hono<AppEnv>()
         .where(and(eq(rooms.id, roomId), eq(rooms.orgId, principal.orgId)))
         .get();
       if (!room) throw notFound("room");
-      if (principal.kind !== "apiKey") {
-        if (principal.kind === "session" && roomIdOfConversation(principal.conversationId) !== roomId) {
-          throw new ApiError("FORBIDDEN", "a session token only connects to its conversation's room");
-        }
-        await requireParticipant(c, principal.orgId, roomId, principal.accountId);
+      if (principal.kind === "session" && roomIdOfConversation(principal.conversationId) !== roomId) {
+        throw new ApiError("FORBIDDEN", "a session token only connects to its conversation's room");
       }
+      await requireParticipant(c, principal, roomId);
       // After the credential's checks, as for `/v1/realtime`.
       requireUpgrade(c);
       if (principal.kind === "apiKey") {

@@ -379,6 +379,12 @@ describe("hub delivery and visibility", () => {
     expect(await closedWithin(doomed)).toEqual({ code: 4003, reason: "the conversation was deleted" });
     const posted = await postOk(f.apiKey, other.id, { text: "still here", authorId: f.alice.id });
     await messageOn(kept, posted);
+    // Its token connects nowhere any more, as its uploads are refused: it could never see anything.
+    const token = await sessionToken(f.apiKey, other.id, f.bob.id);
+    expect((await call("DELETE", `/v1/conversations/${other.id}`, { token: f.apiKey })).status).toBe(204);
+    for (const path of ["/v1/realtime", `/v1/rooms/${f.room.id}/realtime`]) {
+      expectError(await upgrade(path, { token }), 403, "FORBIDDEN");
+    }
   });
 
   it("a session token does not receive its account's notifications (they are account-wide, not of its conversation)", async () => {
