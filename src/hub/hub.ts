@@ -3,8 +3,15 @@ import { revokedKeyIds } from "../auth/api-keys";
 import { AlarmSchedule } from "../lib/alarm";
 import { chunks, createDb, D1_MAX_IDS } from "../db/client";
 import type { Bindings } from "../env";
-import { recoverableConversation, streamConversation, topicMatches, type TopicPattern } from "../protocol/topics";
+import {
+  matchesStreams,
+  recoverableConversation,
+  streamConversation,
+  topicMatches,
+  type TopicPattern,
+} from "../protocol/topics";
 import type { ParleyEvent } from "../protocol/events";
+import type { MessageStream } from "../protocol/flows";
 import { CLOSE_CODES, type SubscribeFrame } from "../protocol/frames";
 import type { Participant, Room } from "../protocol/rooms";
 import { SocketRegistry, upgradeActor, type SocketActor } from "../realtime/sockets";
@@ -18,6 +25,20 @@ const QUIET_ROOMS_MAX = 1_000;
 const QUIET_PREFIX = "quiet:";
 /** Storage key of the epoch: how many times the hub has told quiet rooms that a socket arrived. */
 const EPOCH_KEY = "epoch";
+
+/** How many streams in flight the hub keeps track of, and after how long without a delta one is taken as ended. */
+const LIVE_STREAMS_MAX = 1_000;
+const LIVE_STREAM_STALE_MS = 120_000;
+
+/**
+ * A socket's `message_stream` events held while the text so far of their conversations is fetched for it (by
+ * conversation, with how many fetches wait), and per stream the index of the snapshot it got: deltas up to it are in
+ * the snapshot and are not sent again.
+ */
+interface StreamHold {
+  held: Map<string, { waiting: number; events: ParleyEvent[] }>;
+  floors: Map<string, number>;
+}
 
 interface MembershipChange {
   accountId: string;
@@ -44,6 +65,9 @@ export class Hub extends DurableObject<Bindings> {
   /** Per socket and conversation: events buffered while a `sinceSeq` replay is fetched, then the last seq sent. */
   private readonly recovering = new Map<WebSocket, Map<string, ParleyEvent[]>>();
   private readonly floors = new Map<WebSocket, Map<string, number>>();
+  /** The streams in flight the hub has seen, by stream id (their latest event), oldest delta first. */
+  private readonly liveStreams = new Map<string, ParleyEvent<MessageStream>>();
+  private readonly streamHolds = new Map<WebSocket, StreamHold>();
   /** The rooms told that no socket listens here, and the epoch; loaded from storage on first need. */
   private quiet: { rooms: Set<string>; epoch: number } | null = null;
 
@@ -100,6 +124,7 @@ export class Hub extends DurableObject<Bindings> {
       if (this.recent.has(event.id)) continue;
       this.remember(event.id);
       const eventRoom = roomId ?? roomOf(event);
+      if (event.type === "conversation.message_stream") this.trackStream(event as ParleyEvent<MessageStream>);
       this.applyMembership(event, true);
       this.sockets.deliver(event, (actor, ws) => this.visible(actor, event, eventRoom) && this.inOrder(ws, event));
       this.applyMembership(event, false);
@@ -134,6 +159,9 @@ export class Hub extends DurableObject<Bindings> {
     await this.ctx.storage.put(EPOCH_KEY, quiet.epoch);
     for (const keys of chunks(rooms, 128)) await this.ctx.storage.delete(keys.map((id) => `${QUIET_PREFIX}${id}`));
     const told = await Promise.allSettled(rooms.map((id) => roomStub(this.env, id).hubListening(quiet.epoch)));
+    for (const result of told) {
+      if (result.status === "fulfilled") for (const event of result.value) this.trackStream(event);
+    }
     const failed = told.filter((result) => result.status === "rejected").length;
     if (failed > 0) console.error("telling quiet rooms that a hub socket arrived failed", failed, "of", rooms.length);
   }
@@ -244,25 +272,87 @@ export class Hub extends DurableObject<Bindings> {
   }
 
   /**
-   * A subscription naming one conversation made while a reply streams gets the text so far from the room. Deltas
-   * sent meanwhile may arrive first: the snapshot's `index` says which delta it includes up to.
+   * A subscription that can match `message_stream` events, made while replies stream, gets their text so far from
+   * their rooms first: the streams of the conversation it names (the room is asked even if the hub saw none), or for a
+   * wildcard those in flight the hub has seen that it matches and its principal may see. Until the snapshots are
+   * sent, the socket's events of those conversations' streams are held; then those the snapshots include are dropped.
+   * Not for streams the socket had through another subscription.
    */
   private async sendSnapshots(ws: WebSocket, topic: string, pattern: TopicPattern, had: boolean): Promise<void> {
-    const conversationId = streamConversation(pattern);
-    const roomId = conversationId ? roomIdOfConversation(conversationId) : null;
-    if (had || !conversationId || !roomId) return;
+    if (had || !matchesStreams(pattern)) return;
     const { actor } = this.sockets.state(ws);
+    const named = streamConversation(pattern);
+    const conversationIds = named ? [named] : this.liveConversations(actor, pattern);
+    if (conversationIds.length === 0) return;
+    const hold = this.holdStreams(ws, conversationIds);
     try {
-      const result = await roomStub(this.env, roomId).streamSnapshots(actor, conversationId);
-      if (!result.ok) return;
-      for (const event of result.value) {
-        // Not to a socket that had the stream's deltas through another subscription.
+      const snapshots = await Promise.all(conversationIds.map((id) => this.snapshotsOf(actor, id)));
+      for (const event of snapshots.flat()) {
         if (!topicMatches(pattern, event.topic) || this.sockets.matchedElsewhere(ws, topic, event.topic)) continue;
+        hold.floors.set(event.data.streamId, event.data.index);
         this.sockets.send(ws, { type: "event", topic: event.topic, event });
       }
+    } finally {
+      this.releaseStreams(ws, hold, conversationIds);
+    }
+  }
+
+  /** A conversation's streams in flight, from its room (none when it cannot say). */
+  private async snapshotsOf(actor: SocketActor, conversationId: string): Promise<ParleyEvent<MessageStream>[]> {
+    const roomId = roomIdOfConversation(conversationId);
+    if (!roomId) return [];
+    try {
+      const result = await roomStub(this.env, roomId).streamSnapshots(actor, conversationId);
+      return result.ok ? result.value : [];
     } catch (error) {
       console.error("stream snapshots from room failed", String(error));
+      return [];
     }
+  }
+
+  /** The conversations with streams in flight that a pattern matches and a principal may see. */
+  private liveConversations(actor: SocketActor, pattern: TopicPattern): string[] {
+    const since = Date.now() - LIVE_STREAM_STALE_MS;
+    const found = new Set<string>();
+    for (const event of this.liveStreams.values()) {
+      if (Date.parse(event.occurredAt) < since || found.has(event.resourceId)) continue;
+      if (topicMatches(pattern, event.topic) && this.visible(actor, event, roomOf(event))) found.add(event.resourceId);
+    }
+    return [...found];
+  }
+
+  /** Notes a stream's latest event (a delta, a snapshot), or forgets the stream when it is done. */
+  private trackStream(event: ParleyEvent<MessageStream>): void {
+    this.liveStreams.delete(event.data.streamId);
+    if (event.data.done) return;
+    this.liveStreams.set(event.data.streamId, event);
+    if (this.liveStreams.size > LIVE_STREAMS_MAX) this.liveStreams.delete(this.liveStreams.keys().next().value!);
+  }
+
+  /** Starts holding a socket's stream events of these conversations. */
+  private holdStreams(ws: WebSocket, conversationIds: string[]): StreamHold {
+    let hold = this.streamHolds.get(ws);
+    if (!hold) this.streamHolds.set(ws, (hold = { held: new Map(), floors: new Map() }));
+    for (const id of conversationIds) {
+      const held = hold.held.get(id) ?? { waiting: 0, events: [] };
+      held.waiting++;
+      hold.held.set(id, held);
+    }
+    return hold;
+  }
+
+  /** Ends a fetch's hold: the events held (when no other fetch waits) go out, less those its snapshots included. */
+  private releaseStreams(ws: WebSocket, hold: StreamHold, conversationIds: string[]): void {
+    if (this.streamHolds.get(ws) !== hold) return; // the socket closed meanwhile
+    for (const id of conversationIds) {
+      const held = hold.held.get(id)!;
+      if (--held.waiting > 0) continue;
+      hold.held.delete(id);
+      for (const event of held.events) {
+        if (afterSnapshot(hold, event)) this.sockets.send(ws, { type: "event", topic: event.topic, event });
+      }
+    }
+    if (hold.held.size === 0 && hold.floors.size === 0) this.streamHolds.delete(ws);
   }
 
   /** Whether a principal may see an event: the contract's rule, applied to every event whatever the wildcard. */
@@ -284,6 +374,7 @@ export class Hub extends DurableObject<Bindings> {
 
   /** For a socket recovering or recovered on a conversation: buffers, or drops what it already has. */
   private inOrder(ws: WebSocket, event: ParleyEvent): boolean {
+    if (event.type === "conversation.message_stream") return this.streamInOrder(ws, event);
     if (event.type !== "conversation.message_posted") return true;
     const buffer = this.recovering.get(ws)?.get(event.resourceId);
     if (buffer) {
@@ -363,6 +454,20 @@ export class Hub extends DurableObject<Bindings> {
     });
   }
 
+  /** For a socket whose stream snapshots are being fetched or were sent: holds, or drops what a snapshot included. */
+  private streamInOrder(ws: WebSocket, event: ParleyEvent): boolean {
+    const hold = this.streamHolds.get(ws);
+    if (!hold) return true;
+    const held = hold.held.get(event.resourceId);
+    if (held) {
+      held.events.push(event);
+      return false;
+    }
+    const pass = afterSnapshot(hold, event);
+    if (hold.held.size === 0 && hold.floors.size === 0) this.streamHolds.delete(ws);
+    return pass;
+  }
+
   private remember(id: string): void {
     this.recent.add(id);
     if (this.recent.size > RECENT_EVENTS) this.recent.delete(this.recent.values().next().value!);
@@ -371,6 +476,7 @@ export class Hub extends DurableObject<Bindings> {
   private forget(ws: WebSocket): void {
     this.recovering.delete(ws);
     this.floors.delete(ws);
+    this.streamHolds.delete(ws);
   }
 }
 
@@ -393,6 +499,14 @@ function conversationOf(event: ParleyEvent): string | null {
   if (event.resource === "conversation") return event.resourceId;
   const data = event.data as { conversationId?: unknown } | null;
   return data && typeof data.conversationId === "string" ? data.conversationId : null;
+}
+
+/** Whether a stream event follows the snapshot a socket got of its stream (if any); the stream's end ends the floor. */
+function afterSnapshot(hold: StreamHold, event: ParleyEvent): boolean {
+  const { streamId, index, done } = event.data as MessageStream;
+  const floor = hold.floors.get(streamId);
+  if (done) hold.floors.delete(streamId);
+  return floor === undefined || index > floor;
 }
 
 function seqOf(event: ParleyEvent): number {

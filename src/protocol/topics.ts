@@ -105,10 +105,21 @@ export function recoverableConversationOf(topic: string): string | null {
  * conversation's `message_stream` events (hubs send such subscriptions the streams in flight).
  */
 export function streamConversation(pattern: TopicPattern): string | null {
+  const resourceId = streamResource(pattern);
+  return resourceId !== null && resourceId !== "*" && resourceId.startsWith("conv_") ? resourceId : null;
+}
+
+/** Whether a pattern can match `message_stream` events at all (of one conversation, or of any). */
+export function matchesStreams(pattern: TopicPattern): boolean {
+  return streamResource(pattern) !== null;
+}
+
+/** The resource id segment (a literal or `*`) of a pattern that can match `message_stream` events; else null. */
+function streamResource(pattern: TopicPattern): string | null {
   const parts = [...pattern.segments];
   while (pattern.tail && parts.length < SEGMENTS) parts.push("*");
   const [, , source, resource, event, resourceId] = parts;
   const can = (segment: string, literal: string) => segment === "*" || segment === literal;
   if (!can(source, "conversations") || !can(resource, "conversation") || !can(event, "message_stream")) return null;
-  return resourceId !== "*" && resourceId.startsWith("conv_") ? resourceId : null;
+  return resourceId;
 }

@@ -701,9 +701,13 @@ export class Room extends DurableObject<Bindings> {
     return quiet.epoch >= quiet.listening && Date.now() < quiet.until;
   }
 
-  /** The org hub has a socket again (epoch: how many times it has said so): ephemeral events go to it again. */
-  async hubListening(epoch: number): Promise<void> {
+  /**
+   * The org hub has a socket again (epoch: how many times it has said so): ephemeral events go to it again. Answers
+   * the streams in flight, which the hub did not see while nobody listened (a subscription to them gets their text).
+   */
+  async hubListening(epoch: number): Promise<ParleyEvent<MessageStream>[]> {
     this.hubQuiet.listening = Math.max(this.hubQuiet.listening, epoch);
+    return this.stored ? this.snapshots() : [];
   }
 
   /** Resolves once every ephemeral event published so far has been handed to the hub. */

@@ -139,16 +139,60 @@ describe("mid-stream subscriptions on the org hub", () => {
     await subscribe(hub, `events.${orgId}.conversations.conversation.*.${conversationId}`);
     const done = await hub.waitLog((f) => f.type === "event" && f.event.data?.done === true, 15_000);
     const events = streamEvents(hub);
-    const snapshot = events.find((d) => d.text !== undefined)!;
+    const [snapshot, ...rest] = events;
     expect(snapshot.done).toBe(false);
     expect(snapshot.index).toBeGreaterThanOrEqual(2);
-    const after = events.filter((d) => !d.done && d.index > snapshot.index);
+    expect(rest.map((d) => d.index)).toEqual(rest.map((_, i) => snapshot.index + 1 + i));
+    const after = rest.filter((d) => !d.done);
     expect(snapshot.text + after.map((d) => d.delta).join("")).toBe(ANSWER);
     expect(done.event.data.text).toBe(ANSWER);
     hub.close();
     socket.close();
   });
+
+  // The first hub socket arrives mid-stream (the room had stopped sending deltas to a hub nobody listened to), then
+  // more sockets subscribe while deltas keep coming: each gets the text so far first, then every later delta once.
+  it.each([
+    { name: "the conversation's stream topic", topic: (org: string, c: string) => `${streamTopicOf(org)}.${c}` },
+    { name: "every stream (*)", topic: (org: string) => `${streamTopicOf(org)}.*` },
+    { name: "everything (>)", topic: (org: string) => `events.${org}.>` },
+  ])("a hub subscription to $name made mid-stream gets the text so far first", async ({ topic }) => {
+    const { bot, room, orgId, socket, conversationId, token } = await agentRoom({ flow: { onMessage: [] } });
+    const stub = roomStub(env, room.id);
+    await stub.openStream({ orgId }, conversationId, "s-1", bot.id);
+    let text = "";
+    const append = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const delta = `w${text.length} `;
+        text += delta;
+        await stub.appendStream("s-1", delta);
+      }
+    };
+    await append(3);
+    await socket.waitLog((f) => f.event?.data?.index === 2);
+    const late = [];
+    for (let i = 0; i < 4; i++) {
+      const hub = await openHub(token);
+      late.push(hub);
+      await Promise.all([subscribe(hub, topic(orgId, conversationId)), append(3)]);
+    }
+    await append(2);
+    const closed = await stub.closeStream("s-1");
+    expect(closed.ok && closed.value.message?.text).toBe(text);
+    for (const hub of late) {
+      await hub.waitLog((f) => f.event?.data?.done === true);
+      const [snapshot, ...rest] = streamEvents(hub, "s-1");
+      expect(snapshot.text).toBeDefined();
+      expect(snapshot.index).toBeGreaterThanOrEqual(2);
+      expect(rest.map((d) => d.index)).toEqual(rest.map((_, i) => snapshot.index + 1 + i));
+      expect(snapshot.text + rest.map((d) => d.delta).join("")).toBe(text);
+      hub.close();
+    }
+    socket.close();
+  });
 });
+
+const streamTopicOf = (orgId: string) => `events.${orgId}.conversations.conversation.message_stream`;
 
 describe("a second subscription matching a stream", () => {
   it("brings no second snapshot to a socket that had the stream, on the room or the hub; a new socket gets one", async () => {
