@@ -236,19 +236,21 @@ export class Hub extends DurableObject<Bindings> {
     this.recovering.set(ws, buffers);
     buffers.set(conversationId, []);
     let replayed: ParleyEvent[] | null = null;
+    let lastSeq: number | undefined;
     try {
       const result = await roomStub(this.env, roomId).replayMessages(
         this.sockets.state(ws).actor,
         conversationId,
         frame.sinceSeq,
       );
-      replayed = result.ok ? result.value : null;
+      replayed = result.ok && result.value ? result.value.events : null;
+      lastSeq = result.ok ? result.value?.lastSeq : undefined;
     } catch (error) {
       console.error("replay from room failed", String(error));
     }
     const buffered = buffers.get(conversationId) ?? [];
     buffers.delete(conversationId);
-    this.sockets.ackSubscribe(ws, frame, replayed !== null);
+    this.sockets.ackSubscribe(ws, frame, replayed !== null, lastSeq);
     let last = frame.sinceSeq;
     for (const event of replayed ?? []) {
       const seq = seqOf(event);

@@ -874,8 +874,13 @@ export class Room extends DurableObject<Bindings> {
   }
 
   /** Pages of `message_posted` events after `sinceSeq`, for recovery on the org hub; null when they cannot be replayed. */
-  async replayMessages(actor: Actor, conversationId: string, sinceSeq: number): Promise<Result<ParleyEvent[] | null>> {
-    return ok(this.replay(actor, conversationId, sinceSeq));
+  async replayMessages(
+    actor: Actor,
+    conversationId: string,
+    sinceSeq: number,
+  ): Promise<Result<{ events: ParleyEvent[]; lastSeq: number } | null>> {
+    const events = this.replay(actor, conversationId, sinceSeq);
+    return ok(events && { events, lastSeq: this.conversationRow(conversationId)!.last_seq });
   }
 
   // --- sockets ------------------------------------------------------------------------------------------------

@@ -552,6 +552,8 @@ describe("hub recovery", () => {
       const socket = await openHub(token);
       const ack = await request(socket, { type: "subscribe", id: "r", topic, sinceSeq: last });
       expect(ack).toMatchObject({ type: "ack", recovered: true });
+      // The conversation's last stored seq, which the replay reaches (posts go on meanwhile).
+      expect(ack.lastSeq).toBeGreaterThanOrEqual(last);
       if (connection < 5) {
         await posted.reached(Math.round(((connection + 1) * TOTAL) / 6));
         if (connection % 2 === 0) await socket.flush();
