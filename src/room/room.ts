@@ -991,6 +991,9 @@ export class Room extends DurableObject<Bindings> {
     if (!found.ok) return this.sockets.error(ws, frame.id, found.error.code, found.error.message);
     if (!actor.accountId)
       return this.sockets.error(ws, frame.id, "BAD_REQUEST", "typing needs an account or session token");
+    // Observers cannot post: they have nothing to be typing.
+    const denied = this.denyPosting(actor);
+    if (denied && !denied.ok) return this.sockets.error(ws, frame.id, denied.error.code, denied.error.message);
     const room = this.roomRow()!;
     const event = createEvent({
       orgId: room.org_id,

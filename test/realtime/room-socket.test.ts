@@ -527,6 +527,9 @@ describe("room socket message.post", () => {
       text: "may I?",
     });
     expectErrorFrame(answer, "FORBIDDEN", "obs");
+    // nor does it type: it has nothing to post
+    const typing = await request(socket, { type: "typing", id: "obs-t", conversationId: f.conversation.id });
+    expectErrorFrame(typing, "FORBIDDEN", "obs-t");
     // an observer still reads: a participant's message reaches it
     await postOk(f.apiKey, f.conversation.id, { text: "you may read", authorId: f.bob.id });
     const event = await socket.waitLog((frame) => frame.type === "event");
