@@ -24,6 +24,7 @@ export default defineConfig(async () => {
                   // The defaults, whatever a local .dev.vars sets (the runtime reads it too, beneath these).
                   MAX_ATTACHMENT_BYTES: String(25 * 1024 * 1024),
                   MODEL_TIMEOUT_MS: "120000",
+                  CORS_ORIGINS: "*",
                   VAPID_PUBLIC_KEY: inject("vapidPublicKey"),
                   OPENAI_BASE_URL: model.url,
                   OPENAI_API_KEY: "test-openai-key",

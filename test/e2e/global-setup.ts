@@ -70,6 +70,9 @@ export default async function setup(project: TestProject) {
       persistTo,
       "--var",
       `ADMIN_TOKEN:${adminToken}`,
+      // The default, whatever a local .dev.vars sets: the browser test's page is served from another origin.
+      "--var",
+      "CORS_ORIGINS:*",
     ],
     {
       cwd: root,
