@@ -17,6 +17,8 @@ export interface RouteDoc {
   /** Answers that are not JSON, or errors beyond the common ones: OpenAPI responses by status. */
   otherResponses?: Record<number, { description: string; content?: Record<string, { schema: unknown }> }>;
   security?: string[];
+  /** Whether HEAD answers it too (the same headers, no body): documented as an operation of its own. */
+  head?: boolean;
 }
 
 /** An error answer of a route beyond the common ones, in the contract's error shape. */
@@ -42,7 +44,28 @@ const ERROR_RESPONSES: Record<string, string> = {
   "401": "Missing, malformed, expired or foreign credential",
   "403": "Valid credential outside its scope",
   "404": "Not found (also anything outside the credential's org)",
+  "500": "Internal error (`INTERNAL`; the message never carries internal text)",
+  "503": "A service the request needs is not configured or not available (`UNAVAILABLE`)",
 };
+
+/** The errors of an operation with a JSON body. */
+const BODY_ERROR_RESPONSES: Record<string, string> = {
+  "413": "The body is larger than 512 KiB (`PAYLOAD_TOO_LARGE`)",
+  "415": "The body is not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)",
+};
+
+/** `get /v1/rooms/{id}/participants` -> `getRoomsByIdParticipants`: a stable name for generated clients. */
+function operationId(method: string, path: string): string {
+  const words = path
+    .split("/")
+    .filter((segment) => segment !== "" && segment !== "v1")
+    .map((segment) => {
+      const param = /^\{(\w+)\}$/.exec(segment);
+      const word = (param ? `by-${param[1]}` : segment).replace(/[-_.](\w)/g, (_, c: string) => c.toUpperCase());
+      return word.charAt(0).toUpperCase() + word.slice(1);
+    });
+  return method + words.join("");
+}
 
 /** Builds the OpenAPI 3.1 document of an app from the docs attached to its routes. */
 export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; version: string; description: string }) {
@@ -86,9 +109,10 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
         : { description: "Success, no content" };
     }
     Object.assign(responses, op.otherResponses);
-    for (const [status, description] of Object.entries(ERROR_RESPONSES))
-      responses[status] ??= errorResponse(description);
+    const errors = op.body ? { ...ERROR_RESPONSES, ...BODY_ERROR_RESPONSES } : ERROR_RESPONSES;
+    for (const [status, description] of Object.entries(errors)) responses[status] ??= errorResponse(description);
     (paths[path] ??= {})[op.method] = {
+      operationId: operationId(op.method, path),
       summary: op.summary,
       description: op.description,
       tags: op.tags,
@@ -96,7 +120,8 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
       ...(op.body || op.bodyContent
         ? {
             requestBody: {
-              required: true,
+              // No body reads as `{}` (see `jsonBody`): a body is required only where `{}` is not valid.
+              required: !op.body || !op.body.safeParse({}).success,
               content: {
                 ...(op.body ? { "application/json": { schema: convert(op.body, "input") } } : {}),
                 ...op.bodyContent,
@@ -107,6 +132,22 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
       responses,
       security: (op.security ?? ["bearer"]).map((name) => ({ [name]: [] })),
     };
+    if (op.head) {
+      const headers = Object.fromEntries(
+        Object.entries(responses).map(([status, response]) => [
+          status,
+          { description: (response as { description: string }).description },
+        ]),
+      );
+      paths[path].head = {
+        operationId: operationId("head", path),
+        summary: `${op.summary ?? ""} (headers only)`,
+        tags: op.tags,
+        parameters,
+        responses: headers,
+        security: (op.security ?? ["bearer"]).map((name) => ({ [name]: [] })),
+      };
+    }
   }
   convert(ErrorBodySchema, "output");
   return {

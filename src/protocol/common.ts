@@ -59,7 +59,7 @@ export const queryNumber = <T extends z.ZodType<number, number>>(schema: T) =>
 
 /** `limit` and `cursor` of every list. */
 export const pageQuerySchema = z.object({
-  limit: queryNumber(z.number().int().min(1).max(100)).default(20),
+  limit: queryNumber(z.number().int().min(1).max(100)).default(20).meta({ description: "1..100 (default 20)" }),
   cursor: z.string().min(1).max(512).optional(),
 });
 

@@ -40,13 +40,16 @@ export function requireContent(
 }
 
 /** Body of `POST /v1/conversations/{id}/messages`. */
-export const PostMessageSchema = z.strictObject(MessageInputShape).superRefine(requireContent);
+export const PostMessageSchema = z
+  .strictObject(MessageInputShape)
+  .superRefine(requireContent)
+  .meta({ description: "At least one of `text`, `data` and `attachmentIds`" });
 export type PostMessage = z.infer<typeof PostMessageSchema>;
 
 /** Query of `GET /v1/conversations/{id}/messages`. */
 export const HistoryQuerySchema = z.object({
-  afterSeq: queryNumber(z.number().int().min(0)).optional(),
-  beforeSeq: queryNumber(z.number().int().min(1)).optional(),
+  afterSeq: queryNumber(z.number().int().min(0)).optional().meta({ description: "a seq, 0 or more" }),
+  beforeSeq: queryNumber(z.number().int().min(1)).optional().meta({ description: "a seq, 1 or more" }),
   limit: pageQuerySchema.shape.limit,
 });
 export type HistoryQuery = z.infer<typeof HistoryQuerySchema>;

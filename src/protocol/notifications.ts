@@ -52,7 +52,8 @@ const channelsSchema = z
   .array(ChannelSchema)
   .min(1)
   .max(3)
-  .refine((channels) => new Set(channels).size === channels.length, { message: "must not repeat a channel" });
+  .refine((channels) => new Set(channels).size === channels.length, { message: "must not repeat a channel" })
+  .meta({ uniqueItems: true });
 
 /** Body of `POST /v1/notification-rules`; `topic` is checked against the grammar of section 8 by the route. */
 export const CreateRuleSchema = z.strictObject({

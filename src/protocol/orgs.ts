@@ -22,6 +22,11 @@ export const CreateApiKeyResponseSchema = z.object({
   createdAt: timestampSchema,
 });
 
+/** An API key as `GET /v1/api-keys` lists it: never its secret. */
+export const ApiKeySchema = z
+  .object({ id: z.string(), name: z.string().nullable(), createdAt: timestampSchema })
+  .meta({ id: "ApiKey" });
+
 /** Body of `POST /v1/tokens`. */
 export const CreateTokenSchema = z.strictObject({ accountId: idSchema("acc"), ttlSeconds: ttlSecondsSchema });
 

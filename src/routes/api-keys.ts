@@ -11,8 +11,8 @@ import { notFound } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
 import { describe } from "../http/openapi";
 import { idParam, jsonBody, query } from "../http/validate";
-import { pageQuerySchema } from "../protocol/common";
-import { CreateApiKeyResponseSchema, CreateApiKeySchema } from "../protocol/orgs";
+import { listOf, pageQuerySchema } from "../protocol/common";
+import { ApiKeySchema, CreateApiKeyResponseSchema, CreateApiKeySchema } from "../protocol/orgs";
 
 /** `/v1/api-keys`: create, list and revoke the org's API keys (API keys only). */
 export const apiKeyRoutes = new Hono<AppEnv>()
@@ -35,7 +35,11 @@ export const apiKeyRoutes = new Hono<AppEnv>()
   )
   .get(
     "/",
-    describe({ summary: "List the org's live API keys (never their secrets)", tags: ["credentials"] }),
+    describe({
+      summary: "List the org's live API keys (never their secrets)",
+      tags: ["credentials"],
+      responses: { 200: listOf(ApiKeySchema) },
+    }),
     auth("apiKey"),
     query(pageQuerySchema),
     async (c) => {

@@ -227,6 +227,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
         416: { description: "A range that starts past the end of the file" },
       },
       security: [],
+      head: true,
     }),
     async (c) => {
       const id = c.req.param("id");

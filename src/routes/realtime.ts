@@ -1,6 +1,7 @@
 import { and, eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { Hono } from "hono";
+import { z } from "zod";
 import { auth, orgPrincipal } from "../auth/middleware";
 import type { OrgPrincipal } from "../auth/principal";
 import { requireSessionScope } from "../auth/session-scope";
@@ -12,6 +13,12 @@ import { describe } from "../http/openapi";
 import { idParam } from "../http/validate";
 import { ACTOR_HEADER, type SocketActor } from "../realtime/sockets";
 import { roomIdOfConversation } from "../room/client";
+
+/** The credential of an upgrade may come as `?token=` (browsers cannot set headers on a WebSocket). */
+const UpgradeQuerySchema = z.object({
+  token: z.string().optional().meta({ description: "The credential, instead of `Authorization: Bearer`" }),
+});
+const UPGRADE_RESPONSES = { 101: { description: "Switching protocols: the socket is open" } };
 
 /** Refuses anything but a WebSocket upgrade. */
 function requireUpgrade(c: Context<AppEnv>): void {
@@ -68,6 +75,8 @@ export const realtimeRoutes = new Hono<AppEnv>()
       summary: "Org-wide event stream (WebSocket upgrade; `?token=` allowed)",
       tags: ["realtime"],
       description: "Frames are described in API.md section 8.",
+      query: UpgradeQuerySchema,
+      otherResponses: UPGRADE_RESPONSES,
     }),
     auth("apiKey", "account", "session"),
     async (c) => {
@@ -89,6 +98,8 @@ export const realtimeRoutes = new Hono<AppEnv>()
       summary: "One room's event stream and posting (WebSocket upgrade; `?token=` allowed)",
       tags: ["realtime"],
       description: "Frames are described in API.md section 8.",
+      query: UpgradeQuerySchema,
+      otherResponses: UPGRADE_RESPONSES,
     }),
     auth("apiKey", "account", "session"),
     async (c) => {

@@ -9,7 +9,7 @@ import { accounts, participants, rooms } from "../db/schema";
 import type { AppEnv } from "../env";
 import { ApiError, unwrap } from "../errors";
 import { decodeCursor, pageOf } from "../http/cursor";
-import { describe } from "../http/openapi";
+import { describe, errorResponse } from "../http/openapi";
 import { idParam, jsonBody, query } from "../http/validate";
 import { chunks, D1_MAX_IDS } from "../db/client";
 import { newId } from "../lib/ids";
@@ -188,6 +188,9 @@ export const roomRoutes = new Hono<AppEnv>()
       summary: "Add a participant (standard rooms only)",
       tags: ["rooms"],
       responses: { 201: ParticipantSchema },
+      otherResponses: {
+        409: errorResponse("A dm room (`ROOM_IMMUTABLE`), or an account already taking part (`CONFLICT`)"),
+      },
     }),
     auth("apiKey", "account"),
     jsonBody(ParticipantInputSchema),
@@ -206,6 +209,7 @@ export const roomRoutes = new Hono<AppEnv>()
       summary: "Change a participant's role or autoRespond",
       tags: ["rooms"],
       responses: { 200: ParticipantSchema },
+      otherResponses: { 409: errorResponse("A deleted account's place in a dm room (`CONFLICT`)") },
     }),
     auth("apiKey", "account"),
     jsonBody(UpdateParticipantSchema),
@@ -221,7 +225,12 @@ export const roomRoutes = new Hono<AppEnv>()
   )
   .delete(
     "/:id/participants/:accountId",
-    describe({ summary: "Remove a participant (standard rooms only)", tags: ["rooms"], responses: { 204: null } }),
+    describe({
+      summary: "Remove a participant (standard rooms only)",
+      tags: ["rooms"],
+      responses: { 204: null },
+      otherResponses: { 409: errorResponse("A dm room (`ROOM_IMMUTABLE`)") },
+    }),
     auth("apiKey", "account"),
     async (c) => {
       const roomId = roomIdParam(c);

@@ -400,7 +400,7 @@ describe("OpenAPI document", () => {
       expect(path).not.toMatch(/:/);
       const templated = [...path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]);
       for (const [method, op] of Object.entries<any>(doc.paths[path])) {
-        expect(["get", "post", "put", "patch", "delete"]).toContain(method);
+        expect(["get", "head", "post", "put", "patch", "delete"]).toContain(method);
         const declared = (op.parameters ?? []).filter((p: any) => p.in === "path").map((p: any) => p.name);
         expect(declared.sort(), `${method} ${path}`).toEqual([...templated].sort());
         expect(Object.keys(op.responses ?? {}).length, `${method} ${path}`).toBeGreaterThan(0);
@@ -411,6 +411,55 @@ describe("OpenAPI document", () => {
     expect(Object.keys(doc.paths["/v1/accounts/{id}"]).sort()).toEqual(["delete", "get", "patch"]);
     expect(doc.paths["/v1/conversations/{id}/messages"].get).toBeTruthy();
     expect(doc.paths["/v1/rooms/{id}/participants/{accountId}"].delete).toBeTruthy();
+  });
+
+  it("names every operation once and lists the statuses the server answers", async () => {
+    const doc = (await call("GET", "/v1/openapi.json")).body;
+    const operations = Object.entries<any>(doc.paths).flatMap(([path, item]) =>
+      Object.entries<any>(item).map(([method, op]) => ({ path, method, op })),
+    );
+    const ids = operations.map(({ op }) => op.operationId);
+    expect(
+      ids.every((id) => typeof id === "string" && /^[a-z]+[A-Za-z]*$/.test(id)),
+      String(ids),
+    ).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(doc.paths["/v1/rooms/{id}/participants"].post.operationId).toBe("postRoomsByIdParticipants");
+    for (const { path, method, op } of operations) {
+      const statuses = Object.keys(op.responses);
+      expect(statuses, `${method} ${path}`).toEqual(expect.arrayContaining(["401", "404", "500"]));
+      // Every JSON body may be too large or not JSON.
+      if (op.requestBody?.content?.["application/json"]) {
+        expect(statuses, `${method} ${path}`).toEqual(expect.arrayContaining(["413", "415"]));
+      }
+    }
+    // The conflicts of the contract where they happen.
+    expect(Object.keys(doc.paths["/v1/rooms/{id}/participants"].post.responses)).toContain("409");
+    expect(Object.keys(doc.paths["/v1/rooms/{id}/participants/{accountId}"].delete.responses)).toContain("409");
+    // A body whose fields are all optional may be left out; one with required fields may not.
+    expect(doc.paths["/v1/api-keys"].post.requestBody.required).toBe(false);
+    expect(doc.paths["/v1/rooms/{roomId}/conversations"].post.requestBody.required).toBe(false);
+    expect(doc.paths["/v1/conversations/{id}/messages"].post.requestBody.required).toBe(true);
+    // Lists answer their page; the upgrades answer 101 and take `?token=`; downloads answer HEAD.
+    const keys = resolve(doc, doc.paths["/v1/api-keys"].get.responses["200"].content["application/json"].schema);
+    expect(Object.keys(keys.properties).sort()).toEqual(["items", "nextCursor"]);
+    for (const path of ["/v1/realtime", "/v1/rooms/{roomId}/realtime"]) {
+      expect(Object.keys(doc.paths[path].get.responses)).toContain("101");
+      expect(doc.paths[path].get.parameters.map((p: any) => `${p.in}:${p.name}`)).toContain("query:token");
+    }
+    // What the validation checks beyond types is said too.
+    const history = doc.paths["/v1/conversations/{id}/messages"].get.parameters;
+    expect(history.find((p: any) => p.name === "limit").schema.description).toBe("1..100 (default 20)");
+    const message = resolve(
+      doc,
+      doc.paths["/v1/conversations/{id}/messages"].post.requestBody.content["application/json"].schema,
+    );
+    expect(message.description).toMatch(/At least one of/);
+    const rule = resolve(doc, doc.paths["/v1/notification-rules"].post.requestBody.content["application/json"].schema);
+    expect(resolve(doc, rule.properties.channels).uniqueItems).toBe(true);
+    expect(Object.keys(doc.paths["/v1/attachments/{id}/content"].head.responses)).toEqual(
+      expect.arrayContaining(["200", "206", "304", "403"]),
+    );
   });
 
   it("describes request bodies with JSON schemas", async () => {
