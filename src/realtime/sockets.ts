@@ -187,6 +187,8 @@ export class SocketRegistry {
       this.error(ws, undefined, "BAD_REQUEST", "frames are JSON text");
       return null;
     }
+    // The usual answer to a server ping, from every silent socket at once: nothing to parse.
+    if (message === PONG_TEXT) return { type: "pong" };
     let json: unknown;
     try {
       json = parseClientJson(message);
@@ -483,12 +485,14 @@ export class SocketRegistry {
   private touch(ws: WebSocket): void {
     const state = this.state(ws);
     state.seen = Date.now();
-    if (state.seen - state.persistedSeen > SEEN_PERSIST_MS) this.persist(ws, state);
+    // Only `seen` changed: the size was checked when the subscriptions last changed.
+    if (state.seen - state.persistedSeen > SEEN_PERSIST_MS) this.persist(ws, state, false);
   }
 
-  private persist(ws: WebSocket, state: LiveSocket): boolean {
+  /** Stores a socket's state in its attachment; `checkSize`: answers false, storing nothing, when it is too large. */
+  private persist(ws: WebSocket, state: LiveSocket, checkSize = true): boolean {
     const attachment: Attachment = { actor: state.actor, subs: [...state.subs.keys()], seen: state.seen };
-    if (utf8.encode(JSON.stringify(attachment)).byteLength > ATTACHMENT_BYTES) return false;
+    if (checkSize && utf8.encode(JSON.stringify(attachment)).byteLength > ATTACHMENT_BYTES) return false;
     try {
       ws.serializeAttachment(attachment);
       state.persistedSeen = state.seen;

@@ -1066,6 +1066,18 @@ describe("room socket hibernation and keep-alive", () => {
     await closedWithin(idle);
     const ping = await quiet.waitLog((frame) => frame.type === "ping");
     expect(ping).toEqual({ type: "ping" });
+    // Its pong (the exact text, taken without parsing) is a sign of life, kept in the attachment for the next sweep.
+    quiet.sendRaw('{"type":"pong"}');
+    const heard = await eventually(
+      () =>
+        inObject(stub, (_instance, state) => {
+          const [ws] = state.getWebSockets(`acc:${f.bob.id}`);
+          const { seen } = ws.deserializeAttachment() as { seen: number };
+          return Date.now() - seen < 5_000 ? seen : null;
+        }),
+      5_000,
+    );
+    expect(heard).toBeGreaterThan(0);
     for (const socket of [quiet, pinger, fresh]) await socket.flush();
     expect(pinger.log.filter((frame) => frame.type === "ping")).toEqual([]);
     expect(fresh.log.filter((frame) => frame.type === "ping")).toEqual([]);
