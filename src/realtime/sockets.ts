@@ -435,7 +435,7 @@ export class SocketRegistry {
         continue;
       }
       if (now - heard >= REALTIME_LIMITS.pingAfterMs) {
-        this.send(ws, { type: "ping" });
+        this.sendText(ws, PING_TEXT);
         next = Math.min(next, heard + REALTIME_LIMITS.idleCloseMs + 1);
       } else {
         next = Math.min(next, heard + REALTIME_LIMITS.pingAfterMs);
