@@ -83,9 +83,7 @@ export const realtimeRoutes = new Hono<AppEnv>()
       const principal = orgPrincipal(c);
       // A session acts as one participant in one conversation: it needs both. (An account may follow its
       // notifications with no room.)
-      if (principal.kind === "session") {
-        await requireParticipant(c, principal, roomIdOfConversation(principal.conversationId)!);
-      }
+      await requireSessionScope(c.env.DB, principal);
       // After the credential's checks: a plain GET tells a client (a browser sees a refused upgrade only as 1006)
       // whether its credential is refused (401/403/404) or only the upgrade is missing (400).
       requireUpgrade(c);
