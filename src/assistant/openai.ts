@@ -1,5 +1,9 @@
+import { readLimited } from "../lib/bytes";
 import { LineSplitter } from "../lib/lines";
 import { ModelError, type ChatMessage } from "./models";
+
+/** The largest whole (not streamed) answer read: a message's text is at most 32,768 characters. */
+const WHOLE_ANSWER_BYTES = 1024 * 1024;
 
 /**
  * Streams a chat completion from an OpenAI-compatible server (`POST {baseUrl}/chat/completions` with
@@ -45,6 +49,17 @@ export async function streamOpenAICompatible(
   if (!response.ok || !response.body) {
     throw new ModelError(`model answered ${response.status}`, await errorMessage(response));
   }
+  // A server (or proxy) that does not stream answers the whole completion at once: one delta.
+  if (/^application\/json\b/i.test(response.headers.get("content-type") ?? "")) {
+    const body = await readLimited(
+      response.body,
+      WHOLE_ANSWER_BYTES,
+      () => new ModelError("the model's answer is too large"),
+    );
+    const content = wholeContentOf(new TextDecoder().decode(body));
+    if (content) onDelta(content);
+    return;
+  }
   // Bytes decoded here rather than through a TextDecoderStream: one stream stage less per chunk.
   const reader = response.body.getReader();
   const lines = new LineSplitter();
@@ -85,19 +100,35 @@ export async function streamOpenAICompatible(
 
 /** The content delta of one streamed chunk; an error chunk or anything that is not a chunk is a `ModelError`. */
 function contentOf(payload: string): string {
-  let chunk: { choices?: { delta?: { content?: unknown } }[]; error?: { message?: unknown } };
+  const content = parseAnswer(payload, "event", "a chunk").choices?.[0]?.delta?.content;
+  return typeof content === "string" ? content : "";
+}
+
+/** The text of a whole (not streamed) completion; an error or anything that is not a completion is a `ModelError`. */
+function wholeContentOf(payload: string): string {
+  const content = parseAnswer(payload, "answer", "a completion").choices?.[0]?.message?.content;
+  return typeof content === "string" ? content : "";
+}
+
+interface Answer {
+  choices?: { delta?: { content?: unknown }; message?: { content?: unknown } }[];
+  error?: { message?: unknown };
+}
+
+/** A chunk or a completion, parsed; one that is not JSON, not an object, or an error is a `ModelError`. */
+function parseAnswer(payload: string, what: string, shape: string): Answer {
+  let answer: Answer;
   try {
-    chunk = JSON.parse(payload);
+    answer = JSON.parse(payload);
   } catch {
-    throw new ModelError("the model sent an event that is not JSON");
+    throw new ModelError(`the model sent an ${what} that is not JSON`);
   }
-  if (!chunk || typeof chunk !== "object") throw new ModelError("the model sent an event that is not a chunk");
-  if (chunk.error) {
-    const message = typeof chunk.error.message === "string" ? chunk.error.message.slice(0, 200) : "unknown error";
+  if (!answer || typeof answer !== "object") throw new ModelError(`the model sent an ${what} that is not ${shape}`);
+  if (answer.error) {
+    const message = typeof answer.error.message === "string" ? answer.error.message.slice(0, 200) : "unknown error";
     throw new ModelError("the model failed", message);
   }
-  const content = chunk.choices?.[0]?.delta?.content;
-  return typeof content === "string" ? content : "";
+  return answer;
 }
 
 /** A short message from an error answer (its JSON `error.message`, else its first characters). */

@@ -52,6 +52,17 @@ describe("assistant replies from an OpenAI-compatible server", () => {
     socket.close();
   });
 
+  it("takes the whole answer of a server that does not stream as one delta", async () => {
+    const { apiKey, user, bot, socket, conversationId } = await agentRoom({ model: "openai:whole" });
+    await say(apiKey, conversationId, user.id, "all at once");
+    const history = await historyOf(apiKey, conversationId, 2);
+    expect(history[1]).toMatchObject({ authorId: bot.id, type: "bot", text: "Model reply to: all at once" });
+    await socket.waitLog((f) => f.type === "event" && f.event.data?.done === true);
+    const deltas = streamEvents(socket).filter((d) => !d.done);
+    expect(deltas.map((d) => [d.index, d.delta])).toEqual([[0, "Model reply to: all at once"]]);
+    socket.close();
+  });
+
   it("a connection lost before the model answered is tried once more, and the reply is posted once", async () => {
     const marker = `drop-${crypto.randomUUID()}`;
     const { apiKey, user, bot, conversationId } = await agentRoom({ model: "openai:drop-once" });

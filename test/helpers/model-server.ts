@@ -4,6 +4,7 @@
 //                 `<name>@<ms>+<first>` also waits <first> ms before the first token, as hosted models take)
 //   fail          answers 500
 //   garbage       streams events that are not JSON
+//   whole         does not stream: answers the whole completion as one JSON object
 //   hang          sends one token, then nothing more
 //   drop-once     drops the connection of the first request for a prompt without answering, then answers as usual
 //   ragged        streams the usual reply with CRLF line ends, writes cut mid-line and mid-character, and no blank
@@ -110,6 +111,19 @@ async function handle(
   if (model === "fail") {
     res.writeHead(500, { "content-type": "application/json" });
     res.end(JSON.stringify({ error: { message: "the model is down", type: "server_error" } }));
+    return;
+  }
+  if (model === "whole") {
+    res.writeHead(200, { "content-type": "application/json; charset=utf-8" });
+    res.end(
+      JSON.stringify({
+        id: "chatcmpl-test",
+        object: "chat.completion",
+        created: Math.floor(Date.now() / 1000),
+        model: body.model,
+        choices: [{ index: 0, message: { role: "assistant", content: expectedReply(prompt) }, finish_reason: "stop" }],
+      }),
+    );
     return;
   }
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
