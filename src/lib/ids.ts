@@ -88,6 +88,11 @@ function increment(bytes: Uint8Array): boolean {
   return false;
 }
 
+/** `length` random characters (of the base32 alphabet), fresh ones each call: unlike `ulidBody`'s random part. */
+export function randomText(length: number): string {
+  return base32(randomBytes(Math.ceil((length * 5) / 8))).slice(0, length);
+}
+
 /** A new id with its type prefix, e.g. `acc_01jd...`; ids sort by creation time. */
 export function newId(prefix: IdPrefix): string {
   return `${prefix}_${ulidBody()}`;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { idPattern, newId, ulidBody } from "../../src/lib/ids";
+import { newConversationId, roomIdOfConversation } from "../../src/room/client";
 
 describe("ids", () => {
   it("are unique and valid across many ids drawn from the random pool, also within one millisecond", () => {
@@ -13,6 +14,13 @@ describe("ids", () => {
     const ids = Array.from({ length: 200 }, () => newId("msg"));
     for (const id of ids) expect(id).toMatch(idPattern("msg"));
     expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("of conversations differ within one millisecond (their random part is their own)", () => {
+    const room = newId("room");
+    const conversations = Array.from({ length: 1_000 }, () => newConversationId(room));
+    expect(new Set(conversations).size).toBe(conversations.length);
+    for (const id of conversations) expect(roomIdOfConversation(id)).toBe(room);
   });
 
   it("sort by their millisecond", () => {

@@ -263,6 +263,16 @@ describe("conversations", () => {
     }
   });
 
+  it("creates many conversations of one room at once: each its own id, all listed", async () => {
+    const s = await setup();
+    const created = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => createConversation(s.apiKey, s.room.id, { name: `c${i}` })),
+    );
+    expect(new Set(ids(created)).size).toBe(20);
+    const listed = await list(s.apiKey, `?roomId=${s.room.id}&limit=100`);
+    expect(new Set(ids(listed.items))).toEqual(new Set(ids(created)));
+  });
+
   it("filters by roomId", async () => {
     const s = await setup();
     const other = await createRoom(s.apiKey, [{ accountId: s.alice.id }]);
