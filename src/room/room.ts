@@ -1360,7 +1360,10 @@ function postingRefusal(author: ParticipantRow | undefined): string | null {
  * its `autoRespond` turned off since the trigger (runs queued before then end failed rather than answer).
  */
 function answerRefusal(author: ParticipantRow | undefined): string | null {
-  return postingRefusal(author) ?? (author!.auto_respond === 1 ? null : "the agent no longer responds automatically");
+  if (!author) return "the agent is no longer a participant of this room";
+  if (author.deleted) return "the agent's account was deleted";
+  if (author.role === "observer") return "the agent is an observer: observers cannot post";
+  return author.auto_respond === 1 ? null : "the agent no longer responds automatically";
 }
 
 function toParticipant(row: ParticipantRow): Participant {

@@ -293,6 +293,21 @@ describe("the flow engine", () => {
     socket.close();
   });
 
+  it("removing the agent from the room ends its reply and fails its queued runs, saying so", async () => {
+    const { apiKey, user, bot, room, conversationId, socket } = await agentRoom({ model: "openai:echo@150" });
+    for (const text of ["one", "two"]) await say(apiKey, conversationId, user.id, text);
+    await eventually(async () => {
+      await socket.flush();
+      return streamEvents(socket).length > 0;
+    });
+    const removed = await call("DELETE", `/v1/rooms/${room.id}/participants/${bot.id}`, { token: apiKey });
+    expect(removed.status).toBe(204);
+    const runs = await runsOf(apiKey, conversationId, (r) => r.length === 2 && r.every((x) => x.status === "failed"));
+    for (const run of runs) expect(run.error).toMatch(/the agent is no longer a participant of this room/);
+    expect((await historyOf(apiKey, conversationId, 2)).map((m) => m.text)).toEqual(["one", "two"]);
+    socket.close();
+  });
+
   it("a queued run whose agent no longer answers on its own calls no webhook and fails", async () => {
     const { apiKey, orgId, user, bot, room, conversationId, socket } = await agentRoom({
       flow: { onMessage: [{ type: "webhook", url: env.OPENAI_BASE_URL!.replace(/\/v1$/, "/hooks/reply") }] },
