@@ -9,7 +9,7 @@ const contactIdSchema = z
   .string()
   .min(1)
   .max(128)
-  .regex(/^[^\s\p{Cc}]+$/u, "must be printable characters without spaces");
+  .regex(/^[^\s\p{Cc}\p{Cf}\p{Cs}]+$/u, "must be printable characters without spaces");
 
 /** Body of `POST /v1/rooms/{roomId}/conversations`. */
 export const CreateConversationSchema = z.strictObject({

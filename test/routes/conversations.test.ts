@@ -118,7 +118,14 @@ describe("conversations", () => {
 
   it("rejects invalid bodies and unknown rooms", async () => {
     const s = await setup();
-    const badContacts = [{ contactId: "" }, { contactId: "a b" }, { contactId: "x".repeat(129) }, { contactId: 7 }];
+    const badContacts = [
+      { contactId: "" },
+      { contactId: "a b" },
+      { contactId: "a\u00a0b" },
+      { contactId: "a\u200bb" },
+      { contactId: "x".repeat(129) },
+      { contactId: 7 },
+    ];
     for (const body of [...badContacts, { name: "" }, { unknown: 1 }, { meta: "x" }]) {
       expectError(
         await call("POST", `/v1/rooms/${s.room.id}/conversations`, { token: s.apiKey, body }),
