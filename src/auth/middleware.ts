@@ -1,7 +1,7 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import type { Context, MiddlewareHandler } from "hono";
 import { createDb } from "../db/client";
-import { accounts } from "../db/schema";
+import { accounts, apiKeys } from "../db/schema";
 import type { AppEnv } from "../env";
 import { ApiError } from "../errors";
 import { timingSafeEqual } from "../lib/crypto";
@@ -33,21 +33,26 @@ export async function resolvePrincipal(c: Context<AppEnv>): Promise<Principal> {
   if (c.env.ADMIN_TOKEN && timingSafeEqual(token, c.env.ADMIN_TOKEN)) return { kind: "admin" };
   const claims = await verifyToken(c.env, token);
   if (!claims) throw new ApiError("UNAUTHORIZED", "invalid or expired token");
+  // One read: the account still exists, and the key that issued the token is still live.
+  const keyLive = claims.keyId
+    ? sql<number>`EXISTS (SELECT 1 FROM ${apiKeys} WHERE ${apiKeys.id} = ${claims.keyId} AND ${apiKeys.revokedAt} IS NULL)`
+    : sql<number>`1`;
   const account = await createDb(c.env.DB)
-    .select({ id: accounts.id })
+    .select({ id: accounts.id, keyLive })
     .from(accounts)
     .where(and(eq(accounts.id, claims.accountId), eq(accounts.orgId, claims.orgId)))
     .get();
   if (!account) throw new ApiError("UNAUTHORIZED", "the token's account no longer exists");
+  if (!account.keyLive) throw new ApiError("UNAUTHORIZED", "the API key that issued this token was revoked");
+  const common = {
+    orgId: claims.orgId,
+    accountId: claims.accountId,
+    expiresAt: claims.exp! * 1000,
+    ...(claims.keyId ? { keyId: claims.keyId } : {}),
+  };
   return claims.kind === "session"
-    ? {
-        kind: "session",
-        orgId: claims.orgId,
-        accountId: claims.accountId,
-        conversationId: claims.conversationId!,
-        expiresAt: claims.exp! * 1000,
-      }
-    : { kind: "account", orgId: claims.orgId, accountId: claims.accountId, expiresAt: claims.exp! * 1000 };
+    ? { kind: "session", ...common, conversationId: claims.conversationId! }
+    : { kind: "account", ...common };
 }
 
 /**

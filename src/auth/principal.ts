@@ -1,11 +1,14 @@
 import type { Actor } from "../room/room";
 
-/** Who a request acts as, resolved from its credential before anything else happens. */
+/**
+ * Who a request acts as, resolved from its credential before anything else happens. A token's `keyId` is the API key
+ * that issued it (tokens issued before keys were recorded have none).
+ */
 export type Principal =
   | { kind: "admin" }
   | { kind: "apiKey"; orgId: string; keyId: string }
-  | { kind: "account"; orgId: string; accountId: string; expiresAt: number }
-  | { kind: "session"; orgId: string; accountId: string; conversationId: string; expiresAt: number };
+  | { kind: "account"; orgId: string; accountId: string; expiresAt: number; keyId?: string }
+  | { kind: "session"; orgId: string; accountId: string; conversationId: string; expiresAt: number; keyId?: string };
 
 /** Principal kinds that belong to an org. */
 export type OrgPrincipal = Exclude<Principal, { kind: "admin" }>;

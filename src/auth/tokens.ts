@@ -15,6 +15,8 @@ export interface TokenClaims {
   orgId: string;
   accountId: string;
   conversationId?: string;
+  /** The API key that issued the token: revoking it revokes the token. */
+  keyId?: string;
   /** Expiry, in seconds since the epoch (verified tokens only). */
   exp?: number;
 }
@@ -39,6 +41,7 @@ export async function issueToken(env: Bindings, claims: TokenClaims, ttlSeconds:
       org: claims.orgId,
       typ: claims.kind,
       ...(claims.conversationId ? { conv: claims.conversationId } : {}),
+      ...(claims.keyId ? { key: claims.keyId } : {}),
       jti: newId("tok"),
       iat: now,
       exp,
@@ -58,11 +61,12 @@ export async function verifyToken(env: Bindings, token: string): Promise<TokenCl
     if (error instanceof ApiError) throw error;
     return null;
   }
-  const { typ, org, sub, conv, exp } = payload;
+  const { typ, org, sub, conv, key, exp } = payload;
   if (typeof exp !== "number" || typeof org !== "string" || typeof sub !== "string") return null;
-  if (typ === "account") return { kind: "account", orgId: org, accountId: sub, exp };
+  const issuer = typeof key === "string" ? { keyId: key } : {};
+  if (typ === "account") return { kind: "account", orgId: org, accountId: sub, exp, ...issuer };
   if (typ === "session" && typeof conv === "string") {
-    return { kind: "session", orgId: org, accountId: sub, conversationId: conv, exp };
+    return { kind: "session", orgId: org, accountId: sub, conversationId: conv, exp, ...issuer };
   }
   return null;
 }

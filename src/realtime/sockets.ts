@@ -24,6 +24,8 @@ export interface SocketActor {
   expiresAt?: number;
   /** The API key behind the socket; the sweep checks it is still live. */
   keyId?: string;
+  /** The API key that issued the token behind the socket: its revocation closes the socket (`closeKeys`). */
+  issuerKeyId?: string;
 }
 
 /** What survives hibernation: the socket attachment (at most 16 KiB). */
@@ -473,12 +475,13 @@ export class SocketRegistry {
     }
   }
 
-  /** Closes the sockets opened with any of these (revoked) API keys, with 4001. */
+  /** Closes the sockets opened with any of these (revoked) API keys, or with tokens they issued, with 4001. */
   closeKeys(keyIds: Set<string>): void {
     if (keyIds.size === 0) return;
     for (const ws of this.ctx.getWebSockets()) {
-      const keyId = this.state(ws).actor.keyId;
-      if (keyId !== undefined && keyIds.has(keyId)) this.close(ws, CLOSE_CODES.unauthorized, "API key revoked");
+      const { keyId, issuerKeyId } = this.state(ws).actor;
+      const key = keyId ?? issuerKeyId;
+      if (key !== undefined && keyIds.has(key)) this.close(ws, CLOSE_CODES.unauthorized, "API key revoked");
     }
   }
 

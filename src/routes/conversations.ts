@@ -176,7 +176,17 @@ export const conversationRoutes = new Hono<AppEnv>()
       const { accountId, ttlSeconds } = c.req.valid("json");
       unwrap(await room.checkSession(actorOf(principal), id, accountId));
       return c.json(
-        await issueToken(c.env, { kind: "session", orgId: principal.orgId, accountId, conversationId: id }, ttlSeconds),
+        await issueToken(
+          c.env,
+          {
+            kind: "session",
+            orgId: principal.orgId,
+            accountId,
+            conversationId: id,
+            keyId: principal.kind === "apiKey" ? principal.keyId : undefined,
+          },
+          ttlSeconds,
+        ),
         201,
       );
     },

@@ -35,7 +35,11 @@ function forward(c: Context<AppEnv>, principal: OrgPrincipal): Request {
     orgId: principal.orgId,
     kind: principal.kind,
     ...(principal.kind !== "apiKey"
-      ? { accountId: principal.accountId, expiresAt: principal.expiresAt }
+      ? {
+          accountId: principal.accountId,
+          expiresAt: principal.expiresAt,
+          ...(principal.keyId ? { issuerKeyId: principal.keyId } : {}),
+        }
       : { keyId: principal.keyId }),
     ...(principal.kind === "session" ? { conversationId: principal.conversationId } : {}),
   };
@@ -116,8 +120,8 @@ export const realtimeRoutes = new Hono<AppEnv>()
       await requireParticipant(c, principal, roomId);
       // After the credential's checks, as for `/v1/realtime`.
       requireUpgrade(c);
-      if (principal.kind === "apiKey") {
-        // So that revoking the key closes this socket at once (`closeKeySockets`).
+      if (principal.keyId) {
+        // So that revoking the key (the socket's, or its token's issuer) closes this socket at once (`closeKeySockets`).
         await createDb(c.env.DB).insert(apiKeyRooms).values({ keyId: principal.keyId, roomId }).onConflictDoNothing();
       }
       return c.env.ROOMS.get(c.env.ROOMS.idFromName(roomId)).fetch(forward(c, principal));

@@ -17,7 +17,8 @@ export const tokenRoutes = new Hono<AppEnv>().post(
   auth("apiKey"),
   jsonBody(CreateTokenSchema),
   async (c) => {
-    const { orgId } = orgPrincipal(c);
+    const principal = orgPrincipal(c);
+    const { orgId } = principal;
     const { accountId, ttlSeconds } = c.req.valid("json");
     const account = await createDb(c.env.DB)
       .select({ id: accounts.id })
@@ -29,6 +30,7 @@ export const tokenRoutes = new Hono<AppEnv>().post(
         { path: "accountId", message: "no account with this id in the org" },
       ]);
     }
-    return c.json(await issueToken(c.env, { kind: "account", orgId, accountId }, ttlSeconds), 201);
+    const keyId = principal.kind === "apiKey" ? principal.keyId : undefined;
+    return c.json(await issueToken(c.env, { kind: "account", orgId, accountId, keyId }, ttlSeconds), 201);
   },
 );

@@ -1155,22 +1155,36 @@ describe("room socket hibernation and keep-alive", () => {
     const f = await createFixture();
     const room2 = await createRoom(f.apiKey, [{ accountId: f.bob.id }]);
     const created = await call("POST", "/v1/api-keys", { token: f.apiKey, body: { name: "to revoke" } });
-    const [doomed, doomedHere, doomedThere, kept] = await Promise.all([
+    // Tokens the key issued go with it; one another key issued stays.
+    const [issued, session, keptToken] = await Promise.all([
+      accountToken(created.body.apiKey, f.bob.id),
+      sessionToken(created.body.apiKey, f.conversation.id, f.bob.id),
+      accountToken(f.apiKey, f.bob.id),
+    ]);
+    const [doomed, doomedHere, doomedThere, kept, doomedToken, doomedSession, keptBob] = await Promise.all([
       openHub(created.body.apiKey),
       openRoom(f.room.id, created.body.apiKey),
       openRoom(room2.id, created.body.apiKey),
       openHub(f.apiKey),
+      openHub(issued),
+      openRoom(f.room.id, session),
+      openRoom(f.room.id, keptToken),
     ]);
-    for (const socket of [doomed, doomedHere, doomedThere, kept]) await subscribe(socket, `events.${f.orgId}.>`);
+    const all = [doomed, doomedHere, doomedThere, kept, doomedToken, doomedSession, keptBob];
+    for (const socket of all) await subscribe(socket, `events.${f.orgId}.>`);
     expect((await call("DELETE", `/v1/api-keys/${created.body.id}`, { token: f.apiKey })).status).toBe(204);
-    for (const socket of [doomed, doomedHere, doomedThere]) {
+    for (const socket of [doomed, doomedHere, doomedThere, doomedToken, doomedSession]) {
       expect(await closedWithin(socket)).toMatchObject({ code: 4001, reason: "API key revoked" });
     }
     // A frame the room socket sent after the revoke posts nothing: the socket is gone.
     await postOk(f.apiKey, f.conversation.id, { text: "after the revoke", authorId: f.alice.id });
-    const posted = await kept.waitLog((frame) => frame.event?.type === "conversation.message_posted");
-    expect(posted.event.data.text).toBe("after the revoke");
-    for (const socket of [doomed, doomedHere, doomedThere]) expect(socket.events()).toEqual([]);
+    for (const socket of [kept, keptBob]) {
+      const posted = await socket.waitLog((frame) => frame.event?.type === "conversation.message_posted");
+      expect(posted.event.data.text).toBe("after the revoke");
+    }
+    for (const socket of [doomed, doomedHere, doomedThere, doomedToken, doomedSession]) {
+      expect(socket.events()).toEqual([]);
+    }
     const rows = await env.DB.prepare("SELECT count(*) AS n FROM api_key_rooms WHERE key_id = ?")
       .bind(created.body.id)
       .first<number>("n");

@@ -186,6 +186,33 @@ describe("API keys", () => {
     expect(list.body.items.map((k: any) => k.id)).not.toContain(extra.body.id);
   });
 
+  it("revoking a key revokes the account and session tokens it issued (401), not those of other keys", async () => {
+    const org = await createOrg();
+    const user = await createAccount(org.apiKey, { type: "user", name: "Uma" });
+    const room = await call("POST", "/v1/rooms", {
+      token: org.apiKey,
+      body: { type: "standard", participants: [{ accountId: user.id }] },
+    });
+    const conversation = await call("POST", `/v1/rooms/${room.body.id}/conversations`, { token: org.apiKey, body: {} });
+    const extra = await call("POST", "/v1/api-keys", { token: org.apiKey, body: { name: "temp" } });
+    const issued = await accountToken(extra.body.apiKey, user.id);
+    const session = await call("POST", `/v1/conversations/${conversation.body.id}/sessions`, {
+      token: extra.body.apiKey,
+      body: { accountId: user.id },
+    });
+    const other = await accountToken(org.apiKey, user.id);
+    const readConversation = (token: string) => call("GET", `/v1/conversations/${conversation.body.id}`, { token });
+    for (const token of [issued, session.body.token, other]) expect((await readConversation(token)).status).toBe(200);
+
+    expect((await call("DELETE", `/v1/api-keys/${extra.body.id}`, { token: org.apiKey })).status).toBe(204);
+    for (const token of [issued, session.body.token]) {
+      const refused = await readConversation(token);
+      expectError(refused, 401, "UNAUTHORIZED");
+      expect(refused.body.error.message).toBe("the API key that issued this token was revoked");
+    }
+    expect((await readConversation(other)).status).toBe(200);
+  });
+
   it("a key can revoke itself", async () => {
     const org = await createOrg();
     const extra = await call("POST", "/v1/api-keys", { token: org.apiKey, body: {} });
