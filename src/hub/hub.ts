@@ -327,7 +327,9 @@ export class Hub extends DurableObject<Bindings> {
   private trackStream(event: ParleyEvent<MessageStream>): void {
     this.liveStreams.delete(event.data.streamId);
     if (event.data.done) return;
-    this.liveStreams.set(event.data.streamId, event);
+    // Without its text (a snapshot's can be 32 KiB): what finds and checks the stream is kept.
+    const { text: _text, ...data } = event.data;
+    this.liveStreams.set(event.data.streamId, { ...event, data: { ...data, delta: "" } });
     if (this.liveStreams.size > LIVE_STREAMS_MAX) this.liveStreams.delete(this.liveStreams.keys().next().value!);
   }
 
