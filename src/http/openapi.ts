@@ -110,6 +110,7 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
     }
     Object.assign(responses, op.otherResponses);
     const errors = op.body ? { ...ERROR_RESPONSES, ...BODY_ERROR_RESPONSES } : ERROR_RESPONSES;
+    const security = (op.security ?? ["bearer"]).map((name) => ({ [name]: [] }));
     for (const [status, description] of Object.entries(errors)) responses[status] ??= errorResponse(description);
     (paths[path] ??= {})[op.method] = {
       operationId: operationId(op.method, path),
@@ -130,7 +131,7 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
           }
         : {}),
       responses,
-      security: (op.security ?? ["bearer"]).map((name) => ({ [name]: [] })),
+      security,
     };
     if (op.head) {
       const headers = Object.fromEntries(
@@ -145,7 +146,7 @@ export function buildOpenApi(app: Hono<any, any, any>, info: { title: string; ve
         tags: op.tags,
         parameters,
         responses: headers,
-        security: (op.security ?? ["bearer"]).map((name) => ({ [name]: [] })),
+        security,
       };
     }
   }
