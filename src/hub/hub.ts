@@ -288,7 +288,12 @@ export class Hub extends DurableObject<Bindings> {
     if (conversationIds.length === 0) return;
     const hold = this.holdStreams(ws, conversationIds);
     try {
-      const snapshots = await Promise.all(conversationIds.map((id) => this.snapshotsOf(actor, id)));
+      const byRoom = new Map<string | null, string[]>();
+      for (const id of conversationIds) {
+        const roomId = roomIdOfConversation(id);
+        byRoom.set(roomId, [...(byRoom.get(roomId) ?? []), id]);
+      }
+      const snapshots = await Promise.all([...byRoom].map(([roomId, ids]) => this.snapshotsOf(actor, roomId, ids)));
       for (const event of snapshots.flat()) {
         if (!topicMatches(pattern, event.topic) || this.sockets.matchedElsewhere(ws, topic, event.topic)) continue;
         hold.floors.set(event.data.streamId, event.data.index);
@@ -299,12 +304,15 @@ export class Hub extends DurableObject<Bindings> {
     }
   }
 
-  /** A conversation's streams in flight, from its room (none when it cannot say). */
-  private async snapshotsOf(actor: SocketActor, conversationId: string): Promise<ParleyEvent<MessageStream>[]> {
-    const roomId = roomIdOfConversation(conversationId);
+  /** The streams in flight of a room's conversations, from the room (none when it cannot say). */
+  private async snapshotsOf(
+    actor: SocketActor,
+    roomId: string | null,
+    conversationIds: string[],
+  ): Promise<ParleyEvent<MessageStream>[]> {
     if (!roomId) return [];
     try {
-      const result = await roomStub(this.env, roomId).streamSnapshots(actor, conversationId);
+      const result = await roomStub(this.env, roomId).streamSnapshots(actor, conversationIds);
       return result.ok ? result.value : [];
     } catch (error) {
       console.error("stream snapshots from room failed", String(error));

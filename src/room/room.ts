@@ -715,11 +715,13 @@ export class Room extends DurableObject<Bindings> {
     while (this.ephemeralFlight) await this.ephemeralFlight;
   }
 
-  /** Snapshots of a conversation's streams in flight (the text so far), for a hub subscription made mid-stream. */
-  async streamSnapshots(actor: Actor, conversationId: string): Promise<Result<ParleyEvent<MessageStream>[]>> {
-    const found = this.visibleConversation(actor, conversationId);
-    if (!found.ok) return found;
-    return ok(this.snapshots().filter((event) => event.resourceId === conversationId));
+  /**
+   * Snapshots of the streams in flight (the text so far) of those of these conversations the actor may see, for a hub
+   * subscription made mid-stream.
+   */
+  async streamSnapshots(actor: Actor, conversationIds: string[]): Promise<Result<ParleyEvent<MessageStream>[]>> {
+    const visible = new Set(conversationIds.filter((id) => this.visibleConversation(actor, id).ok));
+    return ok(visible.size === 0 ? [] : this.snapshots().filter((event) => visible.has(event.resourceId)));
   }
 
   /**

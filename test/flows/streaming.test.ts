@@ -3,8 +3,8 @@ import { call } from "../helpers/api";
 import { roomStub } from "../../src/room/client";
 import { UNSAVED_INDEXES } from "../../src/room/streams";
 import { describe, expect, it } from "vitest";
-import { inObject, openHub, openRoom, roomObject, sleep, subscribe } from "../helpers/realtime";
-import { agentRoom, historyOf, runsOf, say, streamEvents } from "./helpers";
+import { inObject, openHub, openRoom, roomObject, sessionToken, sleep, subscribe } from "../helpers/realtime";
+import { agentRoom, historyOf, newConversation, runsOf, say, streamEvents } from "./helpers";
 
 // The model server streams "Model reply to: <question>" a word at a time, 120 ms apart.
 const SLOW = { model: "openai:echo@120" };
@@ -189,6 +189,41 @@ describe("mid-stream subscriptions on the org hub", () => {
       hub.close();
     }
     socket.close();
+  });
+});
+
+describe("mid-stream wildcard subscriptions on the org hub", () => {
+  it("get a snapshot of every stream in flight they match, in every conversation of the room, and none of others", async () => {
+    const { apiKey, user, bot, room, orgId, socket, conversationId, token } = await agentRoom({
+      flow: { onMessage: [] },
+    });
+    const second = await newConversation(apiKey, room.id);
+    const stub = roomStub(env, room.id);
+    for (const [streamId, conversation] of [
+      ["s-a", conversationId],
+      ["s-b", second],
+    ]) {
+      await stub.openStream({ orgId }, conversation, streamId, bot.id);
+      await stub.appendStream(streamId, `${streamId} text`);
+    }
+    await socket.waitLog((f) => f.event?.data?.streamId === "s-b");
+    const hub = await openHub(token);
+    const session = await openHub(await sessionToken(apiKey, second, user.id));
+    for (const s of [hub, session]) await subscribe(s, `${streamTopicOf(orgId)}.*`);
+    for (const id of ["s-a", "s-b"]) await stub.closeStream(id);
+    await hub.waitLog((f) => f.event?.data?.streamId === "s-a" && f.event.data.done === true);
+    await hub.waitLog((f) => f.event?.data?.streamId === "s-b" && f.event.data.done === true);
+    for (const id of ["s-a", "s-b"]) {
+      expect(streamEvents(hub, id).map((d) => [d.index, d.text, d.done])).toEqual([
+        [0, `${id} text`, false],
+        [1, `${id} text`, true],
+      ]);
+    }
+    // A session sees its own conversation's stream only.
+    await session.waitLog((f) => f.event?.data?.streamId === "s-b" && f.event.data.done === true);
+    expect(streamEvents(session, "s-a")).toEqual([]);
+    expect(streamEvents(session, "s-b")[0].text).toBe("s-b text");
+    for (const s of [hub, session, socket]) s.close();
   });
 });
 
