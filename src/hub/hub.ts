@@ -14,7 +14,7 @@ import type { ParleyEvent } from "../protocol/events";
 import type { MessageStream } from "../protocol/flows";
 import { CLOSE_CODES, type SubscribeFrame } from "../protocol/frames";
 import type { Participant, Room } from "../protocol/rooms";
-import { SocketRegistry, upgradeActor, type SocketActor } from "../realtime/sockets";
+import { refuseUpgrade, SocketRegistry, upgradeActor, type SocketActor } from "../realtime/sockets";
 import { roomIdOfConversation, roomStub } from "../room/client";
 
 const RECENT_EVENTS = 2_000;
@@ -81,6 +81,7 @@ export class Hub extends DurableObject<Bindings> {
   override async fetch(request: Request): Promise<Response> {
     const actor = upgradeActor(request);
     if (actor instanceof Response) return actor;
+    if (this.sockets.revokedKey(actor)) return refuseUpgrade(request, 401, "UNAUTHORIZED", "API key revoked");
     if (actor.accountId) await this.loadMemberships(actor.orgId, [actor.accountId]);
     const tags = [
       ...(actor.accountId ? [`acc:${actor.accountId}`] : []),

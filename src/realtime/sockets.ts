@@ -74,6 +74,11 @@ const FIRST_SWEEP_MS = 30_000;
 /** How often the sweep runs while API keys hold sockets: a revoked key's sockets close within this time. */
 const KEY_CHECK_MS = 30_000;
 const ATTACHMENT_BYTES = 15 * 1024;
+/**
+ * How long an object remembers the keys it was told were revoked: an upgrade checked before the revoke may reach the
+ * object after it, and is refused then.
+ */
+const REVOKED_KEYS_MS = 10 * 60_000;
 /** How many conversations' received ranges a connection keeps; beyond them a replay may resend (see `received`). */
 const RECEIVED_CONVERSATIONS = 256;
 /** How many topics' subscriber lists the delivery cache keeps before it starts again. */
@@ -94,6 +99,8 @@ export class SocketRegistry {
   private readonly subscribers = new Map<string, WebSocket[]>();
   /** When the sweep must run next (the earliest ping, close or expiry it found); alarms that come sooner skip it. */
   private sweepAt = 0;
+  /** The keys this object was told were revoked lately, and until when it refuses their upgrades. */
+  private readonly revokedKeys = new Map<string, number>();
 
   constructor(private readonly ctx: DurableObjectState) {
     // Client pings are answered by the runtime itself, without waking a hibernated object.
@@ -475,9 +482,23 @@ export class SocketRegistry {
     }
   }
 
-  /** Closes the sockets opened with any of these (revoked) API keys, or with tokens they issued, with 4001. */
+  /**
+   * Whether an upgrade comes with a key (its own, or its token's issuer) this object was told was revoked: it was
+   * checked before the revoke and reached the object after it.
+   */
+  revokedKey(actor: SocketActor, now = Date.now()): boolean {
+    for (const [keyId, until] of this.revokedKeys) if (until <= now) this.revokedKeys.delete(keyId);
+    const key = actor.keyId ?? actor.issuerKeyId;
+    return key !== undefined && this.revokedKeys.has(key);
+  }
+
+  /**
+   * Closes the sockets opened with any of these (revoked) API keys, or with tokens they issued, with 4001, and refuses
+   * their upgrades that still come (`revokedKey`).
+   */
   closeKeys(keyIds: Set<string>): void {
     if (keyIds.size === 0) return;
+    for (const keyId of keyIds) this.revokedKeys.set(keyId, Date.now() + REVOKED_KEYS_MS);
     for (const ws of this.ctx.getWebSockets()) {
       const { keyId, issuerKeyId } = this.state(ws).actor;
       const key = keyId ?? issuerKeyId;
@@ -557,7 +578,7 @@ function matchesAny(state: LiveSocket, parts: string[]): boolean {
 }
 
 /** An upgrade refused by an object, in the contract's error shape. */
-export function refuseUpgrade(request: Request, status: 400 | 403, code: ErrorCode, message: string): Response {
+export function refuseUpgrade(request: Request, status: 400 | 401 | 403, code: ErrorCode, message: string): Response {
   return Response.json(errorBody({ code, message }, request.headers.get("x-request-id") ?? "unknown"), { status });
 }
 

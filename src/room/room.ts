@@ -891,6 +891,7 @@ export class Room extends DurableObject<Bindings> {
   override async fetch(request: Request): Promise<Response> {
     const actor = upgradeActor(request);
     if (actor instanceof Response) return actor;
+    if (this.sockets.revokedKey(actor)) return refuseUpgrade(request, 401, "UNAUTHORIZED", "API key revoked");
     const access = actor.conversationId ? this.visibleConversation(actor, actor.conversationId) : this.access(actor);
     if (!access.ok) return refuseUpgrade(request, 403, "FORBIDDEN", "not a participant of this room");
     const tags = [

@@ -1,4 +1,4 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, isNull } from "drizzle-orm";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -6,7 +6,7 @@ import { auth, orgPrincipal } from "../auth/middleware";
 import type { OrgPrincipal } from "../auth/principal";
 import { requireSessionScope } from "../auth/session-scope";
 import { createDb } from "../db/client";
-import { apiKeyRooms, participants, rooms } from "../db/schema";
+import { apiKeyRooms, apiKeys, participants, rooms } from "../db/schema";
 import type { AppEnv } from "../env";
 import { ApiError, notFound } from "../errors";
 import { describe } from "../http/openapi";
@@ -71,6 +71,23 @@ async function requireParticipant(c: Context<AppEnv>, principal: OrgPrincipal, r
   if (!member) throw new ApiError("FORBIDDEN", "not a participant of this room");
 }
 
+/**
+ * Records that a key (the socket's, or its token's issuer) has a socket in a room, so that revoking the key closes it
+ * at once (`closeKeySockets`), and checks the key again after: a revoke that began after the first check either sees
+ * the record and tells the room (which then refuses this upgrade too), or came first and is seen here (401).
+ */
+async function recordKeyRoom(c: Context<AppEnv>, keyId: string, roomId: string): Promise<void> {
+  const db = createDb(c.env.DB);
+  const [, live] = await db.batch([
+    db.insert(apiKeyRooms).values({ keyId, roomId }).onConflictDoNothing(),
+    db
+      .select({ id: apiKeys.id })
+      .from(apiKeys)
+      .where(and(eq(apiKeys.id, keyId), isNull(apiKeys.revokedAt))),
+  ]);
+  if (live.length === 0) throw new ApiError("UNAUTHORIZED", "API key revoked");
+}
+
 /** The realtime upgrades: `/v1/realtime` (the org hub) and `/v1/rooms/{roomId}/realtime` (one room). */
 export const realtimeRoutes = new Hono<AppEnv>()
   .get(
@@ -120,10 +137,7 @@ export const realtimeRoutes = new Hono<AppEnv>()
       await requireParticipant(c, principal, roomId);
       // After the credential's checks, as for `/v1/realtime`.
       requireUpgrade(c);
-      if (principal.keyId) {
-        // So that revoking the key (the socket's, or its token's issuer) closes this socket at once (`closeKeySockets`).
-        await createDb(c.env.DB).insert(apiKeyRooms).values({ keyId: principal.keyId, roomId }).onConflictDoNothing();
-      }
+      if (principal.keyId) await recordKeyRoom(c, principal.keyId, roomId);
       return c.env.ROOMS.get(c.env.ROOMS.idFromName(roomId)).fetch(forward(c, principal));
     },
   );

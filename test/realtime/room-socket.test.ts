@@ -1,7 +1,9 @@
 import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
+import { hubStub } from "../../src/hub/client";
 import { REALTIME_LIMITS } from "../../src/protocol/frames";
+import { roomStub } from "../../src/room/client";
 import { accountToken, call, createFixture, createOrg, eventually, expectError } from "../helpers/api";
 import {
   addParticipant,
@@ -1189,6 +1191,29 @@ describe("room socket hibernation and keep-alive", () => {
       .bind(created.body.id)
       .first<number>("n");
     expect(rows).toBe(0);
+  });
+
+  // An upgrade checked just before a revoke can reach its object just after the object closed the key's sockets.
+  it("an object told a key was revoked refuses the upgrades of the key and of its tokens that still come (401)", async () => {
+    const f = await createFixture();
+    const created = await call("POST", "/v1/api-keys", { token: f.apiKey, body: { name: "revoked meanwhile" } });
+    const [issued, kept] = await Promise.all([
+      accountToken(created.body.apiKey, f.bob.id),
+      accountToken(f.apiKey, f.bob.id),
+    ]);
+    // The revoke's message to the objects, before D1 says the key is revoked (the upgrades' checks still pass).
+    await roomStub(env, f.room.id).keyRevoked(created.body.id);
+    await hubStub(env, f.orgId).keyRevoked(created.body.id);
+    for (const token of [created.body.apiKey, issued]) {
+      for (const path of [`/v1/rooms/${f.room.id}/realtime`, "/v1/realtime"]) {
+        const refused = await upgrade(path, { token });
+        expectError(refused, 401, "UNAUTHORIZED");
+        expect(refused.body.error.message).toBe("API key revoked");
+      }
+    }
+    const open = await openRoom(f.room.id, kept);
+    expect(await request(open, { type: "ping", id: "alive" })).toMatchObject({ type: "ack", id: "alive" });
+    open.close();
   });
 
   it("a frame from a socket whose token expired closes it with 4001 and changes nothing", async () => {
