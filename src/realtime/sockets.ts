@@ -488,7 +488,7 @@ export class SocketRegistry {
    */
   revokedKey(actor: SocketActor, now = Date.now()): boolean {
     for (const [keyId, until] of this.revokedKeys) if (until <= now) this.revokedKeys.delete(keyId);
-    const key = actor.keyId ?? actor.issuerKeyId;
+    const key = keyOf(actor);
     return key !== undefined && this.revokedKeys.has(key);
   }
 
@@ -500,8 +500,7 @@ export class SocketRegistry {
     if (keyIds.size === 0) return;
     for (const keyId of keyIds) this.revokedKeys.set(keyId, Date.now() + REVOKED_KEYS_MS);
     for (const ws of this.ctx.getWebSockets()) {
-      const { keyId, issuerKeyId } = this.state(ws).actor;
-      const key = keyId ?? issuerKeyId;
+      const key = keyOf(this.state(ws).actor);
       if (key !== undefined && keyIds.has(key)) this.close(ws, CLOSE_CODES.unauthorized, "API key revoked");
     }
   }
@@ -565,6 +564,11 @@ function spendFrame(state: LiveSocket, now: number): boolean {
   state.frames = refilled(state.frames, state.framesAt, now, framesPerSecond, frameBurst) - 1;
   state.framesAt = now;
   return state.frames >= 0;
+}
+
+/** The API key behind a socket: its own, or the one that issued its token. */
+function keyOf(actor: SocketActor): string | undefined {
+  return actor.keyId ?? actor.issuerKeyId;
 }
 
 /** Whether the token behind a socket has expired (API keys do not expire). */

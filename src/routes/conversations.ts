@@ -183,7 +183,7 @@ export const conversationRoutes = new Hono<AppEnv>()
             orgId: principal.orgId,
             accountId,
             conversationId: id,
-            keyId: principal.kind === "apiKey" ? principal.keyId : undefined,
+            keyId: principal.keyId,
           },
           ttlSeconds,
         ),

@@ -30,7 +30,9 @@ export const tokenRoutes = new Hono<AppEnv>().post(
         { path: "accountId", message: "no account with this id in the org" },
       ]);
     }
-    const keyId = principal.kind === "apiKey" ? principal.keyId : undefined;
-    return c.json(await issueToken(c.env, { kind: "account", orgId, accountId, keyId }, ttlSeconds), 201);
+    return c.json(
+      await issueToken(c.env, { kind: "account", orgId, accountId, keyId: principal.keyId }, ttlSeconds),
+      201,
+    );
   },
 );
